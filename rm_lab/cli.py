@@ -1,0 +1,46 @@
+"""`rm_lab <command>`: one Typer app; each stage's command lives beside its stage and registers here."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer
+
+from rm_lab.config import ConfigError
+from rm_lab.schema import RecordError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="rm_lab: reward modeling and engagement prediction for social chat.")
+
+# Command modules: each defines `register(app)`. Add new stages here.
+COMMAND_MODULES = [
+    "rm_lab.commands.world",
+    # rm_lab-commands-marker (keep this line: helpers add modules above it)
+]
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except (RecordError, ConfigError, FileNotFoundError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

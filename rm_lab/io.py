@@ -1,0 +1,189 @@
+"""Reading and writing canonical records (Parquet, JSONL) and run artifacts, always atomically.
+
+Every write goes to a temporary file in the target folder and is renamed into place, so a killed
+job never leaves a half-written artifact behind. Every read validates against `rm_lab.schema`.
+Row numbers in errors: 1-based line numbers for JSONL, 0-based row indices for Parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rm_lab.schema import RecordError, RecordKind, kind, validate_frame
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path next to `path`; on success rename it over `path`, on failure remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecordError(str(path), None, None, "no such file", "an existing JSON file") from None
+    except UnicodeDecodeError as e:
+        raise RecordError(str(path), None, None, f"byte offset {e.start}", "UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise RecordError(str(path), e.lineno, None, e.msg, "valid JSON") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# records
+
+def _json_fields(record: RecordKind) -> list[str]:
+    return [f.name for f in record.fields if f.kind.startswith("json")]
+
+
+def _to_storable(df: pd.DataFrame, record: RecordKind) -> pd.DataFrame:
+    out = df.copy()
+    for name in _json_fields(record):
+        if name in out.columns:
+            out[name] = [json.dumps(v, default=_json_default, ensure_ascii=False) for v in out[name]]
+    return out
+
+
+def write_records(df: pd.DataFrame, path: str | os.PathLike, record: RecordKind | str,
+                  validate: bool = True) -> Path:
+    """Validate then write `df` as Parquet (.parquet) or JSONL (.jsonl), atomically."""
+    record = kind(record) if isinstance(record, str) else record
+    path = Path(path)
+    if validate:
+        df = validate_frame(df, record, str(path))
+    if path.suffix == ".parquet":
+        table = pa.Table.from_pandas(_to_storable(df, record), preserve_index=False)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    elif path.suffix in (".jsonl", ".json"):
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in df.to_dict(orient="records"):
+                    rec = {k: (None if _scalar_null(v) else v) for k, v in rec.items()}
+                    fh.write(json.dumps(rec, default=_json_default, ensure_ascii=False) + "\n")
+    else:
+        raise ValueError(f"{path}: unsupported extension '{path.suffix}', expected .parquet or .jsonl")
+    return path
+
+
+def _scalar_null(v: Any) -> bool:
+    if isinstance(v, (list, dict, tuple, np.ndarray)):
+        return False
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def read_jsonl(path: str | os.PathLike) -> pd.DataFrame:
+    """Read JSON Lines; a bad line raises RecordError with its 1-based line number."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(str(path), None, None, "no such file", "an existing JSONL file")
+    rows: list[dict] = []
+    lines: list[int] = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RecordError(str(path), lineno, None, raw[max(0, e.start - 10): e.end + 10],
+                                  "UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                what = "a complete JSON object (file truncated?)" if not raw.endswith(b"\n") else "a JSON object"
+                raise RecordError(str(path), lineno, None, line.strip()[:80], f"{what}: {e.msg}") from None
+            if not isinstance(obj, dict):
+                raise RecordError(str(path), lineno, None, obj, "a JSON object per line")
+            rows.append(obj)
+            lines.append(lineno)
+    if not rows:
+        raise RecordError(str(path), None, None, "no records", "at least one JSON object")
+    df = pd.DataFrame(rows)
+    df.attrs["line_numbers"] = lines
+    return df
+
+
+def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(str(path), None, None, "no such file", "an existing Parquet file")
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        raise RecordError(str(path), None, None, str(e)[:100], "a readable Parquet file (truncated or not Parquet?)") from None
+
+
+def read_records(path: str | os.PathLike, record: RecordKind | str) -> pd.DataFrame:
+    """Read and validate a canonical record file (.parquet or .jsonl)."""
+    record = kind(record) if isinstance(record, str) else record
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = read_parquet(path)
+        for name in _json_fields(record):
+            if name in df.columns:
+                df[name] = [_decode_json_cell(path, i, name, v) for i, v in enumerate(df[name])]
+    elif path.suffix in (".jsonl", ".json"):
+        df = read_jsonl(path)
+    else:
+        raise RecordError(str(path), None, None, path.suffix, "a .parquet or .jsonl file")
+    return validate_frame(df, record, str(path), row_numbers=df.attrs.get("line_numbers"))
+
+
+def _decode_json_cell(path: Path, row: int, field: str, v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            raise RecordError(str(path), row, field, v, "JSON text (a list or an object)") from None
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
