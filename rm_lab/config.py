@@ -151,3 +151,22 @@ def load(cls: type[T], config: str | Path | None = None, overrides: list[str] | 
 
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
+
+
+# Every YAML shipped in configs/ names the stage dataclass it must satisfy (tests load each one).
+CONFIG_SCHEMAS: dict[str, str] = {
+    "simulate.yaml": "rm_lab.world.simulate:WorldConfig",
+    "simulate_spurious.yaml": "rm_lab.world.simulate:WorldConfig",
+    "ab_test.yaml": "rm_lab.world.ab:ABConfig",
+    "demo.yaml": "rm_lab.demo:DemoConfig",
+}
+
+
+def schema_for(config_file: str) -> type:
+    import importlib
+
+    name = Path(config_file).name
+    if name not in CONFIG_SCHEMAS:
+        raise ConfigError(f"{config_file}: no stage schema registered in rm_lab.config.CONFIG_SCHEMAS")
+    mod, cls = CONFIG_SCHEMAS[name].split(":")
+    return getattr(importlib.import_module(mod), cls)

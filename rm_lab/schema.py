@@ -151,6 +151,12 @@ AB_ARM = RecordKind(
         Field("messages", "float", required=False, nullable=True, min=0),
         Field("engaged_user_days", "float", required=False, nullable=True, min=0),
         Field("text", "str", required=False, nullable=True, doc="the arm's text (K-arm text tests)"),
+        # user-level second moments, so delta-method intervals can be derived from stored arms
+        Field("active_days_sq", "float", required=False, nullable=True, min=0, doc="sum over users of a_u^2"),
+        Field("messages_sq", "float", required=False, nullable=True, min=0, doc="sum over users of m_u^2"),
+        Field("active_messages", "float", required=False, nullable=True, min=0, doc="sum over users of a_u*m_u"),
+        Field("allocation", "float", required=False, nullable=True, min=0, max=1,
+              doc="intended share of traffic for the arm (for the sample-ratio-mismatch check)"),
     ),
     "ABExperiment, stored long: one row per arm (and optionally per day). Lifts are derived, never stored.",
 )

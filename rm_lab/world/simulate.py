@@ -1,0 +1,137 @@
+"""`simulate`: logged traffic of scripted policies in the world, as canonical records.
+
+Interactions carry what users did next (continued, thumb, regenerated, depth); preferences are
+pairs judged by the hidden function plus annotator noise; steer labels are the checker's verdicts.
+Hidden truth travels in `truth_*` columns so evaluations can compare against it; training code
+reads only the canonical columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from rm_lab.schema import Records, validate_frame
+from rm_lab.world.characters import HARD_INSTRUCTIONS, make_characters
+from rm_lab.world.contexts import make_contexts
+from rm_lab.world.engagement import SEGMENTS, Population, score_replies, sigmoid
+from rm_lab.world.policies import PRESETS, ScriptedPolicy
+
+
+@dataclass
+class WorldConfig:
+    """The world and the traffic `simulate` logs from it."""
+
+    seed: int = 0
+    n_characters: int = 24
+    n_contexts: int = 2000  # logged interactions (one per context)
+    n_preference_contexts: int = 2000  # contexts with a judged pair of replies
+    user_traffic_share: float = 0.7
+    logging_policies: list[str] = field(default_factory=lambda: ["baseline", "engaging", "emoji_heavy",
+                                                                 "preachy", "terse", "verbose", "improved"])
+    annotator_temperature: float = 0.05  # noise of the preference judge on the engagement scale
+    spurious_emoji: bool = False  # plant the emoji-lover confound in logged data
+    spurious_emoji_multiplier: float = 4.0  # how much more emoji emoji-lovers are shown
+    latent_sd: float = 0.8
+
+    def __post_init__(self):
+        unknown = [p for p in self.logging_policies if p not in PRESETS]
+        if unknown:
+            raise ValueError(f"logging_policies: unknown {unknown}, expected names from {sorted(PRESETS)}")
+        if self.n_contexts < 1 or self.n_characters < 1:
+            raise ValueError("n_contexts and n_characters must be >= 1")
+
+    def population(self) -> Population:
+        return Population(latent_sd=self.latent_sd, spurious_emoji=self.spurious_emoji)
+
+
+def _policy_replies(policies: list[ScriptedPolicy], assign: np.ndarray, contexts: pd.DataFrame,
+                    characters: pd.DataFrame, seed: int, emoji_mult: np.ndarray | None = None) -> list[str]:
+    out = [""] * len(contexts)
+    for k, pol in enumerate(policies):
+        idx = np.flatnonzero(assign == k)
+        if len(idx) == 0:
+            continue
+        reps = pol.respond(contexts.iloc[idx], characters, seed=seed + 7919 * k,
+                           emoji_multiplier=None if emoji_mult is None else emoji_mult[idx])
+        for i, r in zip(idx, reps):
+            out[i] = r
+    return out
+
+
+def simulate(cfg: WorldConfig, progress=None) -> Records:
+    """Characters, contexts, interactions, preferences and steer labels from one seeded world."""
+    rng = np.random.default_rng(cfg.seed)
+    pop = cfg.population()
+    characters = make_characters(cfg.n_characters, seed=cfg.seed)
+    contexts = make_contexts(characters, cfg.n_contexts, cfg.user_traffic_share, seed=cfg.seed, prefix="ctx")
+    policies = [ScriptedPolicy.preset(p) for p in cfg.logging_policies]
+
+    # --- logged interactions: a user, a logging policy, a reply, what the user did next
+    n = len(contexts)
+    seg = rng.choice(len(SEGMENTS), size=n, p=np.array(pop.shares))
+    u = rng.normal(0.0, pop.latent_sd, n)
+    assign = rng.integers(0, len(policies), n)
+    emoji_mult = np.where(seg == 2, cfg.spurious_emoji_multiplier, 1.0) if cfg.spurious_emoji else None
+    replies = _policy_replies(policies, assign, contexts, characters, cfg.seed + 1, emoji_mult)
+    if progress:
+        progress("interactions: replies written")
+    scored = score_replies(replies, contexts, characters, pop)
+    zs = scored.z[np.arange(n), seg]
+    logit = pop.segment_base()[seg] + u + zs
+    continued = rng.random(n) < sigmoid(logit)
+    p_up, p_down = sigmoid(-2.0 + 1.2 * (zs + u)), sigmoid(-2.4 - 1.2 * (zs + u))
+    r = rng.random(n)
+    thumb = np.where(r < p_up, 1, np.where(r < p_up + p_down, -1, 0))
+    regenerated = rng.random(n) < sigmoid(-2.2 - 1.5 * zs)
+    lam = np.exp(pop.segment_depth()[seg] + 0.5 * zs + 0.3 * u)
+    depth = np.where(continued, rng.poisson(lam), 0).astype(float)
+    interactions = pd.DataFrame({
+        "context_id": contexts["context_id"], "response": replies,
+        "policy": [policies[k].name for k in assign], "continued": continued, "thumb": thumb,
+        "depth": depth, "regenerated": regenerated,
+        "truth_engagement": scored.true_engagement, "truth_segment": [SEGMENTS[s] for s in seg],
+        "truth_p_continue": sigmoid(logit),
+    })
+    steer_rows = []
+    for cid, resp, ids, fol in zip(contexts["context_id"], replies, scored.instruction_ids, scored.followed):
+        for iid, ok in zip(ids, fol):
+            steer_rows.append({"context_id": cid, "response": resp, "instruction_id": iid,
+                               "followed": bool(ok), "violation": (not ok) and iid in HARD_INSTRUCTIONS})
+    steer = pd.DataFrame(steer_rows)
+    if progress:
+        progress("interactions: user signals drawn")
+
+    # --- preference pairs: two policies answer the same context, a noisy judge picks
+    pctx = make_contexts(characters, cfg.n_preference_contexts, cfg.user_traffic_share,
+                         seed=cfg.seed + 100_003, prefix="pref")
+    m = len(pctx)
+    a_idx = rng.integers(0, len(policies), m)
+    b_idx = (a_idx + rng.integers(1, len(policies), m)) % len(policies) if len(policies) > 1 else a_idx
+    rep_a = _policy_replies(policies, a_idx, pctx, characters, cfg.seed + 2)
+    rep_b = _policy_replies(policies, b_idx, pctx, characters, cfg.seed + 3)
+    ea = score_replies(rep_a, pctx, characters, pop).true_engagement
+    eb = score_replies(rep_b, pctx, characters, pop).true_engagement
+    a_wins = rng.random(m) < sigmoid((ea - eb) / cfg.annotator_temperature)
+    same = np.array([x == y for x, y in zip(rep_a, rep_b)])
+    keep = ~same
+    preferences = pd.DataFrame({
+        "context_id": pctx["context_id"], "chosen": np.where(a_wins, rep_a, rep_b),
+        "rejected": np.where(a_wins, rep_b, rep_a), "source": "world", "margin": np.nan,
+        "truth_chosen_engagement": np.where(a_wins, ea, eb), "truth_rejected_engagement": np.where(a_wins, eb, ea),
+        "chosen_policy": [policies[k].name for k in np.where(a_wins, a_idx, b_idx)],
+        "rejected_policy": [policies[k].name for k in np.where(a_wins, b_idx, a_idx)],
+    })[keep].reset_index(drop=True)
+    if progress:
+        progress("preferences: pairs judged")
+
+    frames = {
+        "character": validate_frame(characters, "character"),
+        "context": validate_frame(pd.concat([contexts, pctx], ignore_index=True), "context"),
+        "interaction": validate_frame(interactions, "interaction"),
+        "preference": validate_frame(preferences, "preference"),
+        "steer_label": validate_frame(steer, "steer_label"),
+    }
+    return Records(frames)
