@@ -159,6 +159,7 @@ CONFIG_SCHEMAS: dict[str, str] = {
     "simulate_spurious.yaml": "rm_lab.world.simulate:WorldConfig",
     "ab_test.yaml": "rm_lab.world.ab:ABConfig",
     "demo.yaml": "rm_lab.demo:DemoConfig",
+    "ingest.yaml": "rm_lab.commands.ingest:IngestConfig",
 }
 
 

@@ -33,7 +33,7 @@ class Population:
     depth_base: tuple[float, float, float] = (0.6, 1.0, 0.8)  # log mean follow-up turns
     latent_sd: float = 0.8
     spurious_emoji: bool = False  # plant the emoji-lover confound
-    spurious_base_boost: float = 0.9  # extra activity of emoji lovers when planted
+    spurious_base_boost: float = 1.2  # extra activity of emoji lovers when planted
 
     def segment_base(self) -> np.ndarray:
         b = np.array(self.base, float)

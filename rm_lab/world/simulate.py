@@ -34,6 +34,7 @@ class WorldConfig:
     annotator_temperature: float = 0.05  # noise of the preference judge on the engagement scale
     spurious_emoji: bool = False  # plant the emoji-lover confound in logged data
     spurious_emoji_multiplier: float = 4.0  # how much more emoji emoji-lovers are shown
+    spurious_emoji_others: float = 0.25  # ... and how much fewer everyone else is shown
     latent_sd: float = 0.8
 
     def __post_init__(self):
@@ -74,7 +75,8 @@ def simulate(cfg: WorldConfig, progress=None) -> Records:
     seg = rng.choice(len(SEGMENTS), size=n, p=np.array(pop.shares))
     u = rng.normal(0.0, pop.latent_sd, n)
     assign = rng.integers(0, len(policies), n)
-    emoji_mult = np.where(seg == 2, cfg.spurious_emoji_multiplier, 1.0) if cfg.spurious_emoji else None
+    emoji_mult = (np.where(seg == 2, cfg.spurious_emoji_multiplier, cfg.spurious_emoji_others)
+                  if cfg.spurious_emoji else None)
     replies = _policy_replies(policies, assign, contexts, characters, cfg.seed + 1, emoji_mult)
     if progress:
         progress("interactions: replies written")
