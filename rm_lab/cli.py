@@ -20,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 # Command modules: each defines `register(app)`. Add new stages here.
 COMMAND_MODULES = [
     "rm_lab.commands.world",
+    "rm_lab.commands.ingest",
     "rm_lab.commands.steer",
     # rm_lab-commands-marker (keep this line: helpers add modules above it)
 ]

@@ -132,8 +132,8 @@ def read_jsonl(path: str | os.PathLike) -> pd.DataFrame:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise RecordError(str(path), lineno, None, raw[max(0, e.start - 10): e.end + 10],
-                                  "UTF-8 text") from None
+                raise RecordError(str(path), lineno, _field_with_bad_bytes(raw),
+                                  raw[max(0, e.start - 10): e.end + 10], "UTF-8 text") from None
             if not line.strip():
                 continue
             try:
@@ -150,6 +150,27 @@ def read_jsonl(path: str | os.PathLike) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df.attrs["line_numbers"] = lines
     return df
+
+
+def _field_with_bad_bytes(raw: bytes) -> str | None:
+    """The top-level key whose value (or name) holds the undecodable bytes, when the line still parses."""
+    try:
+        obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+
+    def bad(v: Any) -> bool:
+        if isinstance(v, str):
+            return any("\udc80" <= ch <= "\udcff" for ch in v)
+        if isinstance(v, dict):
+            return any(bad(k) or bad(x) for k, x in v.items())
+        if isinstance(v, list):
+            return any(bad(x) for x in v)
+        return False
+
+    return next((k for k, v in obj.items() if bad(k) or bad(v)), None)
 
 
 def read_parquet(path: str | os.PathLike) -> pd.DataFrame:

@@ -1,0 +1,167 @@
+"""`rm_lab ingest SOURCE PATH`: a public dataset or the user's own records -> validated Parquet in a run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import typer
+
+from rm_lab import config as cfgmod
+from rm_lab import io
+from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe
+from rm_lab.config import ConfigError
+from rm_lab.runs import Run
+from rm_lab.schema import KINDS, RecordError, Records
+
+RECORDS = "records"
+
+
+@dataclass
+class IngestConfig:
+    """limit: keep the first N source units (tests, dialogues, prompts, rows) for quick runs.
+    out: write the Parquet frames to this folder instead of the run folder (the report stays in the run).
+    kind: record kind of a `records` file (else taken from its file name, e.g. interaction.parquet)."""
+
+    limit: Optional[int] = None
+    out: Optional[str] = None
+    kind: Optional[str] = None
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}, got '{self.kind}'")
+
+
+def source_names() -> list[str]:
+    from rm_lab.sources import SOURCES
+
+    return [*SOURCES, RECORDS]
+
+
+def load_records(path: Path, kind: str | None, limit: int | None) -> Records:
+    """The user's canonical file (.parquet/.jsonl), or a folder of <kind>.parquet/.jsonl files."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".jsonl") and p.stem in KINDS)
+        if not files:
+            raise RecordError(str(path), None, None, "no record files",
+                              f"files named <kind>.parquet or <kind>.jsonl, kind in {sorted(KINDS)}")
+        pairs = [(p, kind or p.stem) for p in files]
+    else:
+        k = kind or (path.stem if path.stem in KINDS else None)
+        if k is None:
+            raise ConfigError(f"{path}: cannot tell the record kind from the file name; pass --kind "
+                              f"(one of {sorted(KINDS)})")
+        pairs = [(path, k)]
+    frames: dict[str, pd.DataFrame] = {}
+    for p, k in pairs:
+        df = io.read_records(p, k)
+        if limit is not None:
+            df = df.head(limit).reset_index(drop=True)
+        frames[k] = pd.concat([frames[k], df], ignore_index=True) if k in frames else df
+    return Records(frames)
+
+
+def _write_frame(df: pd.DataFrame, path: Path) -> Path:
+    """Non-canonical frames: nested cells stored as JSON text, like the canonical JSON fields."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object and out[c].map(lambda v: isinstance(v, (list, dict))).any():
+            out[c] = [json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for v in out[c]]
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    with io.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def ingest(source: str, path: Path, cfg: IngestConfig) -> tuple[Run, dict[str, Any]]:
+    from rm_lab.sources import SOURCES
+
+    if source == RECORDS:
+        records = load_records(path, cfg.kind, cfg.limit)
+    elif source in SOURCES:
+        records = SOURCES[source](path, limit=cfg.limit)
+    else:
+        raise ConfigError(f"unknown source '{source}', expected one of {source_names()}")
+    run = Run("ingest", {"source": source, "path": str(path), **cfgmod.to_dict(cfg)})
+    out_dir = Path(cfg.out) if cfg.out else run.path
+    files = {}
+    try:
+        for name, df in records.frames.items():
+            target = out_dir / f"{name}.parquet"
+            if name in KINDS:
+                io.write_records(df, target, name)
+            elif len(df) or name != "dropped":
+                _write_frame(df, target)
+            else:
+                continue
+            files[name] = str(run.artifact(name, target))
+    except BaseException:
+        run.finish("failed")
+        raise
+    dropped = records.frames.get("dropped")
+    report = {
+        "source": source, "path": str(path), "run_id": run.run_id, "limit": cfg.limit,
+        "counts": {k: int(len(v)) for k, v in records.frames.items() if k != "dropped"},
+        "dropped": (dropped.groupby(["source_file", "reason"]).size().rename("n").reset_index().to_dict("records")
+                    if dropped is not None and len(dropped) else []),
+        "by_file": {k: v["source_file"].value_counts().sort_index().to_dict()
+                    for k, v in records.frames.items() if "source_file" in v.columns and k != "dropped"},
+        "out_dir": str(out_dir),
+        "files": files,
+    }
+    io.write_json(run.file("report.json"), report)
+    run.log_metrics({f"counts/{k}": v for k, v in report["counts"].items()})
+    run.finish()
+    return run, report
+
+
+def _print_summary(run: Run, report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ingest {report['source']}")
+    table.add_column("frame")
+    table.add_column("rows", justify="right")
+    for k, n in report["counts"].items():
+        table.add_row(k, f"{n:,}")
+    for d in report["dropped"]:
+        table.add_row(f"dropped: {d['reason']} ({d['source_file']})", f"{d['n']:,}")
+    console = Console()
+    console.print(table)
+    where = f"wrote {run.path}"
+    if Path(report["out_dir"]) != run.path:
+        where += f" (frames in {report['out_dir']})"
+    console.print(where)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ingest")
+    def ingest_cmd(
+        source: str = typer.Argument(..., help="upworthy | convai2 | ifeval | predictive-engagement | records"),
+        path: Path = typer.Argument(..., help="the dataset file or folder (records: a .parquet/.jsonl file)"),
+        overrides: Optional[list[str]] = OverridesArg,
+        config: Optional[str] = ConfigOpt,
+        kind: Optional[str] = typer.Option(None, "--kind", help=f"record kind of a `records` file: {sorted(KINDS)}"),
+        runs: Optional[str] = RunsOpt,
+    ):
+        """Load a public dataset or your own canonical records, validate, write Parquet + report.json."""
+        if runs:
+            os.environ["RM_LAB_RUNS"] = runs
+        try:
+            cfg = cfgmod.load(IngestConfig, config or "ingest", maybe(overrides) + ([f"kind={kind}"] if kind else []))
+            if source not in source_names():
+                raise ConfigError(f"unknown source '{source}', expected one of {source_names()}")
+            run, report = ingest(source, path, cfg)
+        except (RecordError, ConfigError, FileNotFoundError) as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        _print_summary(run, report)
