@@ -9,7 +9,7 @@ from rm_lab import io
 from rm_lab.evaluate.ab import analyze
 from rm_lab.runs import Run
 from rm_lab.world.ab import ABConfig, simulate_ab
-from rm_lab.world.report import ab_table, policy_table
+from rm_lab.world.report import ab_table, policy_table, steer_table
 from rm_lab.world.simulate import WorldConfig, simulate
 
 
@@ -33,6 +33,8 @@ def run_demo(cfg: DemoConfig, say=print) -> Run:
     sections = [f"# rm_lab demo ({run.run_id})", "",
                 "## Logged traffic by scripted policy (hidden truth vs observed signals)", "",
                 policy_table(records["interaction"]), "",
+                "## Steerability of the logging policies (character instructions, 95% Wilson intervals)", "",
+                steer_table(records["interaction"], records["steer_label"]), "",
                 f"## Simulated A/B test: {cfg.ab.treatment} vs {cfg.ab.control}, {cfg.ab.days} days, "
                 f"{cfg.ab.arm_share:.0%} of {cfg.ab.eligible_users:,} eligible users per arm", "",
                 ab_table(analysis, truth), ""]

@@ -38,7 +38,7 @@ def test_overall_rates():
     a = rep.overall.set_index("policy").loc["A"]
     assert a["n_instructions"] == 4 and a["follow_rate"] == 0.75
     assert a["n_prompts"] == 2 and a["prompt_rate"] == 0.5
-    assert a["violation_rate"] == 0.25
+    assert a["violation_rate"] == 0.5  # one of A's two replies has a violation
     assert (a["follow_lo"], a["follow_hi"]) == pytest.approx(wilson(3, 4)[1:])
     assert (a["prompt_lo"], a["prompt_hi"]) == pytest.approx(wilson(1, 2)[1:])
     b = rep.overall.set_index("policy").loc["B"]

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
                      runs: Optional[str] = RunsOpt):
         """Log traffic of scripted policies in the simulated world (interactions, preferences, steer labels)."""
         from rm_lab.runs import Run
-        from rm_lab.world.report import policy_table
+        from rm_lab.world.report import policy_table, steer_table
         from rm_lab.world.simulate import WorldConfig, simulate
 
         _runs(runs)
@@ -44,10 +44,11 @@ def register(app: typer.Typer) -> None:
         report = {"counts": records.counts(),
                   "truth_engagement_by_policy": records["interaction"].groupby("policy")["truth_engagement"].mean().to_dict()}
         io.write_json(run.file("report.json"), report)
-        io.write_text(run.file("report.md"), "# simulate\n\n" + policy_table(records["interaction"]) + "\n")
+        tables = policy_table(records["interaction"]) + "\n\n" + steer_table(records["interaction"], records["steer_label"])
+        io.write_text(run.file("report.md"), "# simulate\n\n" + tables + "\n")
         run.log_metrics({"counts": records.counts()})
         run.finish()
-        print(policy_table(records["interaction"]))
+        print(tables)
         console.print(f"[green]wrote[/green] {run.path}")
 
     @app.command("ab-test")

@@ -55,8 +55,9 @@ def _rates(g: pd.DataFrame, unit: str, with_violation: bool) -> dict:
     p, plo, phi = wilson(int(per_prompt.sum()), len(per_prompt))
     row = {"n_instructions": n, "follow_rate": f, "follow_lo": flo, "follow_hi": fhi,
            "n_prompts": len(per_prompt), "prompt_rate": p, "prompt_lo": plo, "prompt_hi": phi}
-    if with_violation:
-        v, vlo, vhi = wilson(int(g["violation"].sum()), n)
+    if with_violation:  # the paper's violation rate: share of replies with any violation
+        per_reply = g.groupby(unit, sort=False)["violation"].any()
+        v, vlo, vhi = wilson(int(per_reply.sum()), len(per_reply))
     else:
         v = vlo = vhi = math.nan
     row.update({"violation_rate": v, "violation_lo": vlo, "violation_hi": vhi})
@@ -69,7 +70,8 @@ def steerability_report(rows: pd.DataFrame, unit: str = "context_id") -> Steerab
     rows: one verdict per (response, instruction) with columns `policy`, `unit` (the prompt or
     context the response answers), `instruction_id`, `followed` and optionally `violation`
     (without it the violation columns are NaN: not following is not the same as a violation).
-    Prompt-level rate: share of the policy's prompts whose every instruction was followed.
+    Prompt-level rate: share of the policy's prompts whose every instruction was followed;
+    violation rate: share of the policy's replies with at least one violation.
     """
     need = ["policy", unit, "instruction_id", "followed"]
     for col in need:

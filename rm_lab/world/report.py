@@ -33,3 +33,18 @@ def policy_table(interactions: pd.DataFrame) -> str:
     for name, r in g.iterrows():
         lines.append(f"| {name} | {r.n} | {r.truth:.3f} | {r.cont:.3f} | {r.depth:.2f} | {r.thumb:+.3f} |")
     return "\n".join(lines)
+
+
+def steer_table(interactions: pd.DataFrame, steer_labels: pd.DataFrame) -> str:
+    """Instruction-following, prompt-level and violation rates per logging policy, with 95% intervals."""
+    from rm_lab.evaluate.steerability import steerability_report
+
+    rows = steer_labels.merge(interactions[["context_id", "policy"]].drop_duplicates("context_id"), on="context_id")
+    rep = steerability_report(rows).overall.sort_values("follow_rate", ascending=False)
+    lines = ["| policy | instructions followed | all followed (reply) | replies with a violation |",
+             "| --- | --- | --- | --- |"]
+    for _, r in rep.iterrows():
+        lines.append(f"| {r.policy} | {r.follow_rate:.1%} [{r.follow_lo:.1%}, {r.follow_hi:.1%}] "
+                     f"| {r.prompt_rate:.1%} [{r.prompt_lo:.1%}, {r.prompt_hi:.1%}] "
+                     f"| {r.violation_rate:.1%} [{r.violation_lo:.1%}, {r.violation_hi:.1%}] |")
+    return "\n".join(lines)
