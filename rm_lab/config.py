@@ -160,6 +160,7 @@ CONFIG_SCHEMAS: dict[str, str] = {
     "ab_test.yaml": "rm_lab.world.ab:ABConfig",
     "demo.yaml": "rm_lab.demo:DemoConfig",
     "ingest.yaml": "rm_lab.commands.ingest:IngestConfig",
+    "curate.yaml": "rm_lab.curate.pipeline:CurateConfig",
 }
 
 

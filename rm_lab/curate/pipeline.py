@@ -1,0 +1,268 @@
+"""`curate`: scrub, de-duplicate, pair-filter and diversity-sample canonical records.
+
+The unit of curation is an *item*: an interaction (a context and a reply), a preference pair (a
+context and two replies), or a context that nothing else refers to (a bare prompt). Steps run in
+this order, each on the survivors of the one before, and each reports what it removed and why:
+
+1. scrub identifiers in every free-text field (nothing is removed);
+2. drop exact and near duplicates within each item kind, comparing conversations of the same
+   character (context turns + replies);
+3. drop preference pairs too lopsided in length or emoji;
+4. diversity-sample each kind named in `sample_size`, stratified by traffic to `traffic_mix`
+   (a kind not named there is not sampled).
+
+Then the records that hang off items follow them: a context is kept while a kept item refers to
+it; a steer label is kept while its context is kept and, where the context has logged interactions,
+while its reply is one of the kept ones. Characters and A/B arms pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+
+from rm_lab import io
+from rm_lab.schema import KINDS, TRAFFIC_SOURCES, RecordError, Records
+
+ITEM_KINDS = ("interaction", "preference", "context")
+
+
+@dataclass
+class CurateConfig:
+    """What `rm_lab curate` does to a folder of canonical records."""
+
+    input: str = ""  # a folder of <kind>.parquet/.jsonl files, or a run id under the runs root
+    seed: int = 0
+    scrub: bool = True
+    dedup: bool = True
+    near_duplicate_threshold: float = 0.8  # word-shingle Jaccard at or above which items are near copies
+    shingle_words: int = 3
+    minhash_permutations: int = 128
+    pair_filter: bool = True
+    max_length_ratio: float = 2.0  # longer/shorter word count allowed in a pair (<= 0: no check)
+    max_emoji_diff: int = 2  # emoji-count difference allowed in a pair (< 0: no check)
+    diversity: bool = True  # diversity-sample the kinds named in sample_size
+    sample_size: dict[str, int] = field(default_factory=dict)  # item kind -> target size
+    traffic_mix: dict[str, float] = field(default_factory=dict)  # e.g. {internal: 0.3, user: 0.7} ({}: as is)
+    n_clusters: int = 16
+    embedding: Literal["auto", "minilm", "tfidf"] = "auto"
+    tfidf_components: int = 64
+
+    def __post_init__(self):
+        if not 0 < self.near_duplicate_threshold <= 1:
+            raise ValueError(f"near_duplicate_threshold must be in (0, 1], got {self.near_duplicate_threshold}")
+        if self.shingle_words < 1 or self.n_clusters < 1 or self.tfidf_components < 1:
+            raise ValueError("shingle_words, n_clusters and tfidf_components must be >= 1")
+        if self.minhash_permutations < 4 or self.minhash_permutations % 4:
+            raise ValueError(f"minhash_permutations must be a positive multiple of 4, got {self.minhash_permutations}")
+        for k, v in self.sample_size.items():
+            if k not in ITEM_KINDS:
+                raise ValueError(f"sample_size: unknown item kind '{k}', expected one of {list(ITEM_KINDS)}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"sample_size.{k}: expected a positive integer, got {v!r}")
+        if self.traffic_mix:
+            for k, v in self.traffic_mix.items():
+                if k not in TRAFFIC_SOURCES:
+                    raise ValueError(f"traffic_mix: unknown traffic '{k}', expected {list(TRAFFIC_SOURCES)}")
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    raise ValueError(f"traffic_mix.{k}: expected a share >= 0, got {v!r}")
+            total = sum(self.traffic_mix.values())
+            if not math.isclose(total, 1.0, abs_tol=1e-6):
+                raise ValueError(f"traffic_mix: shares must sum to 1, got {total}")
+            self.traffic_mix = {k: float(v) for k, v in self.traffic_mix.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# input
+
+def resolve_input(spec: str, runs_root: Path | None = None) -> Path:
+    """A folder path, or a run id looked up as <runs root>/<kind>/<id>."""
+    from rm_lab.runs import runs_root as default_root
+
+    if not spec:
+        raise RecordError(None, None, "input", spec, "input=FOLDER or input=RUN_ID (a folder of record files)")
+    p = Path(spec)
+    if p.is_dir():
+        return p
+    root = runs_root or default_root()
+    matches = sorted(q for q in root.glob(f"*/{spec}") if q.is_dir()) if "/" not in spec else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise RecordError(None, None, "input", spec, f"one run, found {[str(m) for m in matches]}")
+    raise RecordError(None, None, "input", spec, f"an existing folder or a run id under {root}")
+
+
+def load_folder(folder: str | Path) -> Records:
+    """Every canonical record file `<kind>.parquet` (or `.jsonl`) in a folder, validated."""
+    folder = Path(folder)
+    frames: dict[str, pd.DataFrame] = {}
+    for name in KINDS:
+        for ext in (".parquet", ".jsonl"):
+            p = folder / f"{name}{ext}"
+            if p.exists():
+                frames[name] = io.read_records(p, name)
+                break
+    if not frames:
+        raise RecordError(str(folder), None, None, "no record files",
+                          f"files named <kind>.parquet or <kind>.jsonl, kinds {sorted(KINDS)}")
+    return Records(frames)
+
+
+# ----------------------------------------------------------------------------------------------
+# items
+
+def _history_text(h) -> str:
+    return "\n".join(t.get("content", "") for t in (h or []) if isinstance(t, dict))
+
+
+def _items(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Per item kind: row index into its frame, context id, character, traffic, and the text compared."""
+    ctx = frames.get("context")
+    if ctx is not None:
+        cinfo = ctx.drop_duplicates("context_id").set_index("context_id")
+        hist = {cid: _history_text(h) for cid, h in zip(cinfo.index, cinfo["history"])}
+        char = cinfo["character_id"].to_dict()
+        traffic = cinfo["traffic"].to_dict()
+    else:
+        hist, char, traffic = {}, {}, {}
+    out: dict[str, pd.DataFrame] = {}
+
+    def frame(cids, texts, rows):
+        return pd.DataFrame({"row": rows, "context_id": cids, "character_id": [char.get(c, "") for c in cids],
+                             "traffic": [traffic.get(c) for c in cids], "text": texts})
+
+    referenced: set[str] = set()
+    if "interaction" in frames:
+        df = frames["interaction"]
+        cids = df["context_id"].tolist()
+        referenced.update(cids)
+        out["interaction"] = frame(cids, [hist.get(c, "") + "\n" + r for c, r in zip(cids, df["response"])],
+                                   np.arange(len(df)))
+    if "preference" in frames:
+        df = frames["preference"]
+        cids = df["context_id"].tolist()
+        referenced.update(cids)
+        out["preference"] = frame(cids, [hist.get(c, "") + "\n" + a + "\n" + b
+                                         for c, a, b in zip(cids, df["chosen"], df["rejected"])], np.arange(len(df)))
+    if ctx is not None:
+        rows = np.flatnonzero(~ctx["context_id"].isin(referenced).to_numpy())
+        if len(rows):
+            cids = ctx["context_id"].iloc[rows].tolist()
+            out["context"] = frame(cids, [hist.get(c, "") for c in cids], rows)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the pipeline
+
+def curate(records: Records, cfg: CurateConfig, progress: Callable[[str], None] | None = None) -> tuple[Records, dict]:
+    """Curated records and a report {input, output, steps: {scrub, dedup, pair_filter, diversity}, cascade}."""
+    from rm_lab.curate.dedup import dedup_texts
+    from rm_lab.curate.diversity import diversity_sample, embed_texts, load_minilm
+    from rm_lab.curate.pairs import pair_filter
+    from rm_lab.curate.scrub import scrub_frames
+
+    say = progress or (lambda m: None)
+    frames = dict(records.frames)
+    report: dict = {"input": records.counts(), "steps": {}}
+
+    if cfg.scrub:
+        say("scrubbing identifiers")
+        frames, report["steps"]["scrub"] = scrub_frames(frames)
+
+    items = _items(frames)
+    if cfg.dedup:
+        report["steps"]["dedup"] = {}
+        for kind, it in items.items():
+            say(f"de-duplicating {kind}")
+            keep, rep = dedup_texts(it["text"].tolist(), cfg.near_duplicate_threshold, cfg.shingle_words,
+                                    cfg.minhash_permutations, cfg.seed, groups=it["character_id"].tolist())
+            report["steps"]["dedup"][kind] = rep
+            items[kind] = it[keep].reset_index(drop=True)
+
+    if cfg.pair_filter and "preference" in items:
+        say("filtering preference pairs")
+        it = items["preference"]
+        keep, rep = pair_filter(frames["preference"].iloc[it["row"].to_numpy()], cfg.max_length_ratio,
+                                cfg.max_emoji_diff)
+        report["steps"]["pair_filter"] = rep
+        items["preference"] = it[keep].reset_index(drop=True)
+
+    if cfg.diversity and cfg.sample_size:
+        report["steps"]["diversity"] = {}
+        encoder = None
+        if cfg.embedding != "tfidf" and any(k in items for k in cfg.sample_size):
+            say("loading the MiniLM encoder")
+            encoder = load_minilm(required=cfg.embedding == "minilm")
+        for kind, target in cfg.sample_size.items():
+            if kind not in items:
+                report["steps"]["diversity"][kind] = {"skipped": f"no {kind} items in the input"}
+                continue
+            it = items[kind]
+            say(f"embedding {len(it)} {kind} items")
+            method = "tfidf" if encoder is None else "minilm"
+            emb, used = embed_texts(it["text"].tolist(), method, cfg.tfidf_components, cfg.seed, encoder)
+            say(f"diversity-sampling {kind}")
+            strata = it["traffic"].fillna("unknown").tolist()
+            sel, rep = diversity_sample(emb, target, strata, cfg.traffic_mix or None, cfg.n_clusters, cfg.seed)
+            rep["embedding"] = used
+            report["steps"]["diversity"][kind] = rep
+            items[kind] = it.iloc[sel].reset_index(drop=True)
+
+    out, cascade = _assemble(frames, items)
+    report["cascade"] = cascade
+    report["output"] = {k: len(v) for k, v in out.items()}
+    return Records(out), report
+
+
+def _assemble(frames: dict[str, pd.DataFrame], items: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
+    out: dict[str, pd.DataFrame] = {}
+    for kind in ("interaction", "preference"):
+        if kind in frames:
+            out[kind] = frames[kind].iloc[np.sort(items[kind]["row"].to_numpy())].reset_index(drop=True)
+    cascade: dict[str, int] = {}
+    kept_ctx: set[str] = set()
+    for kind in ("interaction", "preference"):
+        if kind in out:
+            kept_ctx.update(out[kind]["context_id"])
+    if "context" in frames:
+        ctx = frames["context"]
+        orphan_rows = set(items["context"]["row"].tolist()) if "context" in items else set()
+        referenced = ctx["context_id"].isin(kept_ctx).to_numpy()
+        orphan_kept = np.isin(np.arange(len(ctx)), np.array(sorted(orphan_rows), dtype=int))
+        keep = referenced | orphan_kept
+        out["context"] = ctx[keep].reset_index(drop=True)
+        kept_ctx.update(out["context"]["context_id"])
+        as_items = len(_orphans(frames)) - len(orphan_rows)
+        cascade["context_removed_as_items"] = as_items
+        cascade["context_removed_with_items"] = int((~keep).sum()) - as_items
+    if "steer_label" in frames:
+        st = frames["steer_label"]
+        ok = st["context_id"].isin(kept_ctx).to_numpy().copy()
+        if "interaction" in frames:
+            logged = set(frames["interaction"]["context_id"])
+            kept_pairs = set(zip(out["interaction"]["context_id"], out["interaction"]["response"]))
+            follows = np.array([(c not in logged) or ((c, r) in kept_pairs)
+                                for c, r in zip(st["context_id"], st["response"])], dtype=bool)
+            ok &= follows
+        out["steer_label"] = st[ok].reset_index(drop=True)
+        cascade["steer_label_removed"] = int((~ok).sum())
+    for kind in frames:
+        if kind not in out:
+            out[kind] = frames[kind]
+    return {k: out[k] for k in frames}, cascade
+
+
+def _orphans(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    ctx = frames["context"]
+    referenced = set()
+    for kind in ("interaction", "preference"):
+        if kind in frames:
+            referenced.update(frames[kind]["context_id"])
+    return ctx[~ctx["context_id"].isin(referenced)]
