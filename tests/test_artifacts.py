@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from rm_lab.features.style import style_frame
 from rm_lab.reward import artifacts as A
@@ -87,7 +89,8 @@ def test_naive_model_learns_an_emoji_effect_larger_than_the_truth_only_when_conf
     ratio = {}
     for spurious, (cfg, rec) in worlds.items():
         inter = rec["interaction"]
-        lr = LogisticRegression(max_iter=2000).fit(style_frame(inter["response"]), inter["continued"])
+        lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+        lr.fit(style_frame(inter["response"]), inter["continued"])
         score = lambda ts: lr.predict_proba(style_frame(ts))[:, 1]
         learned = A.learned_effect(score, inter["response"], A.COUNTERFACTUALS["append_emoji"])
         ctx = rec["context"].set_index("context_id").loc[inter["context_id"]].reset_index()
