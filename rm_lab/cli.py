@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "rm_lab.commands.world",
     "rm_lab.commands.ingest",
     "rm_lab.commands.steer",
+    "rm_lab.commands.reward",
     "rm_lab.commands.curate",
     # rm_lab-commands-marker (keep this line: helpers add modules above it)
 ]

@@ -159,6 +159,8 @@ CONFIG_SCHEMAS: dict[str, str] = {
     "simulate_spurious.yaml": "rm_lab.world.simulate:WorldConfig",
     "ab_test.yaml": "rm_lab.world.ab:ABConfig",
     "demo.yaml": "rm_lab.demo:DemoConfig",
+    "train_rm.yaml": "rm_lab.reward.train:TrainRMConfig",
+    "eval_rm.yaml": "rm_lab.reward.evaluate:EvalRMConfig",
     "ingest.yaml": "rm_lab.commands.ingest:IngestConfig",
     "curate.yaml": "rm_lab.curate.pipeline:CurateConfig",
 }

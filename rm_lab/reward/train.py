@@ -1,0 +1,383 @@
+"""`train-rm`: fit the multi-head reward model (optionally an ensemble) and the pairwise model.
+
+Frozen backbone (the CPU default): every (context, reply) is encoded once into the embedding cache and
+only the heads train, in seconds. `top_k` / `full` fine-tune encoder layers per member. Each member
+checkpoints every epoch (Lightning `.ckpt` in checkpoints/m<k>/); a killed run resumes from
+`last.ckpt` and, because data order and dropout depend only on (seed, epoch), ends where an
+uninterrupted run would. Final weights are safetensors next to `rm_config.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from rm_lab import io
+from rm_lab.config import ConfigError
+from rm_lab.reward.data import (FEATURES, ITEM_HEADS, RewardData, build_reward_data, format_inputs, item_inputs,
+                                read_record_folder, split_contexts, style_matrix)
+from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key, default_cache_root
+from rm_lab.reward.model import RewardLit, RewardNet, RMConfig, backbone_folder, load_backbone, set_trainable
+from rm_lab.reward.pairwise import PairwiseLit, PairwiseNet
+from rm_lab.schema import RecordError, Records
+
+
+@dataclass
+class TrainRMConfig:
+    """train-rm: data, backbone, heads and optimisation (configs/train_rm.yaml)."""
+
+    data: str | None = None  # a folder of <kind>.parquet/.jsonl records; None: simulate `world`
+    world: dict = field(default_factory=dict)  # WorldConfig keys for an on-the-fly world
+    heads: list[str] | None = None  # None: every head the data has labels for
+    backbone: str | None = None  # a local HF encoder folder; None: packaged all-MiniLM-L6-v2
+    train_mode: Literal["frozen", "top_k", "full"] = "frozen"
+    unfreeze_top_k: int = 2
+    max_length: int = 256
+    card_max_tokens: int = 96
+    reply_max_tokens: int = 128
+    hidden: int = 256
+    n_layers: int = 2
+    dropout: float = 0.1
+    lr: float = 1e-3
+    encoder_lr: float = 2e-5
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    epochs: int = 30
+    seed: int = 0
+    n_ensemble: int = 1
+    val_fraction: float = 0.2
+    loss_weights: dict = field(default_factory=dict)
+    aggregate: bool = True  # merge repeated (context, reply) rows into binomial counts
+    pairwise: bool = True
+    pairwise_epochs: int = 10
+    pairwise_hidden: int = 256
+    cache_dir: str | None = None  # None: shared cache ($RM_LAB_CACHE/embeddings); "run": in the run folder
+    embed_batch_size: int = 64
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.n_ensemble < 1:
+            raise ValueError("n_ensemble must be >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError("val_fraction must be in [0, 1)")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+
+# ----------------------------------------------------------------------------------------------
+# batches
+
+class EpochSampler(Sampler):
+    """A permutation that depends only on (seed, epoch); Lightning calls set_epoch each epoch."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class UnitCollator:
+    """Units are pairs (first n_pairs) then labelled items; a batch is their items + labels + pair index."""
+
+    def __init__(self, data: RewardData, feats, style: np.ndarray, heads: list[str], pad_id: int = 0):
+        self.data, self.heads, self.pad_id = data, heads, pad_id
+        self.feats = feats  # (N, D) float tensor, or a list of token-id lists
+        self.style = torch.tensor(np.asarray(style), dtype=torch.float32)
+        self.rows = data.items["feat_row"].to_numpy()
+        self.pairs = (data.pairs[["chosen", "rejected"]].to_numpy() if "preference" in heads
+                      else np.zeros((0, 2), int))
+        self.margin = data.pairs["margin"].to_numpy(np.float32) if "preference" in heads else np.zeros(0, np.float32)
+        self.item_heads = [h for h in heads if h in ITEM_HEADS]
+        labelled = np.zeros(len(data.items), bool)
+        for h in self.item_heads:
+            labelled |= data.items[f"{h}_n"].to_numpy() > 0
+        self.labelled = np.flatnonzero(labelled)
+        self.counts = {f"{h}_{s}": data.items[f"{h}_{s}"].to_numpy(np.float32)
+                       for h in ITEM_HEADS for s in ("n", "k")}
+
+    @property
+    def n_units(self) -> int:
+        return len(self.pairs) + len(self.labelled)
+
+    def __call__(self, units: list[int]) -> dict:
+        n_pairs = len(self.pairs)
+        order: dict[int, int] = {}
+        labelled_items: set[int] = set()
+        pc, pr, pm = [], [], []
+        for u in units:
+            if u < n_pairs:
+                c, r = self.pairs[u]
+                pc.append(order.setdefault(int(c), len(order)))
+                pr.append(order.setdefault(int(r), len(order)))
+                pm.append(self.margin[u])
+            else:
+                it = int(self.labelled[u - n_pairs])
+                order.setdefault(it, len(order))
+                labelled_items.add(it)
+        items = np.fromiter(order.keys(), int, len(order))
+        rows = self.rows[items]
+        batch = {"style": self.style[rows], "pair_c": torch.tensor(pc, dtype=torch.long),
+                 "pair_r": torch.tensor(pr, dtype=torch.long), "pair_margin": torch.tensor(pm, dtype=torch.float32)}
+        own = torch.tensor([it in labelled_items for it in items], dtype=torch.float32)
+        for h in ITEM_HEADS:  # labels count once per epoch: only for the item's own unit
+            batch[f"{h}_n"] = torch.as_tensor(self.counts[f"{h}_n"][items]) * own
+            batch[f"{h}_k"] = torch.as_tensor(self.counts[f"{h}_k"][items]) * own
+        if isinstance(self.feats, torch.Tensor):
+            batch["emb"] = self.feats[rows]
+        else:
+            seqs = [self.feats[r] for r in rows]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for i, s in enumerate(seqs):
+                ids[i, :len(s)] = torch.tensor(s)
+                mask[i, :len(s)] = 1
+            batch["input_ids"], batch["attention_mask"] = ids, mask
+        return batch
+
+
+def unit_loader(collator: UnitCollator, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
+    return DataLoader(list(range(collator.n_units)), batch_size=batch_size,
+                      sampler=EpochSampler(collator.n_units, seed, shuffle), collate_fn=collator, num_workers=0)
+
+
+class History(L.Callback):
+    """Per-epoch metrics in a JSON file that survives a resume (later epochs are replaced)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = json.loads(path.read_text()) if path.exists() else []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        ep = trainer.current_epoch
+        row = {"epoch": ep, **{k: round(float(v), 6) for k, v in trainer.callback_metrics.items()}}
+        self.rows = [r for r in self.rows if r["epoch"] < ep] + [row]
+        io.write_json(self.path, self.rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+def load_records(cfg: TrainRMConfig, say: Callable[[str], None] = print) -> Records:
+    if cfg.data:
+        return read_record_folder(cfg.data)
+    from rm_lab import config as cfgmod
+    from rm_lab.world.simulate import WorldConfig, simulate
+
+    wc = cfgmod.build(WorldConfig, dict(cfg.world), "world")
+    say(f"simulating a world: {wc.n_contexts} interaction contexts, {wc.n_preference_contexts} preference contexts")
+    return simulate(wc)
+
+
+@dataclass
+class Prepared:
+    data: RewardData
+    texts: list[str]
+    style: np.ndarray
+    tokenizer: object
+    encoder: object
+    key: str
+    cache: EmbeddingCache
+    train_ctx: list[str]
+    val_ctx: list[str]
+    base_emb: np.ndarray | None = None
+
+
+def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -> Prepared:
+    data = build_reward_data(records, cfg.heads, cfg.aggregate)
+    if len(data.items) == 0:
+        raise RecordError(cfg.data, None, None, "0 items", "at least one (context, reply) with a label")
+    data.items["feat_row"] = np.arange(len(data.items))
+    train_ctx, val_ctx = split_contexts(data.items["context_id"], cfg.val_fraction, cfg.seed)
+    if not train_ctx:
+        raise ConfigError(f"val_fraction={cfg.val_fraction} leaves no training contexts")
+    tok, enc = load_backbone(cfg.backbone)
+    key = backbone_key(backbone_folder(cfg.backbone), cfg.max_length)
+    cards, hists, kws = item_inputs(data.items["context_id"].tolist(), data.items["response"].tolist(),
+                                    records["context"], records["character"])
+    texts = format_inputs(cards, hists, data.items["response"].tolist(), tok, cfg.max_length,
+                          cfg.card_max_tokens, cfg.reply_max_tokens)
+    style = style_matrix(data.items["response"], kws)
+    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx)
+    if cfg.train_mode == "frozen" or cfg.pairwise:
+        from rm_lab.models import embed
+
+        t0 = time.time()
+        prep.base_emb = prep.cache.get(texts, lambda t: embed(t, tok, enc, cfg.embed_batch_size, cfg.max_length))
+        say(f"embedded {len(texts)} inputs in {time.time() - t0:.1f}s (cache {prep.cache.dir})")
+    return prep
+
+
+def _trainer(cfg: TrainRMConfig, epochs: int, ckpt_dir: Path, callbacks: list) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                           save_top_k=-1, every_n_epochs=1, save_last=True)
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+                     enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
+                     callbacks=[ckpt, History(ckpt_dir / "history.json"), *callbacks], default_root_dir=str(ckpt_dir))
+
+
+def _resume_epoch(ckpt: Path) -> int:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(state["epoch"]) + 1
+
+
+def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, callbacks: list | None = None,
+                 say=print) -> tuple[RewardNet, object, dict]:
+    """Train (or resume, or reload a finished) member k; returns (net, encoder or None, last metrics)."""
+    from safetensors.torch import load_file, save_file
+
+    seed = cfg.seed + k
+    ckpt_dir = run_dir / "checkpoints" / f"m{k}"
+    final = ckpt_dir / "final.safetensors"
+    heads = prep.data.heads
+    L.seed_everything(seed, workers=True, verbose=False)
+    emb_dim = int(prep.encoder.config.hidden_size)
+    net = RewardNet(emb_dim, heads, len(FEATURES), cfg.hidden, cfg.n_layers, cfg.dropout)
+    train = prep.data.subset(prep.train_ctx)
+    net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
+    encoder = None
+    if cfg.train_mode != "frozen":
+        encoder = copy.deepcopy(prep.encoder)
+        n_train = set_trainable(encoder, cfg.train_mode, cfg.unfreeze_top_k)
+        say(f"member {k}: {n_train:,} trainable encoder parameters ({cfg.train_mode})")
+        encoder.train()
+    lit = RewardLit(net, encoder, cfg.lr, cfg.encoder_lr, cfg.weight_decay, cfg.loss_weights, seed)
+    if final.exists():
+        state = load_file(str(final))
+        net.load_state_dict({n[4:]: v for n, v in state.items() if n.startswith("net.")})
+        if encoder is not None:
+            encoder.load_state_dict({n[8:]: v for n, v in state.items() if n.startswith("encoder.")})
+        hist = json.loads((ckpt_dir / "history.json").read_text()) if (ckpt_dir / "history.json").exists() else []
+        return net, encoder, (hist[-1] if hist else {})
+    if isinstance(prep.base_emb, np.ndarray) and cfg.train_mode == "frozen":
+        feats = torch.tensor(prep.base_emb)
+    else:
+        enc = prep.tokenizer(prep.texts, truncation=True, max_length=cfg.max_length)
+        feats = enc["input_ids"]
+    tr = UnitCollator(train, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
+    if tr.n_units == 0:
+        raise RecordError(cfg.data, None, None, "0 training rows", f"labelled rows for heads {heads} in the training split")
+    val = prep.data.subset(prep.val_ctx)
+    va = UnitCollator(val, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
+    trainer = _trainer(cfg, cfg.epochs, ckpt_dir, callbacks or [])
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if last.exists() else None
+    train_dl = unit_loader(tr, cfg.batch_size, seed, True)
+    if resume:
+        say(f"member {k}: resuming from {last}")
+        # Lightning pre-fetches the first batch before it calls set_epoch, so start the sampler at
+        # the epoch the checkpoint resumes into
+        train_dl.sampler.set_epoch(_resume_epoch(last))
+    trainer.fit(lit, train_dataloaders=train_dl,
+                val_dataloaders=unit_loader(va, 256, seed, False) if va.n_units else None, ckpt_path=resume)
+    state = {f"net.{n}": v.detach().contiguous() for n, v in net.state_dict().items()}
+    if encoder is not None:
+        state.update({f"encoder.{n}": v.detach().contiguous() for n, v in encoder.state_dict().items()})
+    with io.atomic_path(final) as tmp:
+        save_file(state, str(tmp))
+    metrics = {k2: float(v) for k2, v in trainer.callback_metrics.items()}
+    metrics["epochs_done"] = trainer.current_epoch
+    return net, encoder, metrics
+
+
+def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print) -> tuple[PairwiseNet, dict]:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    emb = torch.tensor(prep.base_emb)
+    style = torch.tensor(prep.style)
+    net = PairwiseNet(emb.shape[1], style.shape[1], cfg.pairwise_hidden, cfg.n_layers, cfg.dropout)
+
+    def loader(d: RewardData, shuffle: bool):
+        rows = d.items["feat_row"].to_numpy()
+        c, r = rows[d.pairs["chosen"].to_numpy()], rows[d.pairs["rejected"].to_numpy()]
+
+        def collate(idx):
+            idx = np.asarray(idx)
+            return {"ea": emb[c[idx]], "sa": style[c[idx]], "eb": emb[r[idx]], "sb": style[r[idx]],
+                    "a_wins": torch.ones(len(idx))}
+        return DataLoader(list(range(len(c))), batch_size=cfg.batch_size, sampler=EpochSampler(len(c), cfg.seed, shuffle),
+                          collate_fn=collate)
+
+    train, val = prep.data.subset(prep.train_ctx), prep.data.subset(prep.val_ctx)
+    net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
+    lit = PairwiseLit(net, cfg.lr, cfg.weight_decay, cfg.seed)
+    ckpt_dir = run_dir / "checkpoints" / "pairwise"
+    trainer = _trainer(cfg, cfg.pairwise_epochs, ckpt_dir, [])
+    last = ckpt_dir / "last.ckpt"
+    train_dl = loader(train, True)
+    if last.exists():
+        train_dl.sampler.set_epoch(_resume_epoch(last))
+    trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=loader(val, False) if len(val.pairs) else None,
+                ckpt_path=str(last) if last.exists() else None)
+    return net, {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records | None = None,
+                       callbacks: list | None = None, say: Callable[[str], None] = print) -> dict:
+    """Train every member (resuming what a killed run left) and write the model files into run_dir."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    t0 = time.time()
+    records = records if records is not None else load_records(cfg, say)
+    if cfg.cache_dir == "run":
+        cache_root = run_dir / "embed_cache"
+    else:
+        cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root()
+    prep = prepare(cfg, records, cache_root, say)
+    io.write_json(run_dir / "split.json", {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
+                                           "heldout_contexts": prep.val_ctx})
+    counts = prep.data.label_counts()
+    say(f"{len(prep.data.items)} items, labels per head: {counts}; heads {prep.data.heads}")
+    state, member_metrics = {}, []
+    for k in range(cfg.n_ensemble):
+        net, encoder, m = train_member(cfg, prep, k, run_dir, callbacks, say)
+        member_metrics.append(m)
+        state.update({f"m{k}.net.{n}": v.detach().contiguous() for n, v in net.state_dict().items()})
+        if encoder is not None:
+            state.update({f"m{k}.encoder.{n}": v.detach().contiguous() for n, v in encoder.state_dict().items()})
+        say(f"member {k}: " + ", ".join(f"{a}={b:.4f}" for a, b in sorted(m.items()) if a.startswith("val/")))
+    pair_cfg, pair_metrics = None, {}
+    if cfg.pairwise and "preference" in prep.data.heads:
+        pnet, pair_metrics = train_pairwise(cfg, prep, run_dir, say)
+        pair_cfg = {"hidden": cfg.pairwise_hidden, "n_layers": cfg.n_layers, "dropout": cfg.dropout}
+        with io.atomic_path(run_dir / "pairwise.safetensors") as tmp:
+            save_file({n: v.contiguous() for n, v in pnet.state_dict().items()}, str(tmp))
+        say("pairwise: " + ", ".join(f"{a}={b:.4f}" for a, b in sorted(pair_metrics.items())))
+    rmc = RMConfig(backbone=str(backbone_folder(cfg.backbone).resolve()) if cfg.backbone else None,
+                   backbone_key=prep.key, train_mode=cfg.train_mode, heads=prep.data.heads,
+                   emb_dim=int(prep.encoder.config.hidden_size), hidden=cfg.hidden, n_layers=cfg.n_layers,
+                   dropout=cfg.dropout, max_length=cfg.max_length, card_max_tokens=cfg.card_max_tokens,
+                   reply_max_tokens=cfg.reply_max_tokens, n_members=cfg.n_ensemble,
+                   seeds=[cfg.seed + k for k in range(cfg.n_ensemble)], style_features=list(FEATURES),
+                   pairwise=pair_cfg)
+    with io.atomic_path(run_dir / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    io.write_json(run_dir / "rm_config.json", rmc.to_json())
+    metrics = {"n_items": len(prep.data.items), "labels": counts, "heads": prep.data.heads,
+               "n_train_contexts": len(prep.train_ctx), "n_val_contexts": len(prep.val_ctx),
+               "members": member_metrics, "pairwise": pair_metrics, "seconds": round(time.time() - t0, 2)}
+    return metrics

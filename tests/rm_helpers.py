@@ -1,0 +1,29 @@
+"""Shared fixtures of the reward-model tests: a tiny random BERT with the MiniLM tokenizer (so
+training with an unfrozen encoder takes seconds) and a tiny simulated world."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rm_lab.world.simulate import WorldConfig, simulate
+
+
+def make_tiny_backbone(folder: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from rm_lab.models import encoder_path
+
+    if (folder / "config.json").exists():
+        return folder
+    tok = AutoTokenizer.from_pretrained(str(encoder_path()), local_files_only=True)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    BertModel(cfg).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+def tiny_world(seed: int = 0, n: int = 40, spurious: bool = False):
+    return simulate(WorldConfig(seed=seed, n_characters=6, n_contexts=n, n_preference_contexts=n,
+                                spurious_emoji=spurious))
