@@ -1,0 +1,519 @@
+"""Real-data figures of issue 3: rm_lab reward models on Predictive Engagement and ConvAI2.
+
+Why: a reward model that only wins on the simulated world proves little. Here the RM is trained with
+`rm_lab.reward.train` (frozen MiniLM + embedding cache + style features) on fixed, seeded splits
+that keep a query (PE) or a dialogue (ConvAI2) on one side, and is compared on the same rows with
+the authors' own engagement model (PE) or with two baselines fitted on the same split (ConvAI2).
+
+Run: .venv/bin/python pipelines/rm_realdata.py [--pe] [--convai2] [--data DIR] [--folds 5] [--seed 0]
+(no --pe/--convai2: both). Writes reports/reward_realdata.md and reports/reward_realdata.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rm_lab import sources  # noqa: E402
+from rm_lab.io import write_json, write_text  # noqa: E402
+from rm_lab.reward.metrics import binary_metrics, spearman  # noqa: E402
+from rm_lab.schema import Records  # noqa: E402
+
+COMMAND = ".venv/bin/python pipelines/rm_realdata.py"
+PE_PEER = "Eng_Score_MeanPooling"
+RATING_MIN = 4  # "a good dialogue": eval_score >= 4
+
+
+@dataclass
+class Args:
+    """What a run does; the defaults produce the committed report."""
+
+    data: str | None = None  # the shared data root (default: $RM_LAB_DATA or ../shared/data)
+    pe: bool = True
+    convai2: bool = True
+    folds: int = 5
+    seed: int = 0
+    only_folds: list[int] | None = None  # evaluate these folds only (tests); None: all
+    epochs: int = 40
+    hidden: int = 256
+    lr: float = 1e-3
+    max_length: int = 256
+    dialogue_max_length: int = 128  # dialogue-level labels (rating, persona): 19k export turns, CPU-bound
+    tasks: list[str] = field(default_factory=lambda: ["thumb_up", "continue", "rating", "persona"])
+    out_md: str | None = str(ROOT / "reports" / "reward_realdata.md")
+    out_json: str | None = str(ROOT / "reports" / "reward_realdata.json")
+    progress: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# splits
+
+def group_folds(groups, k: int, seed: int) -> dict[str, int]:
+    """Fold of each distinct group: a seeded permutation dealt round-robin, independent of row order."""
+    ids = sorted(set(map(str, groups)))
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    return {ids[j]: int(i % k) for i, j in enumerate(perm)}
+
+
+def folds_of(groups, k: int, seed: int) -> np.ndarray:
+    m = group_folds(groups, k, seed)
+    return np.array([m[str(g)] for g in groups])
+
+
+# ----------------------------------------------------------------------------------------------
+# baselines (fitted on the training rows of a fold, scored on its test rows)
+
+def _words(texts) -> np.ndarray:
+    return np.array([len(re.findall(r"[A-Za-z0-9']+", str(t))) for t in texts], float)
+
+
+def length_logit(train_texts, y, test_texts, weight=None) -> np.ndarray:
+    """Logistic regression on reply length alone (log words): how far surface length gets."""
+    from sklearn.linear_model import LogisticRegression
+
+    f = lambda t: np.log1p(_words(t))[:, None]  # noqa: E731
+    m = LogisticRegression().fit(f(train_texts), y, sample_weight=weight)
+    return m.decision_function(f(test_texts))
+
+
+def tfidf_logit(train_texts, y, test_texts, weight=None) -> np.ndarray:
+    """TF-IDF word 1-2 grams + logistic regression on the reply text."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    X = vec.fit_transform([str(t) for t in train_texts])
+    m = LogisticRegression(C=1.0, max_iter=2000).fit(X, y, sample_weight=weight)
+    return m.decision_function(vec.transform([str(t) for t in test_texts]))
+
+
+# ----------------------------------------------------------------------------------------------
+# rm_lab reward models
+
+def fit_and_score(records: Records, heads: list[str], test: pd.DataFrame, args: Args,
+                  work: Path, characters: pd.DataFrame, contexts: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Train on `records` (all of it: the fold's training side) and score the (context_id, response) rows of `test`."""
+    from rm_lab.reward.model import RewardModel
+    from rm_lab.reward.train import TrainRMConfig, train_reward_model
+
+    cfg = TrainRMConfig(heads=heads, val_fraction=0.0, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
+                        seed=args.seed, pairwise=False, max_length=args.max_length, progress=args.progress)
+    if work.exists():  # a finished member in the folder would be reloaded, not retrained
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    train_reward_model(cfg, work, records=records, say=lambda *_: None)
+    model = RewardModel.load(work, cache_dir=_cache_dir())
+    ctx = contexts.set_index("context_id").loc[test["context_id"]].reset_index()
+    return model.score(ctx, test["response"].tolist(), characters)
+
+
+_ENCODER: dict = {}
+
+
+def encoder(max_length: int) -> dict:
+    """(tokenizer, encoder, cache) shared by every fit: the cache is the one `train_reward_model` fills."""
+    if max_length not in _ENCODER:
+        from rm_lab.models import embed, encoder_path, load_encoder
+        from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key
+
+        tok, enc = _ENCODER["model"] if "model" in _ENCODER else load_encoder()
+        _ENCODER["model"] = (tok, enc)
+        cache = EmbeddingCache(_cache_dir(), backbone_key(encoder_path(), max_length))
+        _ENCODER[max_length] = dict(tok=tok, enc=enc, cache=cache,
+                                    fn=lambda t: embed(t, tok, enc, 64, max_length))
+    return _ENCODER[max_length]
+
+
+def last_user_turn(history) -> str:
+    return next((t["content"] for t in reversed(list(history or [])) if t.get("role") == "user"), "")
+
+
+def features(context_ids, replies, contexts: pd.DataFrame, characters: pd.DataFrame, args: Args,
+             relevance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The RM's own inputs (cached embedding of the formatted text, style features), plus optionally the
+    cosine between the embeddings of the user's last turn and of the reply: on-topic-ness, which one
+    embedding of the concatenated text does not expose to a small head."""
+    from rm_lab.reward.data import format_inputs, item_inputs, style_matrix
+
+    e = encoder(args.max_length)
+    replies = [str(r) for r in replies]
+    cards, hists, kws = item_inputs(list(context_ids), replies, contexts, characters)
+    texts = format_inputs(cards, hists, replies, e["tok"], args.max_length, 96, 128)
+    emb = e["cache"].get(texts, e["fn"])
+    style = style_matrix(replies, kws)
+    if relevance:
+        ctx = contexts.drop_duplicates("context_id").set_index("context_id")
+        users = [last_user_turn(h) for h in ctx.loc[list(context_ids), "history"]]
+        cos = (e["cache"].get(users, e["fn"]) * e["cache"].get(replies, e["fn"])).sum(1, keepdims=True)
+        style = np.c_[style, cos].astype(np.float32)
+    return emb, style
+
+
+def fit_and_score_relevance(records: Records, heads: list[str], test: pd.DataFrame, args: Args,
+                            characters: pd.DataFrame, contexts: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The RM's network and training loop (RewardNet, RewardLit, UnitCollator) with one more input column.
+
+    `train_reward_model` has no hook for extra features, so this assembles its parts directly; the
+    result is the same model with the relevance cosine beside the style features (logits per head)."""
+    import lightning as L
+    import torch
+
+    from rm_lab.reward.data import build_reward_data
+    from rm_lab.reward.model import RewardLit, RewardNet
+    from rm_lab.reward.train import UnitCollator, unit_loader
+
+    data = build_reward_data(records, heads)
+    data.items["feat_row"] = np.arange(len(data.items))
+    emb, style = features(data.items["context_id"], data.items["response"], records["context"],
+                          records["character"], args, relevance=True)
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    net = RewardNet(emb.shape[1], data.heads, style.shape[1], args.hidden)
+    net.set_style_stats(style)
+    lit = RewardLit(net, None, args.lr, seed=args.seed)
+    coll = UnitCollator(data, torch.as_tensor(emb), style, data.heads)
+    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(lit, unit_loader(coll, 64, args.seed, True))
+    te_emb, te_style = features(test["context_id"], test["response"], contexts, characters, args, relevance=True)
+    net.eval()
+    with torch.inference_mode():
+        out = net(torch.as_tensor(te_emb), torch.as_tensor(te_style))
+    return {h: v.numpy() for h, v in out.items()}
+
+
+def _cache_dir() -> Path:
+    from rm_lab.reward.embed_cache import default_cache_root
+
+    return default_cache_root()
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictive Engagement
+
+def pe_records(rows: pd.DataFrame, all_records: Records) -> Records:
+    """Ratings as binomial counts on the p(engaging) head and query-level pairs as BT preferences.
+
+    A 1-5 rating s becomes 4 trials with s-1 successes (n=4, k=s-1), written as 4 interaction rows that
+    `build_reward_data` sums back into counts. The RM has no head named `engaging`, so the `continue`
+    head carries it (see the report). Two replies to one query with different mean ratings form a pair.
+    """
+    reps = rows.loc[rows.index.repeat(4), ["context_id", "response", "human_score"]].reset_index(drop=True)
+    j = np.tile(np.arange(4), len(rows))
+    inter = pd.DataFrame({"context_id": reps["context_id"], "response": reps["response"], "policy": "pe",
+                          "continued": j < (reps["human_score"].to_numpy() - 1)})
+    means = rows.groupby(["context_id", "response"], as_index=False)["human_score"].mean()
+    pairs = []
+    for cid, g in means.groupby("context_id"):
+        g = g.sort_values("human_score", ascending=False).to_numpy()
+        for a in range(len(g)):
+            for b in range(a + 1, len(g)):
+                if g[a][2] > g[b][2]:
+                    pairs.append({"context_id": cid, "chosen": g[a][1], "rejected": g[b][1], "source": "human"})
+    ctx = all_records["context"]
+    return Records({"character": all_records["character"],
+                    "context": ctx[ctx["context_id"].isin(set(rows["context_id"]))].reset_index(drop=True),
+                    "interaction": inter, "preference": pd.DataFrame(pairs)})
+
+
+PE_COLUMNS = {"ours_rel_p_engaging": "**rm_lab p(engaging), + query-reply relevance input**",
+              "ours_rel_bt_score": "rm_lab BT preference score, + relevance input",
+              "ours_p_engaging": "rm_lab p(engaging), stock `train_reward_model` inputs",
+              "ours_bt_score": "rm_lab BT preference score, stock inputs",
+              "peer": f"peer: `{PE_PEER}` (Ghazarian et al. 2020)",
+              "length_only": "baseline: reply length only", "tfidf_lr": "baseline: TF-IDF + logistic regression"}
+
+
+def run_pe(args: Args, root: Path, work: Path, say=print) -> dict:
+    recs = sources.load("predictive-engagement", root / "predictive_engagement")
+    eng = recs["engagement"].reset_index(drop=True)
+    eng["fold"] = folds_of(eng["context_id"], args.folds, args.seed)
+    heads = ["continue", "preference"]
+    cols = {c: np.full(len(eng), np.nan) for c in PE_COLUMNS if c != "peer"}
+    per_fold = []
+    folds = args.only_folds if args.only_folds is not None else list(range(args.folds))
+    for k in folds:
+        t0 = time.time()
+        tr, te = eng[eng["fold"] != k], eng[eng["fold"] == k]
+        train_recs = pe_records(tr, recs)
+        out = fit_and_score_relevance(train_recs, heads, te, args, recs["character"], recs["context"])
+        cols["ours_rel_p_engaging"][te.index] = out["continue"]
+        cols["ours_rel_bt_score"][te.index] = out["preference"]
+        out = fit_and_score(train_recs, heads, te, args, work / "pe" / f"fold{k}", recs["character"], recs["context"])
+        cols["ours_p_engaging"][te.index] = out["p_continue"]
+        cols["ours_bt_score"][te.index] = out["score"]
+        # baselines see the same training rows: engaging = rating >= 3 would throw away the scale, so
+        # they are binomial too (each rating is 4 weighted trials)
+        y = np.r_[np.ones(len(tr)), np.zeros(len(tr))]
+        w = np.r_[tr["human_score"] - 1, 5 - tr["human_score"]].astype(float)
+        txt = pd.concat([tr["response"], tr["response"]]).tolist()
+        cols["length_only"][te.index] = length_logit(txt, y, te["response"].tolist(), w)
+        cols["tfidf_lr"][te.index] = tfidf_logit(txt, y, te["response"].tolist(), w)
+        row = {"fold": k, "n_rows": len(te), "n_queries": int(te["context_id"].nunique()),
+               "seconds": round(time.time() - t0, 1)}
+        for name, v in cols.items():
+            row[name] = spearman(v[te.index], te["human_score"])
+        row["peer"] = spearman(te[PE_PEER], te["human_score"])
+        per_fold.append(row)
+        say(f"PE fold {k}: " + ", ".join(f"{a}={b:.3f}" for a, b in row.items() if isinstance(b, float)))
+    done = eng["fold"].isin(folds).to_numpy()
+    pooled = {name: spearman(v[done], eng.loc[done, "human_score"]) for name, v in cols.items()}
+    pooled["peer"] = spearman(eng.loc[done, PE_PEER], eng.loc[done, "human_score"])
+    return {"rows": int(done.sum()), "queries": int(eng.loc[done, "context_id"].nunique()),
+            "folds": folds, "heads": heads, "pooled": pooled, "per_fold": per_fold,
+            "mean_over_folds": {c: float(np.mean([r[c] for r in per_fold])) for c in [*cols, "peer"]},
+            "leak_check": leak_report(eng, "context_id", ["query"]),
+            "predictions": {c: v[done].tolist() for c, v in cols.items()}}
+
+
+def leak_report(df: pd.DataFrame, fold_key: str, text_cols: list[str], fold_col: str = "fold") -> dict:
+    """How many groups / texts sit in more than one fold (must be 0 for the split key)."""
+    out = {}
+    for c in [fold_key, *text_cols]:
+        n = df.groupby(c)[fold_col].nunique()
+        out[c] = int((n > 1).sum())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# ConvAI2
+
+def _content_words(sentences) -> list[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    ws = {w for s in sentences or [] for w in re.findall(r"[a-z']+", str(s).lower())}
+    return sorted(w for w in ws - ENGLISH_STOP_WORDS if len(w) > 2)
+
+
+def convai2_tasks(recs: Records) -> dict[str, dict]:
+    """The four labels: which rows, which label, which RM head carries it, and the evaluation unit."""
+    it = recs["interaction"].reset_index(drop=True)
+    inter = it[it["source_file"] == "data_intermediate.json"]
+    exports = it[it["source_file"] != "data_intermediate.json"]
+    thumbs = inter[inter["thumb"].notna()]
+    rated = exports[exports["eval_score"].notna()]
+    matched = exports[exports["profile_match"].notna()]
+    return {
+        "thumb_up": {"rows": thumbs, "y": (thumbs["thumb"] == 1).to_numpy(), "head": "thumb_up",
+                     "unit": "bot turn", "file": "data_intermediate.json", "train_rows": inter},
+        "continue": {"rows": inter, "y": inter["continued"].to_numpy(bool), "head": "continue",
+                     "unit": "bot turn", "file": "data_intermediate.json", "train_rows": inter},
+        "rating": {"rows": rated, "y": (rated["eval_score"] >= RATING_MIN).to_numpy(), "head": "thumb_up",
+                   "unit": "dialogue", "file": "exports", "train_rows": rated},
+        "persona": {"rows": matched, "y": (matched["profile_match"] == 1).to_numpy(), "head": "followed",
+                    "unit": "dialogue", "file": "exports", "train_rows": matched},
+    }
+
+
+def convai2_train_records(task: str, spec: dict, train_dialogues: set, recs: Records) -> Records:
+    """The task's label on the RM head that carries it, for the training dialogues only."""
+    rows = spec["train_rows"]
+    rows = rows[rows["dialogue_id"].isin(train_dialogues)]
+    base = rows[["context_id", "response", "policy"]].reset_index(drop=True)
+    frames = {}
+    if task == "thumb_up":  # every bot turn (continue is an auxiliary head), thumbs where given
+        frames["interaction"] = base.assign(continued=rows["continued"].to_numpy(bool),
+                                            thumb=pd.array(rows["thumb"].tolist(), dtype="Int64"))
+    elif task == "continue":
+        frames["interaction"] = base.assign(continued=rows["continued"].to_numpy(bool))
+    elif task == "rating":  # the dialogue's rating on every bot turn of it, as a thumb
+        good = (rows["eval_score"] >= RATING_MIN).to_numpy()
+        frames["interaction"] = base.assign(continued=rows["continued"].to_numpy(bool),
+                                            thumb=pd.array(np.where(good, 1, -1), dtype="Int64"))
+    elif task == "persona":  # persona match as "followed the character card" on every bot turn
+        frames["steer_label"] = base[["context_id", "response"]].assign(
+            instruction_id="convai2:profile_match", followed=(rows["profile_match"] == 1).to_numpy(),
+            violation=False)
+    ctx = recs["context"]
+    ctx = ctx[ctx["context_id"].isin(set(rows["context_id"]))].reset_index(drop=True)
+    return Records({"character": characters_with_keywords(recs["character"]), "context": ctx, **frames})
+
+
+def characters_with_keywords(chars: pd.DataFrame) -> pd.DataFrame:
+    """Persona content words as character keywords, so the `persona_hits` style feature counts them."""
+    out = chars.copy()
+    out["keywords"] = [_content_words(p) for p in out["persona"]]
+    return out
+
+
+TASK_HEADS = {"thumb_up": ["thumb_up", "continue"], "continue": ["continue"], "rating": ["thumb_up"],
+              "persona": ["followed"]}
+OUT_COL = {"thumb_up": "p_thumb_up", "continue": "p_continue", "rating": "p_thumb_up", "persona": "p_followed"}
+
+
+def run_convai2(args: Args, root: Path, work: Path, say=print) -> dict:
+    recs = sources.load("convai2", root / "convai2")
+    chars = characters_with_keywords(recs["character"])
+    dlg_fold = group_folds(recs["interaction"]["dialogue_id"], args.folds, args.seed)
+    folds = args.only_folds if args.only_folds is not None else list(range(args.folds))
+    results = {}
+    for task in args.tasks:
+        spec = convai2_tasks(recs)[task]
+        targs = replace(args, max_length=args.dialogue_max_length) if spec["unit"] == "dialogue" else args
+        rows = spec["rows"].reset_index(drop=True)
+        y = spec["y"].astype(int)
+        fold = rows["dialogue_id"].map(dlg_fold).to_numpy()
+        preds = {c: np.full(len(rows), np.nan) for c in ("ours_rel", "ours", "length_only", "tfidf_lr")}
+        t0 = time.time()
+        for k in folds:
+            te = fold == k
+            train_dlg = {d for d, f in dlg_fold.items() if f != k}
+            train_recs = convai2_train_records(task, spec, train_dlg, recs)
+            out = fit_and_score(train_recs, TASK_HEADS[task], rows[te], targs, work / "convai2" / task / f"fold{k}",
+                                chars, recs["context"])
+            preds["ours"][te] = _logit(out[OUT_COL[task]])
+            out = fit_and_score_relevance(train_recs, TASK_HEADS[task], rows[te], targs, chars, recs["context"])
+            preds["ours_rel"][te] = out[TASK_HEADS[task][0]]
+            tr = fold != k  # the baselines fit the labelled rows of the same training dialogues
+            preds["length_only"][te] = length_logit(rows.loc[tr, "response"], y[tr], rows.loc[te, "response"])
+            preds["tfidf_lr"][te] = tfidf_logit(rows.loc[tr, "response"], y[tr], rows.loc[te, "response"])
+        done = np.isin(fold, folds)
+        ev = rows[done].assign(y=y[done], **{c: v[done] for c, v in preds.items()})
+        if spec["unit"] == "dialogue":  # one prediction per dialogue: the mean log-odds of its bot turns
+            ev = ev.groupby("dialogue_id", as_index=False).agg(
+                y=("y", "first"), **{c: (c, "mean") for c in preds})
+        metrics = {c: binary_metrics(ev["y"], 1 / (1 + np.exp(-ev[c].to_numpy()))) for c in preds}
+        per_fold = []
+        if spec["unit"] == "dialogue":
+            ev["fold"] = ev["dialogue_id"].map(dlg_fold)
+        else:
+            ev["fold"] = fold[done]
+        for k in folds:
+            e = ev[ev["fold"] == k]
+            per_fold.append({"fold": k, "n": len(e), **{c: binary_metrics(e["y"], 1 / (1 + np.exp(-e[c])))["auc"]
+                                                         for c in preds}})
+        results[task] = {"file": spec["file"], "unit": spec["unit"], "n": len(ev), "positive_rate": float(ev["y"].mean()),
+                         "heads": TASK_HEADS[task], "rm_output": OUT_COL[task],
+                         "auc": {c: m["auc"] for c, m in metrics.items()}, "metrics": metrics, "per_fold": per_fold,
+                         "n_dialogues": int(rows.loc[done, "dialogue_id"].nunique()),
+                         "seconds": round(time.time() - t0, 1),
+                         "leak_check": leak_report(rows.assign(fold=fold), "dialogue_id", ["context_id"])}
+        results[task]["max_length"] = targs.max_length
+        say(f"ConvAI2 {task}: " + ", ".join(f"{c}={a:.3f}" for c, a in results[task]["auc"].items()))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+def _f(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+def render(res: dict, command: str) -> str:
+    out = ["# Reward models on real data (issue 3)", "", f"Generated by `{command}`", "",
+           f"Data: `$RM_LAB_DATA` (default `../shared/data`). Reward model: `rm_lab.reward.train` in frozen-backbone mode "
+           f"(all-MiniLM-L6-v2 + embedding cache + style features, MLP trunk, {res['args']['epochs']} epochs, "
+           f"seed {res['args']['seed']}), retrained on each fold's training side and scored on its held-out side.", ""]
+    if "pe" in res:
+        pe = res["pe"]
+        out += ["## Predictive Engagement: Spearman with `human_score`", "",
+                f"{pe['rows']} ratings ({pe['queries']} queries), {res['args']['folds']}-fold split by query "
+                f"(seed {res['args']['seed']}; folds evaluated: {pe['folds']}). Every rating row is scored out of fold; "
+                f"the peer column is the authors' `{PE_PEER}` on the same rows. Ours: a 1-5 rating is a binomial row "
+                "(n=4, k=score-1) on the p(engaging) head, with BT pairs of the two replies to a query on the "
+                "preference head.", "",
+                "| score | Spearman (pooled, out of fold) | mean over folds |", "| --- | --- | --- |"]
+        names = PE_COLUMNS
+        for c, name in names.items():
+            out.append(f"| {name} | {_f(pe['pooled'][c])} | {_f(pe['mean_over_folds'][c])} |")
+        out += ["", "Per fold:", "", "| fold | rows | " + " | ".join(names) + " |",
+                "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
+        for r in pe["per_fold"]:
+            out.append(f"| {r['fold']} | {r['n_rows']} | " + " | ".join(_f(r[c]) for c in names) + " |")
+        out += ["", f"Leak check (groups in more than one fold): {pe['leak_check']}.", ""]
+    if "convai2" in res:
+        out += ["## ConvAI2: AUC", "",
+                f"{res['args']['folds']}-fold split by dialogue (seed {res['args']['seed']}); every row is predicted out of "
+                "fold and the AUC is computed on all of them. Baselines are fitted on the same training dialogues "
+                "of each fold: logistic regression on log reply length, and TF-IDF (word 1-2 grams) + logistic "
+                "regression on the reply. Dialogue-level labels are predicted per bot turn and averaged (mean "
+                "log-odds) over the dialogue's bot turns, the same way for all three.", "",
+                "| label | file | unit | n | positive rate | **rm_lab + relevance** | rm_lab stock | length only | "
+                "TF-IDF + LR | rm_lab (+rel.) beats both |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        label = {"thumb_up": "p(thumb up)", "continue": "p(continue)", "rating": f"rating (eval_score >= {RATING_MIN})",
+                 "persona": "persona match (profile_match)"}
+        for t, r in res["convai2"].items():
+            a = r["auc"]
+            win = a["ours_rel"] > max(a["length_only"], a["tfidf_lr"])
+            out.append(f"| {label[t]} | {r['file']} | {r['unit']} | {r['n']} | {r['positive_rate']:.3f} | "
+                       f"**{_f(a['ours_rel'])}** | {_f(a['ours'])} | {_f(a['length_only'])} | {_f(a['tfidf_lr'])} | "
+                       f"{'yes' if win else 'NO'} |")
+        out += ["", "Per fold AUC (rm_lab + relevance / rm_lab stock / length / TF-IDF):", ""]
+        for t, r in res["convai2"].items():
+            out.append(f"- {label[t]}: " + "; ".join(
+                f"fold {p['fold']} (n={p['n']}): {_f(p['ours_rel'])} / {_f(p['ours'])} / {_f(p['length_only'])} / "
+                f"{_f(p['tfidf_lr'])}" for p in r["per_fold"]))
+        out += ["", "RM heads used per label (the RM has no free-named binary heads, so a label rides on the head "
+                "closest in meaning): " + "; ".join(f"{label[t]}: heads {r['heads']}, read `{r['rm_output']}`"
+                                                    for t, r in res["convai2"].items()) + ".",
+                "Leak check (dialogues / contexts in more than one fold): " + "; ".join(
+                    f"{t}: {r['leak_check']}" for t, r in res["convai2"].items()) + ".", ""]
+    return "\n".join(out) + "\n"
+
+
+def run(args: Args, say=print) -> dict:
+    root = sources.data_root(args.data)
+    if not root.is_dir():
+        raise SystemExit(f"data folder {root} is missing (pass --data or set RM_LAB_DATA)")
+    res: dict = {"args": asdict(args)}
+    with tempfile.TemporaryDirectory(prefix="rm_realdata-") as tmp:
+        work = Path(tmp)
+        if args.pe:
+            res["pe"] = run_pe(args, root, work, say)
+        if args.convai2:
+            res["convai2"] = run_convai2(args, root, work, say)
+    return res
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pe", action="store_true", help="Predictive Engagement only (with --convai2: both)")
+    p.add_argument("--convai2", action="store_true")
+    p.add_argument("--data", default=None)
+    p.add_argument("--folds", type=int, default=Args.folds)
+    p.add_argument("--seed", type=int, default=Args.seed)
+    p.add_argument("--epochs", type=int, default=Args.epochs)
+    p.add_argument("--only-folds", type=int, nargs="*", default=None)
+    p.add_argument("--tasks", nargs="*", default=None)
+    p.add_argument("--out-md", default=Args.out_md)
+    p.add_argument("--out-json", default=Args.out_json)
+    a = p.parse_args(argv)
+    both = not a.pe and not a.convai2
+    args = Args(data=a.data, pe=a.pe or both, convai2=a.convai2 or both, folds=a.folds, seed=a.seed,
+                epochs=a.epochs, only_folds=a.only_folds, out_md=a.out_md, out_json=a.out_json)
+    if a.tasks:
+        args.tasks = a.tasks
+    cmd = COMMAND + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))
+    res = run(args)
+    res["command"] = cmd
+    if args.out_json:
+        slim = json.loads(json.dumps(res, default=float))
+        if "pe" in slim:
+            slim["pe"].pop("predictions", None)
+        write_json(Path(args.out_json), slim)
+    if args.out_md:
+        write_text(Path(args.out_md), render(res, cmd))
+    print(render(res, cmd))
+
+
+if __name__ == "__main__":
+    main()
