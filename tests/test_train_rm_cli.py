@@ -138,3 +138,21 @@ def test_eval_needs_a_model_and_a_real_run_folder(sim, tmp_path, runs_dir):
     assert isinstance(res.exception, ConfigError) and "model" in str(res.exception)
     res = runner.invoke(app, ["eval-rm", f"model={tmp_path}", f"data={sim}"])
     assert isinstance(res.exception, ConfigError) and "rm_config.json" in str(res.exception)
+
+
+def test_cli_resume_finishes_a_killed_run(sim, cache, runs_dir):
+    _ok(["train-rm", f"data={sim}", f"cache_dir={cache}", "pairwise=false", "heads=[preference,continue]",
+         *TINY, "epochs=1"])
+    run = _only_run(runs_dir, "train-rm")
+    # what a kill after the first epoch checkpoint leaves: checkpoints, no final weights
+    (run / "checkpoints/m0/final.safetensors").unlink()
+    (run / "model.safetensors").unlink()
+    res = _ok(["train-rm", "--resume", str(run), "epochs=2"])
+    assert "resuming from" in res.output
+    assert _only_run(runs_dir, "train-rm") == run  # the same run folder, finished in place
+    hist = json.loads((run / "checkpoints/m0/history.json").read_text())
+    assert [r["epoch"] for r in hist] == [0, 1]
+    assert json.loads((run / "metrics.json").read_text())["members"][0]["epochs_done"] == 2
+    assert (run / "model.safetensors").exists()
+    res = runner.invoke(app, ["train-rm", "--resume", str(run / "nope")])
+    assert isinstance(res.exception, ConfigError) and "nope" in str(res.exception)

@@ -237,14 +237,6 @@ def _trainer(cfg: TrainRMConfig, epochs: int, ckpt_dir: Path, callbacks: list) -
                      callbacks=[ckpt, History(ckpt_dir / "history.json"), *callbacks], default_root_dir=str(ckpt_dir))
 
 
-def _resume_epoch(ckpt: Path) -> int:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    try:
-        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-    except (KeyError, TypeError):
-        return int(state["epoch"]) + 1
-
-
 def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, callbacks: list | None = None,
                  say=print) -> tuple[RewardNet, object, dict]:
     """Train (or resume, or reload a finished) member k; returns (net, encoder or None, last metrics)."""
@@ -289,9 +281,6 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     train_dl = unit_loader(tr, cfg.batch_size, seed, True)
     if resume:
         say(f"member {k}: resuming from {last}")
-        # Lightning pre-fetches the first batch before it calls set_epoch, so start the sampler at
-        # the epoch the checkpoint resumes into
-        train_dl.sampler.set_epoch(_resume_epoch(last))
     trainer.fit(lit, train_dataloaders=train_dl,
                 val_dataloaders=unit_loader(va, 256, seed, False) if va.n_units else None, ckpt_path=resume)
     state = {f"net.{n}": v.detach().contiguous() for n, v in net.state_dict().items()}
@@ -327,10 +316,7 @@ def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print)
     ckpt_dir = run_dir / "checkpoints" / "pairwise"
     trainer = _trainer(cfg, cfg.pairwise_epochs, ckpt_dir, [])
     last = ckpt_dir / "last.ckpt"
-    train_dl = loader(train, True)
-    if last.exists():
-        train_dl.sampler.set_epoch(_resume_epoch(last))
-    trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=loader(val, False) if len(val.pairs) else None,
+    trainer.fit(lit, train_dataloaders=loader(train, True), val_dataloaders=loader(val, False) if len(val.pairs) else None,
                 ckpt_path=str(last) if last.exists() else None)
     return net, {k: float(v) for k, v in trainer.callback_metrics.items()}
 
