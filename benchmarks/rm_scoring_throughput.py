@@ -3,8 +3,9 @@
 
 Why: best-of-N and rejection sampling score many replies per prompt, so the scorer's speed bounds the
 flywheel. All three read the same replies, the same packaged all-MiniLM-L6-v2 and the same heads, on the
-same machine in one process; the rm_lab scorer pays for formatting and style features inside its timing,
-the two others get the formatted texts for free. The embedding cache is off: every reply is encoded.
+same machine in one process, and each starts from the same (context, reply) rows: building the
+`[CHAR] .. [CTX] .. [REPLY] ..` text and the style features is inside every timing. The embedding cache
+is off: every reply is encoded.
 Weights of the heads are random (throughput does not depend on them); the outputs are checked to agree.
 
 Run: .venv/bin/python benchmarks/rm_scoring_throughput.py [--n 512] [--repeats 3] [--batch-size 64]
@@ -58,22 +59,29 @@ def build_model(tok, enc, style: np.ndarray, seed: int) -> RewardModel:
     return RewardModel(cfg, [net], tok, [enc])
 
 
+def inputs(ctx, replies, chars, tok):
+    cards, hists, kws = item_inputs(ctx["context_id"].tolist(), replies, ctx, chars)
+    return format_inputs(cards, hists, replies, tok, MAX_LENGTH, 96, 128), kws
+
+
 @torch.inference_mode()
-def hf_loop(texts, replies, keywords, tok, enc, net) -> np.ndarray:
+def hf_loop(ctx, replies, chars, tok, enc, net) -> np.ndarray:
     """The textbook loop: one reply at a time through tokenizer, encoder, pooling and head."""
+    texts, keywords = inputs(ctx, replies, chars, tok)
     out = []
     for text, reply, kw in zip(texts, replies, keywords):
         batch = tok(text, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
         h = enc(**batch).last_hidden_state
         m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
         e = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
-        st = torch.as_tensor(style_matrix([reply], [kw]))
+        st = torch.from_numpy(style_matrix([reply], [kw]).copy())
         out.append(net(e, st)["preference"].item())
     return np.array(out)
 
 
 @torch.inference_mode()
-def st_encode(st_model, texts, replies, keywords, net, batch_size: int) -> np.ndarray:
+def st_encode(st_model, ctx, replies, chars, tok, net, batch_size: int) -> np.ndarray:
+    texts, keywords = inputs(ctx, replies, chars, tok)
     e = st_model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_tensor=True,
                         show_progress_bar=False)
     st = torch.as_tensor(style_matrix(replies, keywords))
@@ -99,8 +107,7 @@ def main(argv=None) -> dict:
     ctx, replies, chars = world_replies(a.n, a.seed)
     tok, enc = load_encoder()
     enc.eval()
-    cards, hists, kws = item_inputs(ctx["context_id"].tolist(), replies, ctx, chars)
-    texts = format_inputs(cards, hists, replies, tok, MAX_LENGTH, 96, 128)
+    texts, kws = inputs(ctx, replies, chars, tok)
     model = build_model(tok, enc, style_matrix(replies, kws), a.seed)
     net = model.members[0]
     st_model = SentenceTransformer(str(encoder_path()), device="cpu")
@@ -108,8 +115,8 @@ def main(argv=None) -> dict:
     n_tokens = sum(len(x) for x in tok(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"])
 
     runs = {"rm_lab batched scorer": lambda: model.score(ctx, replies, chars, batch_size=a.batch_size)["score"],
-            "plain HF per-reply loop": lambda: hf_loop(texts, replies, kws, tok, enc, net),
-            "sentence-transformers encode + same head": lambda: st_encode(st_model, texts, replies, kws, net,
+            "plain HF per-reply loop": lambda: hf_loop(ctx, replies, chars, tok, enc, net),
+            "sentence-transformers encode + same head": lambda: st_encode(st_model, ctx, replies, chars, tok, net,
                                                                           a.batch_size)}
     best = {k: float("inf") for k in runs}
     outs = {}

@@ -56,6 +56,7 @@ class Args:
     out_md: str | None = str(ROOT / "reports" / "reward_realdata.md")
     out_json: str | None = str(ROOT / "reports" / "reward_realdata.json")
     progress: bool = False
+    stock: bool = True  # also fit the stock `train_reward_model` (no relevance input) for the side-by-side
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,9 +257,11 @@ def run_pe(args: Args, root: Path, work: Path, say=print) -> dict:
         out = fit_and_score_relevance(train_recs, heads, te, args, recs["character"], recs["context"])
         cols["ours_rel_p_engaging"][te.index] = out["continue"]
         cols["ours_rel_bt_score"][te.index] = out["preference"]
-        out = fit_and_score(train_recs, heads, te, args, work / "pe" / f"fold{k}", recs["character"], recs["context"])
-        cols["ours_p_engaging"][te.index] = out["p_continue"]
-        cols["ours_bt_score"][te.index] = out["score"]
+        if args.stock:
+            out = fit_and_score(train_recs, heads, te, args, work / "pe" / f"fold{k}", recs["character"],
+                                recs["context"])
+            cols["ours_p_engaging"][te.index] = out["p_continue"]
+            cols["ours_bt_score"][te.index] = out["score"]
         # baselines see the same training rows: engaging = rating >= 3 would throw away the scale, so
         # they are binomial too (each rating is 4 weighted trials)
         y = np.r_[np.ones(len(tr)), np.zeros(len(tr))]
@@ -376,9 +379,10 @@ def run_convai2(args: Args, root: Path, work: Path, say=print) -> dict:
             te = fold == k
             train_dlg = {d for d, f in dlg_fold.items() if f != k}
             train_recs = convai2_train_records(task, spec, train_dlg, recs)
-            out = fit_and_score(train_recs, TASK_HEADS[task], rows[te], targs, work / "convai2" / task / f"fold{k}",
-                                chars, recs["context"])
-            preds["ours"][te] = _logit(out[OUT_COL[task]])
+            if args.stock:
+                out = fit_and_score(train_recs, TASK_HEADS[task], rows[te], targs,
+                                    work / "convai2" / task / f"fold{k}", chars, recs["context"])
+                preds["ours"][te] = _logit(out[OUT_COL[task]])
             out = fit_and_score_relevance(train_recs, TASK_HEADS[task], rows[te], targs, chars, recs["context"])
             preds["ours_rel"][te] = out[TASK_HEADS[task][0]]
             tr = fold != k  # the baselines fit the labelled rows of the same training dialogues
@@ -389,7 +393,8 @@ def run_convai2(args: Args, root: Path, work: Path, say=print) -> dict:
         if spec["unit"] == "dialogue":  # one prediction per dialogue: the mean log-odds of its bot turns
             ev = ev.groupby("dialogue_id", as_index=False).agg(
                 y=("y", "first"), **{c: (c, "mean") for c in preds})
-        metrics = {c: binary_metrics(ev["y"], 1 / (1 + np.exp(-ev[c].to_numpy()))) for c in preds}
+        ran = [c for c in preds if not ev[c].isna().any()]  # `stock=False` leaves the stock column empty
+        metrics = {c: binary_metrics(ev["y"], 1 / (1 + np.exp(-ev[c].to_numpy()))) for c in ran}
         per_fold = []
         if spec["unit"] == "dialogue":
             ev["fold"] = ev["dialogue_id"].map(dlg_fold)
@@ -398,10 +403,10 @@ def run_convai2(args: Args, root: Path, work: Path, say=print) -> dict:
         for k in folds:
             e = ev[ev["fold"] == k]
             per_fold.append({"fold": k, "n": len(e), **{c: binary_metrics(e["y"], 1 / (1 + np.exp(-e[c])))["auc"]
-                                                         for c in preds}})
+                                                         if c in ran else float("nan") for c in preds}})
         results[task] = {"file": spec["file"], "unit": spec["unit"], "n": len(ev), "positive_rate": float(ev["y"].mean()),
                          "heads": TASK_HEADS[task], "rm_output": OUT_COL[task],
-                         "auc": {c: m["auc"] for c, m in metrics.items()}, "metrics": metrics, "per_fold": per_fold,
+                         "auc": {c: metrics[c]["auc"] if c in ran else float("nan") for c in preds}, "metrics": metrics, "per_fold": per_fold,
                          "n_dialogues": int(rows.loc[done, "dialogue_id"].nunique()),
                          "seconds": round(time.time() - t0, 1),
                          "leak_check": leak_report(rows.assign(fold=fold), "dialogue_id", ["context_id"])}
