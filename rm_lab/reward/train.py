@@ -63,6 +63,12 @@ class TrainRMConfig:
     cache_dir: str | None = None  # None: shared cache ($RM_LAB_CACHE/embeddings); "run": in the run folder
     embed_batch_size: int = 64
     progress: bool = False
+    # scale-out: the same Lightning modules on GPUs or several machines
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | fsdp
+    precision: str = "32-true"  # e.g. bf16-mixed on GPUs
 
     def __post_init__(self):
         if self.n_ensemble < 1:
@@ -221,6 +227,8 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
     if cfg.train_mode == "frozen" or cfg.pairwise:
         from rm_lab.models import embed
 
+        if cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+            enc = enc.to("cuda")  # encode once on the GPU; training moves its own copy
         t0 = time.time()
         prep.base_emb = prep.cache.get(texts, lambda t: embed(t, tok, enc, cfg.embed_batch_size, cfg.max_length))
         say(f"embedded {len(texts)} inputs in {time.time() - t0:.1f}s (cache {prep.cache.dir})")
@@ -232,7 +240,8 @@ def _trainer(cfg: TrainRMConfig, epochs: int, ckpt_dir: Path, callbacks: list) -
 
     ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                            save_top_k=-1, every_n_epochs=1, save_last=True)
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+    return L.Trainer(max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                     strategy=cfg.strategy, precision=cfg.precision, logger=False,
                      enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
                      callbacks=[ckpt, History(ckpt_dir / "history.json"), *callbacks], default_root_dir=str(ckpt_dir))
 
@@ -283,9 +292,9 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         say(f"member {k}: resuming from {last}")
     trainer.fit(lit, train_dataloaders=train_dl,
                 val_dataloaders=unit_loader(va, 256, seed, False) if va.n_units else None, ckpt_path=resume)
-    state = {f"net.{n}": v.detach().contiguous() for n, v in net.state_dict().items()}
+    state = {f"net.{n}": v.detach().cpu().contiguous() for n, v in net.state_dict().items()}
     if encoder is not None:
-        state.update({f"encoder.{n}": v.detach().contiguous() for n, v in encoder.state_dict().items()})
+        state.update({f"encoder.{n}": v.detach().cpu().contiguous() for n, v in encoder.state_dict().items()})
     with io.atomic_path(final) as tmp:
         save_file(state, str(tmp))
     metrics = {k2: float(v) for k2, v in trainer.callback_metrics.items()}
