@@ -67,11 +67,14 @@ def test_bad_override_and_bad_records_are_clear_errors(tmp_path, runs_dir):
 
 
 def test_demo_runs_and_reports_truth(runs_dir):
-    res = runner.invoke(app, ["demo", "world.n_contexts=300", "world.n_preference_contexts=100",
-                              "ab.eligible_users=50000", "ab.quality_contexts=300"])
+    res = runner.invoke(app, ["demo", "world.n_contexts=300", "world.n_preference_contexts=300",
+                              "ab.eligible_users=50000", "ab.quality_contexts=300", "train.epochs=10"])
     assert res.exit_code == 0, res.output
     run = _only_run(runs_dir, "demo")
     report = (run / "report.md").read_text()
     assert "true lift" in report and "A/A test" in report
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["truth"]["breadth_lift"] > 0
+    # the reward model was trained on the logged traffic and agrees with the hidden engagement
+    assert "Reward model" in report and (run / "reward_model" / "model.safetensors").exists()
+    assert metrics["reward_model"]["truth"]["spearman_score_vs_truth"] > 0.6
