@@ -208,3 +208,27 @@ def _decode_json_cell(path: Path, row: int, field: str, v: Any) -> Any:
     if isinstance(v, np.ndarray):
         return v.tolist()
     return v
+
+
+def read_record_folder(folder: str | os.PathLike, kinds=None) -> "Records":
+    """Every canonical record file `<kind>.parquet` (or `.jsonl`) in a run folder, validated.
+
+    The hand-over format between stages: simulate, ingest and curate write such folders, and
+    curate, train-rm and eval-rm read them.
+    """
+    from rm_lab.schema import KINDS, Records
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RecordError(str(folder), None, None, "no such folder", "a folder of <kind>.parquet record files")
+    frames: dict[str, pd.DataFrame] = {}
+    for name in kinds or KINDS:
+        for ext in (".parquet", ".jsonl"):
+            p = folder / f"{name}{ext}"
+            if p.exists():
+                frames[name] = read_records(p, name)
+                break
+    if not frames:
+        raise RecordError(str(folder), None, None, f"files {sorted(p.name for p in folder.iterdir())}",
+                          f"files named <kind>.parquet or <kind>.jsonl, kinds {sorted(kinds or KINDS)}")
+    return Records(frames)

@@ -222,7 +222,7 @@ def test_curate_config_validation_and_shipped_yaml():
 
 
 def test_load_folder_errors(tmp_path):
-    with pytest.raises(RecordError, match="no record files"):
+    with pytest.raises(RecordError, match="files named <kind>.parquet"):
         load_folder(tmp_path)
     io.write_records(_records()["interaction"], tmp_path / "interaction.jsonl", "interaction")
     assert load_folder(tmp_path).counts() == {"interaction": 4}

@@ -100,18 +100,7 @@ def resolve_input(spec: str, runs_root: Path | None = None) -> Path:
 
 def load_folder(folder: str | Path) -> Records:
     """Every canonical record file `<kind>.parquet` (or `.jsonl`) in a folder, validated."""
-    folder = Path(folder)
-    frames: dict[str, pd.DataFrame] = {}
-    for name in KINDS:
-        for ext in (".parquet", ".jsonl"):
-            p = folder / f"{name}{ext}"
-            if p.exists():
-                frames[name] = io.read_records(p, name)
-                break
-    if not frames:
-        raise RecordError(str(folder), None, None, "no record files",
-                          f"files named <kind>.parquet or <kind>.jsonl, kinds {sorted(KINDS)}")
-    return Records(frames)
+    return io.read_record_folder(folder)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,13 +42,7 @@ def read_record_folder(folder: str | Path) -> Records:
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"data: folder '{folder}' does not exist")
-    frames = {}
-    for kind in RECORD_KINDS:
-        for ext in (".parquet", ".jsonl"):
-            p = folder / f"{kind}{ext}"
-            if p.exists():
-                frames[kind] = io.read_records(p, kind)
-                break
+    frames = io.read_record_folder(folder, RECORD_KINDS).frames
     for kind in ("character", "context"):
         if kind not in frames:
             raise RecordError(str(folder), None, None, f"files {sorted(p.name for p in folder.iterdir())}",
