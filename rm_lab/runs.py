@@ -54,3 +54,10 @@ class Run:
 
     def finish(self, status: str = "done") -> None:
         self.registry.finish_run(self.run_id, status)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """A `with Run(...)` block is recorded as done, or as failed when it raises."""
+        self.finish("failed" if exc_type else "done")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
@@ -13,3 +14,9 @@ RunsOpt = typer.Option(None, "--runs", help="runs root (default: $RM_LAB_RUNS or
 
 def maybe(v: Optional[list[str]]) -> list[str]:
     return list(v or [])
+
+
+def use_runs_root(runs: Optional[str]) -> None:
+    """`--runs DIR` overrides $RM_LAB_RUNS for this command."""
+    if runs:
+        os.environ["RM_LAB_RUNS"] = runs

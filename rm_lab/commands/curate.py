@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Optional
 
@@ -11,7 +10,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from rm_lab import config as cfgmod, io
-from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe
+from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe, use_runs_root
 
 console = Console()
 
@@ -56,14 +55,12 @@ def register(app: typer.Typer) -> None:
         from rm_lab.curate.pipeline import CurateConfig, curate, load_folder, resolve_input
         from rm_lab.runs import Run
 
-        if runs:
-            os.environ["RM_LAB_RUNS"] = runs
+        use_runs_root(runs)
         cfg = cfgmod.load(CurateConfig, config or "curate", maybe(overrides))
         folder = resolve_input(cfg.input)
         t0 = time.time()
         records = load_folder(folder)
-        run = Run("curate", cfgmod.to_dict(cfg))
-        try:
+        with Run("curate", cfgmod.to_dict(cfg)) as run:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                           console=console, transient=True) as prog:
                 task = prog.add_task("curating", total=None)
@@ -77,9 +74,5 @@ def register(app: typer.Typer) -> None:
             md = render_report(report)
             io.write_text(run.file("report.md"), f"# curate\n\ninput: {folder}\n\n{md}")
             run.log_metrics({"input": report["input"], "output": report["output"]})
-        except BaseException:
-            run.finish("failed")
-            raise
-        run.finish()
         print(md)
         console.print(f"[green]wrote[/green] {run.path}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -15,7 +14,7 @@ import typer
 
 from rm_lab import config as cfgmod
 from rm_lab import io
-from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe
+from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe, use_runs_root
 from rm_lab.config import ConfigError
 from rm_lab.runs import Run
 from rm_lab.schema import KINDS, RecordError, Records
@@ -154,8 +153,7 @@ def register(app: typer.Typer) -> None:
         runs: Optional[str] = RunsOpt,
     ):
         """Load a public dataset or your own canonical records, validate, write Parquet + report.json."""
-        if runs:
-            os.environ["RM_LAB_RUNS"] = runs
+        use_runs_root(runs)
         try:
             cfg = cfgmod.load(IngestConfig, config or "ingest", maybe(overrides) + ([f"kind={kind}"] if kind else []))
             if source not in source_names():

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import typer
 
 from rm_lab import config as cfgmod, io
-from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe
-
-
-def _runs(runs: Optional[str]) -> None:
-    if runs:
-        os.environ["RM_LAB_RUNS"] = runs
+from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe, use_runs_root
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +23,7 @@ def register(app: typer.Typer) -> None:
         from rm_lab.reward.train import TrainRMConfig, train_reward_model
         from rm_lab.runs import Run
 
-        _runs(runs)
+        use_runs_root(runs)
         if resume:
             rdir = Path(resume)
             if not (rdir / "config.yaml").is_file():
@@ -41,14 +35,8 @@ def register(app: typer.Typer) -> None:
         else:
             cfg = cfgmod.load(TrainRMConfig, config or "train_rm", maybe(overrides))
             run = Run("train-rm", cfgmod.to_dict(cfg))
-        say = lambda m: typer.echo(m)  # noqa: E731
-        try:
-            metrics = train_reward_model(cfg, run.path, say=say)
-        except BaseException:
-            run.finish("failed")
-            raise
-        run.log_metrics(metrics)
-        run.finish()
+        with run:
+            run.log_metrics(train_reward_model(cfg, run.path, say=typer.echo))
         typer.echo(f"wrote {run.path}")
 
     @app.command("eval-rm")
@@ -58,21 +46,16 @@ def register(app: typer.Typer) -> None:
         from rm_lab.reward.evaluate import EvalRMConfig, evaluate_reward_model, summary_lines
         from rm_lab.runs import Run
 
-        _runs(runs)
+        use_runs_root(runs)
         cfg = cfgmod.load(EvalRMConfig, config or "eval_rm", maybe(overrides))
         if not cfg.model:
             raise cfgmod.ConfigError("model: give a train-rm run folder, e.g. model=runs/train-rm/<id>")
-        run = Run("eval-rm", cfgmod.to_dict(cfg))
-        try:
-            metrics = evaluate_reward_model(cfg, run.path, say=lambda m: typer.echo(m))
-        except BaseException:
-            run.finish("failed")
-            raise
-        lines = summary_lines(metrics)
-        io.write_text(run.file("report.md"), "# eval-rm\n\n" + "\n".join(f"- {x}" for x in lines) + "\n\n"
-                      + (run.path / "style_artifacts.md").read_text())
-        run.log_metrics(metrics)
-        run.finish()
+        with Run("eval-rm", cfgmod.to_dict(cfg)) as run:
+            metrics = evaluate_reward_model(cfg, run.path, say=typer.echo)
+            lines = summary_lines(metrics)
+            io.write_text(run.file("report.md"), "# eval-rm\n\n" + "\n".join(f"- {x}" for x in lines) + "\n\n"
+                          + (run.path / "style_artifacts.md").read_text())
+            run.log_metrics(metrics)
         for x in lines:
             typer.echo(x)
         typer.echo(f"wrote {run.path}")
