@@ -9,6 +9,7 @@ is off: every reply is encoded.
 Weights of the heads are random (throughput does not depend on them); the outputs are checked to agree.
 
 Run: .venv/bin/python benchmarks/rm_scoring_throughput.py [--n 512] [--repeats 3] [--batch-size 64]
+     [--backbone DIR (a local copy of the encoder; default: the packaged one)] [--device cuda]
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ def world_replies(n: int, seed: int):
     return ctx, it["response"].tolist(), recs["character"]
 
 
-def build_model(tok, enc, style: np.ndarray, seed: int) -> RewardModel:
+def build_model(tok, enc, style: np.ndarray, seed: int, folder: Path) -> RewardModel:
     torch.manual_seed(seed)
     net = RewardNet(int(enc.config.hidden_size), HEADS)
     net.set_style_stats(style)
-    cfg = RMConfig(backbone=None, backbone_key=backbone_key(encoder_path(), MAX_LENGTH), train_mode="frozen",
+    cfg = RMConfig(backbone=None, backbone_key=backbone_key(folder, MAX_LENGTH), train_mode="frozen",
                    heads=HEADS, emb_dim=int(enc.config.hidden_size), hidden=256, n_layers=2, dropout=0.1,
                    max_length=MAX_LENGTH, card_max_tokens=96, reply_max_tokens=128, n_members=1, seeds=[seed],
                    style_features=list(FEATURES))
@@ -68,12 +69,13 @@ def inputs(ctx, replies, chars, tok):
 def hf_loop(ctx, replies, chars, tok, enc, net) -> np.ndarray:
     """The textbook loop: one reply at a time through tokenizer, encoder, pooling and head."""
     texts, keywords = inputs(ctx, replies, chars, tok)
+    device = next(enc.parameters()).device
     out = []
     for text, reply, kw in zip(texts, replies, keywords):
-        batch = tok(text, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+        batch = tok(text, truncation=True, max_length=MAX_LENGTH, return_tensors="pt").to(device)
         h = enc(**batch).last_hidden_state
         m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-        e = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
+        e = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1).cpu()
         st = torch.from_numpy(style_matrix([reply], [kw]).copy())
         out.append(net(e, st)["preference"].item())
     return np.array(out)
@@ -83,7 +85,7 @@ def hf_loop(ctx, replies, chars, tok, enc, net) -> np.ndarray:
 def st_encode(st_model, ctx, replies, chars, tok, net, batch_size: int) -> np.ndarray:
     texts, keywords = inputs(ctx, replies, chars, tok)
     e = st_model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_tensor=True,
-                        show_progress_bar=False)
+                        show_progress_bar=False).float().cpu()
     st = torch.as_tensor(style_matrix(replies, keywords))
     return torch.cat([net(e[i:i + batch_size], st[i:i + batch_size])["preference"]
                       for i in range(0, len(texts), batch_size)]).numpy()
@@ -101,16 +103,19 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=3, help="best of this many runs per method")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default=None, help="a local copy of all-MiniLM-L6-v2 (default: the packaged one)")
+    p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
     from sentence_transformers import SentenceTransformer
 
+    folder = Path(a.backbone) if a.backbone else encoder_path()
     ctx, replies, chars = world_replies(a.n, a.seed)
-    tok, enc = load_encoder()
-    enc.eval()
+    tok, enc = load_encoder(a.backbone)
+    enc = enc.float().to(a.device).eval()  # a carried float16 copy is scored in float32 like the packaged one
     texts, kws = inputs(ctx, replies, chars, tok)
-    model = build_model(tok, enc, style_matrix(replies, kws), a.seed)
+    model = build_model(tok, enc, style_matrix(replies, kws), a.seed, folder)
     net = model.members[0]
-    st_model = SentenceTransformer(str(encoder_path()), device="cpu")
+    st_model = SentenceTransformer(str(folder), device=a.device).float()
     st_model.max_seq_length = MAX_LENGTH
     n_tokens = sum(len(x) for x in tok(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"])
 
@@ -128,7 +133,8 @@ def main(argv=None) -> dict:
     agree = {k: float(np.max(np.abs(v - ref))) for k, v in outs.items()}
     rate = {k: a.n / s for k, s in best.items()}
     ours = rate["rm_lab batched scorer"]
-    print(f"{a.n} replies ({n_tokens / a.n:.0f} tokens each on average, max_length {MAX_LENGTH}), batch size "
+    dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "CPU"
+    print(f"{dev}: {a.n} replies ({n_tokens / a.n:.0f} tokens each on average, max_length {MAX_LENGTH}), batch size "
           f"{a.batch_size}, best of {a.repeats}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.machine()} CPython {platform.python_version()}, {os.cpu_count()} cores")
     print(f"{'method':45s} {'seconds':>8s} {'replies/s':>10s} {'rm_lab ratio':>13s} {'max |score diff|':>17s}")

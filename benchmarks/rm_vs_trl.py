@@ -9,7 +9,7 @@ are evaluated on the same held-out contexts (`split_contexts`), and count from b
 loaded. TRL's own evaluation time is excluded from its clock (rm_lab's is not). The target is the best
 accuracy both reach: min(best rm_lab, best TRL); each side's time is when it first reaches it.
 
-Run: .venv/bin/python benchmarks/rm_vs_trl.py [--pairs 800] [--trl-epochs 2] [--eval-every 10]
+Run: .venv/bin/python benchmarks/rm_vs_trl.py [--pairs 400] [--trl-epochs 2] [--eval-every 5]
 """
 
 from __future__ import annotations
@@ -141,11 +141,11 @@ def first_reach(curve, target: float) -> float | None:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=800, help="world preference pairs (20%% of contexts held out)")
+    p.add_argument("--pairs", type=int, default=400, help="world preference pairs (20%% of contexts held out)")
     p.add_argument("--rm-epochs", type=int, default=30)
     p.add_argument("--trl-epochs", type=int, default=2)
     p.add_argument("--trl-batch-size", type=int, default=16)
-    p.add_argument("--eval-every", type=int, default=10, help="TRL steps between held-out evaluations")
+    p.add_argument("--eval-every", type=int, default=5, help="TRL steps between held-out evaluations")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     import trl
