@@ -35,7 +35,6 @@ import torch  # noqa: E402
 
 from rm_lab.models import encoder_path, load_encoder  # noqa: E402
 from rm_lab.reward.data import format_inputs, item_inputs, split_contexts  # noqa: E402
-from rm_lab.reward.metrics import pairwise_accuracy  # noqa: E402
 from rm_lab.reward.train import TrainRMConfig, train_reward_model  # noqa: E402
 from rm_lab.schema import Records  # noqa: E402
 from rm_lab.world.simulate import WorldConfig, simulate  # noqa: E402
