@@ -124,10 +124,17 @@ def _peer_and_truth(shared_data, k):
 @pytest.mark.realdata
 @pytest.mark.models
 @pytest.mark.slow
-def test_convai2_continue_one_fold_beats_both_baselines(shared_data, private_cache, tmp_path):
-    args = R.Args(data=str(shared_data), pe=False, only_folds=[0], tasks=["continue"], max_length=128,
-                  epochs=20, stock=False, out_md=None, out_json=None)
-    res = R.run_convai2(args, shared_data, tmp_path, say=lambda *_: None)["continue"]
-    auc = res["auc"]
-    assert res["n"] > 300 and res["leak_check"]["dialogue_id"] == 0
-    assert auc["ours_rel"] > max(auc["length_only"], auc["tfidf_lr"]), auc
+def test_convai2_thumbs_one_fold_scores_only_held_out_rows(shared_data, private_cache, tmp_path):
+    args = R.Args(data=str(shared_data), pe=False, only_folds=[2], tasks=["thumb_up"], max_length=128,
+                  epochs=10, stock=False, out_md=None, out_json=None)
+    res = R.run_convai2(args, shared_data, tmp_path, say=lambda *_: None)["thumb_up"]
+    assert res["leak_check"] == {"dialogue_id": 0, "context_id": 0}
+    assert [p["fold"] for p in res["per_fold"]] == [2] and res["per_fold"][0]["n"] == res["n"]
+    assert 40 < res["n"] < 439  # one fold of the 439 thumbs, nothing else
+    for c in ("ours_rel", "length_only", "tfidf_lr"):
+        assert 0.0 < res["auc"][c] < 1.0, (c, res["auc"])
+    assert np.isnan(res["auc"]["ours"])  # the stock fit was switched off, not silently reused
+    md = R.render({"args": {"epochs": 10, "seed": 0, "folds": 5}, "convai2": {"thumb_up": res}}, "cmd")
+    m = res["auc_fold_mean"]
+    beats = m["ours_rel"] > max(m["length_only"], m["tfidf_lr"])
+    assert ("| yes |" in md) == beats and ("| NO |" in md) == (not beats)
