@@ -31,6 +31,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/ab_simulator_1m.py
+	$(BIN)/python benchmarks/ifeval_checkers.py
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/rm_scoring_throughput.py
 	$(BIN)/python benchmarks/rm_vs_trl.py
