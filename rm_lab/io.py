@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rm_lab.schema import RecordError, RecordKind, kind, validate_frame
+from rm_lab.schema import KINDS, RecordError, RecordKind, Records, kind, validate_frame
 
 
 @contextmanager
@@ -210,14 +210,12 @@ def _decode_json_cell(path: Path, row: int, field: str, v: Any) -> Any:
     return v
 
 
-def read_record_folder(folder: str | os.PathLike, kinds=None) -> "Records":
+def read_record_folder(folder: str | os.PathLike, kinds=None) -> Records:
     """Every canonical record file `<kind>.parquet` (or `.jsonl`) in a run folder, validated.
 
     The hand-over format between stages: simulate, ingest and curate write such folders, and
     curate, train-rm and eval-rm read them.
     """
-    from rm_lab.schema import KINDS, Records
-
     folder = Path(folder)
     if not folder.is_dir():
         raise RecordError(str(folder), None, None, "no such folder", "a folder of <kind>.parquet record files")

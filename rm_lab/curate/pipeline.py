@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from rm_lab import io
-from rm_lab.schema import KINDS, TRAFFIC_SOURCES, RecordError, Records
+from rm_lab.schema import TRAFFIC_SOURCES, RecordError, Records
 
 ITEM_KINDS = ("interaction", "preference", "context")
 

@@ -48,7 +48,7 @@ def validate_kwargs(instruction_id: str, kwargs: dict | None) -> dict:
     given = {k: v for k, v in kwargs.items() if v is not None}
     unknown = sorted(set(given) - set(spec), key=str)
     if unknown:
-        expected = (f"no kwargs" if not spec else f"only kwargs {sorted(spec)}")
+        expected = ("no kwargs" if not spec else f"only kwargs {sorted(spec)}")
         raise InstructionError(instruction_id, str(unknown[0]), given[unknown[0]], expected)
     out: dict[str, Any] = {}
     for name, kw in spec.items():

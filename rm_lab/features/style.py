@@ -14,14 +14,16 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-# Pictographic emoji blocks, dingbats, misc symbols, flags (regional indicators), plus modifiers.
-EMOJI_RE = re.compile(
-    "[\U0001F1E6-\U0001F1FF\U0001F300-\U0001F5FF\U0001F600-\U0001F64F\U0001F680-\U0001F6FF"
-    "\U0001F700-\U0001F77F\U0001F900-\U0001F9FF\U0001FA70-\U0001FAFF\u2600-\u26FF\u2700-\u27BF]"
-)
+# Pictographic emoji blocks (incl. regional indicators, misc symbols, dingbats). An emoji is one
+# pictograph with its modifiers (skin tones, variation selectors, keycap, tags); a ZWJ sequence
+# (family, profession) and a pair of regional indicators (a flag) count once.
+_PICTO = ("\U0001F000-\U0001F3FA\U0001F400-\U0001FAFF\u2600-\u27BF\u2B05-\u2B07\u2B1B\u2B1C\u2B50\u2B55")
+_RI = "\U0001F1E6-\U0001F1FF"
+_MOD = "\U0001F3FB-\U0001F3FF\uFE0E\uFE0F\u20E3\U000E0020-\U000E007F"
+EMOJI_RE = re.compile(f"[{_RI}][{_RI}]|[{_PICTO}][{_MOD}]*(?:\u200d[{_PICTO}][{_MOD}]*)*")
 WORD_RE = re.compile(r"[A-Za-z0-9']+")
 SENTENCE_END_RE = re.compile(r"[.!?]+(?:\s|$)")
-LIST_LINE_RE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
+LIST_LINE_RE = re.compile(r"(?m)^[ \t]*(?:[-*+\u2022\u2023\u25aa\u25e6]|\d{1,3}[.)])[ \t]+\S")
 I_FEEL_RE = re.compile(r"\bI (?:feel|am feeling|'m feeling)\b", re.IGNORECASE)
 REFUSAL_RE = re.compile(
     r"\b(?:I can(?:not|'t) (?:help|do|assist|provide)|I'm (?:not able|unable) to|I won't be able to|"
@@ -40,6 +42,7 @@ FEATURES: tuple[str, ...] = (
 
 
 def count_emoji(text: str) -> int:
+    """Emoji as a reader sees them: a flag, a skin-toned thumb or a ZWJ family is one."""
     return len(EMOJI_RE.findall(text))
 
 
