@@ -53,3 +53,24 @@ def test_killed_training_resumes_to_the_same_model(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_a_reused_run_folder_with_other_settings_is_refused(tmp_path):
+    """Finished members are reused only by the same config on the same data (no silent stale model)."""
+    import pytest
+
+    from rm_lab.config import ConfigError
+    from rm_lab.reward.train import TrainRMConfig, _claim_run_dir
+
+    class P:  # the part of Prepared the check reads
+        texts = ["[CHAR] a [REPLY] b", "[CHAR] a [REPLY] c"]
+
+    cfg = TrainRMConfig(epochs=2)
+    _claim_run_dir(cfg, P, tmp_path)
+    _claim_run_dir(TrainRMConfig(epochs=2, progress=True), P, tmp_path)  # same model: fine
+    _claim_run_dir(TrainRMConfig(epochs=3), P, tmp_path)  # more epochs: trains on, not a new model
+    with pytest.raises(ConfigError, match=r"differs in \['lr'\]"):
+        _claim_run_dir(TrainRMConfig(epochs=2, lr=0.01), P, tmp_path)
+    P.texts = ["other data"]
+    with pytest.raises(ConfigError, match="data_sha1"):
+        _claim_run_dir(cfg, P, tmp_path)

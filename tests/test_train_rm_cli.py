@@ -156,3 +156,13 @@ def test_cli_resume_finishes_a_killed_run(sim, cache, runs_dir):
     assert (run / "model.safetensors").exists()
     res = runner.invoke(app, ["train-rm", "--resume", str(run / "nope")])
     assert isinstance(res.exception, ConfigError) and "nope" in str(res.exception)
+
+
+def test_more_epochs_on_a_finished_run_trains_on(sim, cache, runs_dir):
+    _ok(["train-rm", f"data={sim}", f"cache_dir={cache}", "pairwise=false", "heads=[preference]", *TINY, "epochs=1"])
+    run = _only_run(runs_dir, "train-rm")
+    _ok(["train-rm", "--resume", str(run), "epochs=2"])
+    hist = json.loads((run / "checkpoints/m0/history.json").read_text())
+    assert [r["epoch"] for r in hist] == [0, 1]  # not the stale 1-epoch model
+    res = runner.invoke(app, ["train-rm", "--resume", str(run), "lr=0.5"])
+    assert isinstance(res.exception, ConfigError) and "differs in ['lr']" in str(res.exception)

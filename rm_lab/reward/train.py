@@ -10,6 +10,7 @@ uninterrupted run would. Final weights are safetensors next to `rm_config.json`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -267,6 +268,9 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         say(f"member {k}: {n_train:,} trainable encoder parameters ({cfg.train_mode})")
         encoder.train()
     lit = RewardLit(net, encoder, cfg.lr, cfg.encoder_lr, cfg.weight_decay, cfg.loss_weights, seed)
+    hist_path = ckpt_dir / "history.json"
+    if final.exists() and hist_path.exists() and len(json.loads(hist_path.read_text())) < cfg.epochs:
+        final.unlink()  # asked for more epochs than this member has: train on from last.ckpt
     if final.exists():
         state = load_file(str(final))
         net.load_state_dict({n[4:]: v for n, v in state.items() if n.startswith("net.")})
@@ -330,6 +334,31 @@ def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print)
     return net, {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
+# settings that change where or how fast a run goes, not what it learns
+# (epochs may grow on resume: a finished member then trains on from its last checkpoint)
+_NOT_IDENTITY = ("progress", "cache_dir", "embed_batch_size", "accelerator", "devices", "num_nodes", "strategy",
+                 "epochs", "pairwise_epochs")
+
+
+def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
+    """Checkpoints in run_dir are resumed only by the same config on the same data, never silently reused."""
+    import hashlib
+
+    ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
+    ident["data_sha1"] = hashlib.sha1("\x1e".join(prep.texts).encode("utf-8")).hexdigest()
+    ident = json.loads(json.dumps(ident, default=str))
+    path = run_dir / "train_identity.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+        if diff:
+            raise ConfigError(f"{run_dir} holds a reward model trained with other settings or data "
+                              f"(differs in {diff}); resume it with the same config, or train into a new folder")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        io.write_json(path, ident)
+
+
 def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records | None = None,
                        callbacks: list | None = None, say: Callable[[str], None] = print) -> dict:
     """Train every member (resuming what a killed run left) and write the model files into run_dir."""
@@ -343,6 +372,7 @@ def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records
     else:
         cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root()
     prep = prepare(cfg, records, cache_root, say)
+    _claim_run_dir(cfg, prep, run_dir)
     io.write_json(run_dir / "split.json", {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
                                            "heldout_contexts": prep.val_ctx})
     counts = prep.data.label_counts()
