@@ -98,8 +98,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         inner = args[0] if args else Any
-        return type(value)(_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)) if origin is list else tuple(
-            _coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+        items = [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

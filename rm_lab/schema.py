@@ -62,8 +62,7 @@ class Field:
 class RecordKind:
     name: str
     fields: tuple[Field, ...]
-    doc: str = ""
-    extra_ok: bool = True  # extra columns are kept (sources add provenance columns)
+    doc: str = ""  # extra columns are always kept (sources add provenance, the world adds truth_*)
 
     @property
     def columns(self) -> list[str]:

@@ -104,3 +104,15 @@ def test_simulate_ab_end_to_end():
     assert truth["breadth_lift"] > 0.05  # "improved" beats "baseline" in truth
     for m in ("breadth", "depth"):  # within 4 standard errors of the truth (log scale)
         assert abs(np.log1p(res[f"{m}_lift"]) - np.log1p(truth[f"{m}_lift"])) < 4 * res[f"{m}_se_log"]
+
+
+def test_multi_day_arms_without_user_moments_get_no_invented_interval():
+    rng = np.random.default_rng(5)
+    arms = run_ab(CTRL, TREAT, POP, 50_000, 0.1, 7, rng, per_day=True)
+    tot = arms[arms["day"].isna()].drop(columns=["active_days_sq", "messages_sq", "active_messages"])
+    res = analyze(tot).iloc[0]
+    assert res["breadth_control"] == pytest.approx(
+        tot.loc[tot.is_control, "engaged_user_days"].iloc[0] / (7 * tot.loc[tot.is_control, "users"].iloc[0]))
+    assert np.isnan(res["breadth_ci_low"]) and np.isnan(res["depth_lift"])
+    with pytest.raises(ValueError, match="no whole-test rows"):
+        analyze(arms[arms["day"].notna()])

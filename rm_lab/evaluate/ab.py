@@ -26,7 +26,9 @@ def _breadth_stats(row) -> tuple[float, float]:
     a_sum = row.get("engaged_user_days")
     a_sq = row.get("active_days_sq")
     if a_sum is None or pd.isna(a_sum) or a_sq is None or pd.isna(a_sq):
-        p = float(row["engaged_users"]) / n  # one observation per user: Bernoulli
+        if days != 1:  # several days per user and no user-level moments: no honest interval
+            return (float(a_sum) / (n * days) if a_sum is not None and not pd.isna(a_sum) else math.nan), math.nan
+        p = float(row["engaged_users"]) / n  # one observation per user (impressions, clicks): Bernoulli
         return p, p * (1 - p) / n
     mean_a = a_sum / n
     var_a = max(a_sq / n - mean_a ** 2, 0.0)
@@ -71,16 +73,15 @@ def srm_pvalue(users: np.ndarray, allocation: np.ndarray) -> float:
 
 
 def totals(arms: pd.DataFrame) -> pd.DataFrame:
-    """Whole-test rows (day null); sums per-day rows when only those are stored."""
+    """Whole-test rows (day null): per-day rows alone cannot give user-level variances."""
     if "day" not in arms.columns:
         return arms
     tot = arms[arms["day"].isna()]
-    if len(tot):
-        return tot
-    agg = arms.groupby(["experiment_id", "arm"], sort=False).agg(
-        is_control=("is_control", "first"), days=("days", "first"), users=("users", "max"),
-        engaged_users=("engaged_users", "max"), messages=("messages", "sum")).reset_index()
-    return agg
+    missing = sorted(set(arms["experiment_id"]) - set(tot["experiment_id"]))
+    if missing:
+        raise ValueError(f"experiments {missing[:5]}: no whole-test rows (day null); per-day rows alone do not "
+                         "determine the lift's interval")
+    return tot
 
 
 def analyze(arms: pd.DataFrame, srm_alpha: float = 0.001) -> pd.DataFrame:

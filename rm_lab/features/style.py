@@ -95,9 +95,3 @@ def style_frame(texts: Iterable[str], keywords: Iterable[Sequence[str] | None] |
 # The artifact subset the paper tracks across checkpoints (reported as rates/means).
 ARTIFACTS: tuple[str, ...] = ("n_words", "has_emoji", "n_emoji", "has_list", "wall_of_text", "preachy",
                               "n_i_feel", "refusal", "ends_with_question")
-
-
-def artifact_summary(texts: Iterable[str]) -> dict[str, float]:
-    """Mean of each tracked artifact over a set of replies (reply length, emoji rate, lists, ...)."""
-    df = style_frame(texts)
-    return {k: float(df[k].mean()) for k in ARTIFACTS}

@@ -15,6 +15,8 @@ def ab_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in analysis.iterrows():
         for m in ("breadth", "depth"):
+            if pd.isna(r[f"{m}_lift"]) and not truth:
+                continue  # e.g. click tests have no depth
             t = truth.get(f"{m}_lift") if truth else None
             covered = "" if t is None else ("yes" if r[f"{m}_ci_low"] <= t <= r[f"{m}_ci_high"] else "NO")
             lines.append(
