@@ -1,7 +1,7 @@
 """Real-data figures of issue 3: rm_lab reward models on Predictive Engagement and ConvAI2.
 
 Why: a reward model that only wins on the simulated world proves little. Here the RM is trained with
-`rm_lab.reward.train` (frozen MiniLM + embedding cache + style features) on fixed, seeded splits
+`rm_lab.reward.train` as shipped (frozen MiniLM views + embedding cache + style features) on fixed, seeded splits
 that keep a query (PE) or a dialogue (ConvAI2) on one side, and is compared on the same rows with
 the authors' own engagement model (PE) or with two baselines fitted on the same split (ConvAI2).
 
@@ -57,8 +57,7 @@ class Args:
     out_md: str | None = str(ROOT / "reports" / "reward_realdata.md")
     out_json: str | None = str(ROOT / "reports" / "reward_realdata.json")
     progress: bool = False
-    reply_view: bool = False  # also feed the reply's own embedding (the formatted text mixes it with context)
-    stock: bool = True  # also fit the stock `train_reward_model` (no relevance input) for the side-by-side
+    joint: bool = True  # also fit the RM on the one joint-text embedding (inputs=[joint]) for the side-by-side
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,14 +105,18 @@ def tfidf_logit(train_texts, y, test_texts, weight=None) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # rm_lab reward models
 
-def fit_and_score(records: Records, heads: list[str], test: pd.DataFrame, args: Args,
-                  work: Path, characters: pd.DataFrame, contexts: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Train on `records` (all of it: the fold's training side) and score the (context_id, response) rows of `test`."""
+def fit_and_score(records: Records, heads: list[str], test: pd.DataFrame, args: Args, work: Path,
+                  characters: pd.DataFrame, contexts: pd.DataFrame, inputs: list[str] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Train on `records` (all of it: the fold's training side) and score the (context_id, response) rows of `test`.
+
+    `inputs=None`: the shipped default views; `["joint"]`: one embedding of the concatenated text."""
     from rm_lab.reward.model import RewardModel
     from rm_lab.reward.train import TrainRMConfig, train_reward_model
 
+    extra = {"inputs": inputs} if inputs else {}
     cfg = TrainRMConfig(heads=heads, val_fraction=0.0, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
-                        seed=args.seed, pairwise=False, max_length=args.max_length, progress=args.progress)
+                        seed=args.seed, pairwise=False, max_length=args.max_length, progress=args.progress, **extra)
     if work.exists():  # a finished member in the folder would be reloaded, not retrained
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -121,83 +124,6 @@ def fit_and_score(records: Records, heads: list[str], test: pd.DataFrame, args: 
     model = RewardModel.load(work, cache_dir=_cache_dir())
     ctx = contexts.set_index("context_id").loc[test["context_id"]].reset_index()
     return model.score(ctx, test["response"].tolist(), characters)
-
-
-_ENCODER: dict = {}
-
-
-def encoder(max_length: int) -> dict:
-    """(tokenizer, encoder, cache) shared by every fit: the cache is the one `train_reward_model` fills."""
-    if max_length not in _ENCODER:
-        from rm_lab.models import embed, encoder_path, load_encoder
-        from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key
-
-        tok, enc = _ENCODER["model"] if "model" in _ENCODER else load_encoder()
-        _ENCODER["model"] = (tok, enc)
-        cache = EmbeddingCache(_cache_dir(), backbone_key(encoder_path(), max_length))
-        _ENCODER[max_length] = dict(tok=tok, enc=enc, cache=cache,
-                                    fn=lambda t: embed(t, tok, enc, 64, max_length))
-    return _ENCODER[max_length]
-
-
-def last_user_turn(history) -> str:
-    return next((t["content"] for t in reversed(list(history or [])) if t.get("role") == "user"), "")
-
-
-def features(context_ids, replies, contexts: pd.DataFrame, characters: pd.DataFrame, args: Args,
-             relevance: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The RM's own inputs (cached embedding of the formatted text, style features), plus optionally the
-    cosine between the embeddings of the user's last turn and of the reply: on-topic-ness, which one
-    embedding of the concatenated text does not expose to a small head."""
-    from rm_lab.reward.data import format_inputs, item_inputs, style_matrix
-
-    e = encoder(args.max_length)
-    replies = [str(r) for r in replies]
-    cards, hists, kws = item_inputs(list(context_ids), replies, contexts, characters)
-    texts = format_inputs(cards, hists, replies, e["tok"], args.max_length, 96, 128)
-    emb = e["cache"].get(texts, e["fn"])
-    style = style_matrix(replies, kws)
-    if relevance:
-        ctx = contexts.drop_duplicates("context_id").set_index("context_id")
-        users = [last_user_turn(h) for h in ctx.loc[list(context_ids), "history"]]
-        rep = e["cache"].get(replies, e["fn"])
-        cos = (e["cache"].get(users, e["fn"]) * rep).sum(1, keepdims=True)
-        style = np.c_[style, cos].astype(np.float32)
-        if args.reply_view:
-            style = np.c_[style, rep].astype(np.float32)
-    return emb, style
-
-
-def fit_and_score_relevance(records: Records, heads: list[str], test: pd.DataFrame, args: Args,
-                            characters: pd.DataFrame, contexts: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The RM's network and training loop (RewardNet, RewardLit, UnitCollator) with one more input column.
-
-    `train_reward_model` has no hook for extra features, so this assembles its parts directly; the
-    result is the same model with the relevance cosine beside the style features (logits per head)."""
-    import lightning as L
-    import torch
-
-    from rm_lab.reward.data import build_reward_data
-    from rm_lab.reward.model import RewardLit, RewardNet
-    from rm_lab.reward.train import UnitCollator, unit_loader
-
-    data = build_reward_data(records, heads)
-    data.items["feat_row"] = np.arange(len(data.items))
-    emb, style = features(data.items["context_id"], data.items["response"], records["context"],
-                          records["character"], args, relevance=True)
-    L.seed_everything(args.seed, workers=True, verbose=False)
-    net = RewardNet(emb.shape[1], data.heads, style.shape[1], args.hidden)
-    net.set_style_stats(style)
-    lit = RewardLit(net, None, args.lr, seed=args.seed)
-    coll = UnitCollator(data, torch.as_tensor(emb), style, data.heads)
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(lit, unit_loader(coll, 64, args.seed, True))
-    te_emb, te_style = features(test["context_id"], test["response"], contexts, characters, args, relevance=True)
-    net.eval()
-    with torch.inference_mode():
-        out = net(torch.as_tensor(te_emb), torch.as_tensor(te_style))
-    return {h: v.numpy() for h, v in out.items()}
 
 
 def _cache_dir() -> Path:
@@ -239,10 +165,10 @@ def pe_records(rows: pd.DataFrame, all_records: Records) -> Records:
                     "interaction": inter, "preference": pd.DataFrame(pairs)})
 
 
-PE_COLUMNS = {"ours_rel_p_engaging": "**rm_lab p(engaging), + query-reply relevance input**",
-              "ours_rel_bt_score": "rm_lab BT preference score, + relevance input",
-              "ours_p_engaging": "rm_lab p(engaging), stock `train_reward_model` inputs",
-              "ours_bt_score": "rm_lab BT preference score, stock inputs",
+PE_COLUMNS = {"ours_p_engaging": "**rm_lab p(engaging)** (shipped inputs: context, reply, product, relevance)",
+              "ours_bt_score": "rm_lab BT preference score (shipped inputs)",
+              "ours_joint_p_engaging": "rm_lab p(engaging), `inputs=[joint]` (one embedding of the joint text)",
+              "ours_joint_bt_score": "rm_lab BT preference score, `inputs=[joint]`",
               "peer": f"peer: `{PE_PEER}` (Ghazarian et al. 2020)",
               "length_only": "baseline: reply length only", "tfidf_lr": "baseline: TF-IDF + logistic regression"}
 
@@ -259,14 +185,14 @@ def run_pe(args: Args, root: Path, work: Path, say=print) -> dict:
         t0 = time.time()
         tr, te = eng[eng["fold"] != k], eng[eng["fold"] == k]
         train_recs = pe_records(tr, recs)
-        out = fit_and_score_relevance(train_recs, heads, te, args, recs["character"], recs["context"])
-        cols["ours_rel_p_engaging"][te.index] = out["continue"]
-        cols["ours_rel_bt_score"][te.index] = out["preference"]
-        if args.stock:
-            out = fit_and_score(train_recs, heads, te, args, work / "pe" / f"fold{k}", recs["character"],
-                                recs["context"])
-            cols["ours_p_engaging"][te.index] = out["p_continue"]
-            cols["ours_bt_score"][te.index] = out["score"]
+        out = fit_and_score(train_recs, heads, te, args, work / "pe" / f"fold{k}", recs["character"], recs["context"])
+        cols["ours_p_engaging"][te.index] = out["p_continue"]
+        cols["ours_bt_score"][te.index] = out["score"]
+        if args.joint:
+            out = fit_and_score(train_recs, heads, te, args, work / "pe" / f"fold{k}-joint", recs["character"],
+                                recs["context"], inputs=["joint"])
+            cols["ours_joint_p_engaging"][te.index] = out["p_continue"]
+            cols["ours_joint_bt_score"][te.index] = out["score"]
         # baselines see the same training rows: engaging = rating >= 3 would throw away the scale, so
         # they are binomial too (each rating is 4 weighted trials)
         y = np.r_[np.ones(len(tr)), np.zeros(len(tr))]
@@ -379,18 +305,19 @@ def run_convai2(args: Args, root: Path, work: Path, say=print) -> dict:
         rows = spec["rows"].reset_index(drop=True)
         y = spec["y"].astype(int)
         fold = rows["dialogue_id"].map(dlg_fold).to_numpy()
-        preds = {c: np.full(len(rows), np.nan) for c in ("ours_rel", "ours", "length_only", "tfidf_lr")}
+        preds = {c: np.full(len(rows), np.nan) for c in ("ours", "ours_joint", "length_only", "tfidf_lr")}
         t0 = time.time()
         for k in folds:
             te = fold == k
             train_dlg = {d for d, f in dlg_fold.items() if f != k}
             train_recs = convai2_train_records(task, spec, train_dlg, recs)
-            if args.stock:
+            out = fit_and_score(train_recs, TASK_HEADS[task], rows[te], targs, work / "convai2" / task / f"fold{k}",
+                                chars, recs["context"])
+            preds["ours"][te] = _logit(out[OUT_COL[task]])
+            if args.joint:
                 out = fit_and_score(train_recs, TASK_HEADS[task], rows[te], targs,
-                                    work / "convai2" / task / f"fold{k}", chars, recs["context"])
-                preds["ours"][te] = _logit(out[OUT_COL[task]])
-            out = fit_and_score_relevance(train_recs, TASK_HEADS[task], rows[te], targs, chars, recs["context"])
-            preds["ours_rel"][te] = out[TASK_HEADS[task][0]]
+                                    work / "convai2" / task / f"fold{k}-joint", chars, recs["context"], ["joint"])
+                preds["ours_joint"][te] = _logit(out[OUT_COL[task]])
             tr = fold != k  # the baselines fit the labelled rows of the same training dialogues
             preds["length_only"][te] = length_logit(rows.loc[tr, "response"], y[tr], rows.loc[te, "response"])
             preds["tfidf_lr"][te] = tfidf_logit(rows.loc[tr, "response"], y[tr], rows.loc[te, "response"])
@@ -399,7 +326,7 @@ def run_convai2(args: Args, root: Path, work: Path, say=print) -> dict:
         if spec["unit"] == "dialogue":  # one prediction per dialogue: the mean log-odds of its bot turns
             ev = ev.groupby("dialogue_id", as_index=False).agg(
                 y=("y", "first"), **{c: (c, "mean") for c in preds})
-        ran = [c for c in preds if not ev[c].isna().any()]  # `stock=False` leaves the stock column empty
+        ran = [c for c in preds if not ev[c].isna().any()]  # `joint=False` leaves the joint column empty
         metrics = {c: binary_metrics(ev["y"], 1 / (1 + np.exp(-ev[c].to_numpy()))) for c in ran}
         per_fold = []
         if spec["unit"] == "dialogue":
@@ -432,7 +359,7 @@ def _f(x) -> str:
 def render(res: dict, command: str) -> str:
     out = ["# Reward models on real data (issue 3)", "", f"Generated by `{command}`", "",
            f"Data: `$RM_LAB_DATA` (default `../shared/data`). Reward model: `rm_lab.reward.train` in frozen-backbone mode "
-           f"(all-MiniLM-L6-v2 + embedding cache + style features, MLP trunk, {res['args']['epochs']} epochs, "
+           f"(all-MiniLM-L6-v2 views of context and reply + embedding cache + style features, MLP trunk, {res['args']['epochs']} epochs, "
            f"seed {res['args']['seed']}), retrained on each fold's training side and scored on its held-out side.", ""]
     if "pe" in res:
         pe = res["pe"]
@@ -458,31 +385,30 @@ def render(res: dict, command: str) -> str:
                 "of each fold: logistic regression on log reply length, and TF-IDF (word 1-2 grams) + logistic "
                 "regression on the reply. Dialogue-level labels are predicted per bot turn and averaged (mean "
                 "log-odds) over the dialogue's bot turns, the same way for all three.", "",
-                "| label | file | unit | n | positive rate | **rm_lab + relevance** | rm_lab stock | length only | "
-                "TF-IDF + LR | rm_lab (+rel.) beats both |",
+                "| label | file | unit | n | positive rate | **rm_lab** | rm_lab `inputs=[joint]` | length only | "
+                "TF-IDF + LR | rm_lab beats both |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         label = {"thumb_up": "p(thumb up)", "continue": "p(continue)", "rating": f"rating (eval_score >= {RATING_MIN})",
                  "persona": "persona match (profile_match)"}
         for t, r in res["convai2"].items():
             a = r["auc"]
             m = r.get("auc_fold_mean") or {c: float(np.mean([p[c] for p in r["per_fold"]])) for c in a}
-            win = m["ours_rel"] > max(m["length_only"], m["tfidf_lr"])
+            win = m["ours"] > max(m["length_only"], m["tfidf_lr"])
             cell = lambda c: f"{_f(m[c])} ({_f(a[c])})"  # noqa: E731
             out.append(f"| {label[t]} | {r['file']} | {r['unit']} | {r['n']} | {r['positive_rate']:.3f} | "
-                       f"**{cell('ours_rel')}** | {cell('ours')} | {cell('length_only')} | {cell('tfidf_lr')} | "
+                       f"**{cell('ours')}** | {cell('ours_joint')} | {cell('length_only')} | {cell('tfidf_lr')} | "
                        f"{'yes' if win else 'NO'} |")
         out += ["", "Cells: AUC averaged over the folds (pooled out-of-fold AUC in brackets; pooling mixes the folds' "
                 "different intercepts, which can push a weak score below 0.5)."]
-        out += ["", "Per fold AUC (rm_lab + relevance / rm_lab stock / length / TF-IDF):", ""]
+        out += ["", "Per fold AUC (rm_lab / rm_lab `inputs=[joint]` / length / TF-IDF):", ""]
         for t, r in res["convai2"].items():
             out.append(f"- {label[t]}: " + "; ".join(
-                f"fold {p['fold']} (n={p['n']}): {_f(p['ours_rel'])} / {_f(p['ours'])} / {_f(p['length_only'])} / "
+                f"fold {p['fold']} (n={p['n']}): {_f(p['ours'])} / {_f(p['ours_joint'])} / {_f(p['length_only'])} / "
                 f"{_f(p['tfidf_lr'])}" for p in r["per_fold"]))
         out += ["", "Encoder input length and epochs per label: " + "; ".join(
             f"{label[t]}: {r.get('max_length')} tokens, {r.get('epochs')} epochs" for t, r in res["convai2"].items())
-            + ". `rm_lab + relevance` is the RM's network and training loop with the cosine between the embeddings "
-            "of the user's last turn and of the reply as one more input column; `rm_lab stock` is "
-            "`train_reward_model` as shipped."]
+            + ". `rm_lab` is `train_reward_model` as shipped (inputs: context, reply, product, relevance); "
+            "`inputs=[joint]` is the same model reading one embedding of `[CHAR] card [CTX] history [REPLY] reply`."]
         out += ["", "RM heads used per label (the RM has no free-named binary heads, so a label rides on the head "
                 "closest in meaning): " + "; ".join(f"{label[t]}: heads {r['heads']}, read `{r['rm_output']}`"
                                                     for t, r in res["convai2"].items()) + ".",
@@ -497,18 +423,18 @@ def targets(res: dict) -> list[str]:
     out = ["## Targets", ""]
     if "pe" in res:
         pe = res["pe"]["pooled"]
-        ok = pe["ours_rel_p_engaging"] >= pe["peer"]
+        ok = pe["ours_p_engaging"] >= pe["peer"]
         out.append(f"- PE, Spearman at or above `{PE_PEER}`: {'met' if ok else 'NOT met'} "
-                   f"({_f(pe['ours_rel_p_engaging'])} vs {_f(pe['peer'])} pooled; stock inputs "
-                   f"{_f(pe['ours_p_engaging'])}). The relevance input was chosen after a linear probe on these "
-                   "same PE folds showed that the one embedding of the concatenated text hides on-topic-ness, so "
-                   "this figure is not blind to the folds.")
+                   f"({_f(pe['ours_p_engaging'])} vs {_f(pe['peer'])} pooled; `inputs=[joint]` "
+                   f"{_f(pe.get('ours_joint_p_engaging'))}). The relevance input was chosen after a linear probe on "
+                   "these same PE folds showed that the one embedding of the concatenated text hides on-topic-ness, "
+                   "so this figure is not blind to the folds.")
     for t, r in res.get("convai2", {}).items():
         a = r["auc"]
         m = r.get("auc_fold_mean") or {c: float(np.mean([p[c] for p in r["per_fold"]])) for c in a}
-        ok = m["ours_rel"] > max(m["length_only"], m["tfidf_lr"])
+        ok = m["ours"] > max(m["length_only"], m["tfidf_lr"])
         out.append(f"- ConvAI2 {t}, AUC above both baselines: {'met' if ok else 'NOT met'} "
-                   f"({_f(m['ours_rel'])} vs length {_f(m['length_only'])}, TF-IDF {_f(m['tfidf_lr'])}).")
+                   f"({_f(m['ours'])} vs length {_f(m['length_only'])}, TF-IDF {_f(m['tfidf_lr'])}).")
     return out + [""]
 
 

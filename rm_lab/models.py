@@ -171,20 +171,27 @@ def embed(
     hidden = int(model.config.hidden_size)
     if not texts:
         return np.zeros((0, hidden), dtype=np.float32)
-    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=False)
-    features = [{k: enc[k][i] for k in enc.keys()} for i in range(len(texts))]
-    order = sorted(range(len(texts)), key=lambda i: -len(features[i]["input_ids"]))
+    ids = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(-lengths, kind="stable")
     device = next(model.parameters()).device
-    out = np.empty((len(texts), hidden), dtype=np.float32)
+    pad = tokenizer.pad_token_id or 0
+    pooled_batches = []
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = tokenizer.pad([features[i] for i in idx], padding=True, return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        token_emb = model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(token_emb.dtype)
+        width = int(lengths[idx].max())
+        arr = np.full((len(idx), width), pad, dtype=np.int64)
+        for row, i in enumerate(idx):
+            arr[row, :lengths[i]] = ids[i]
+        input_ids = torch.from_numpy(arr).to(device, non_blocking=True)
+        attention_mask = (torch.arange(width, device=device)[None, :]
+                          < torch.from_numpy(lengths[idx]).to(device)[:, None]).long()
+        token_emb = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
+        mask = attention_mask.unsqueeze(-1).to(token_emb.dtype)
         pooled = (token_emb * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        out[idx] = pooled.cpu().numpy()
+        pooled_batches.append(torch.nn.functional.normalize(pooled, p=2, dim=1))
+    out = np.empty((len(texts), hidden), dtype=np.float32)
+    out[order] = torch.cat(pooled_batches).cpu().numpy()  # one copy back to the host
     return out
 
 

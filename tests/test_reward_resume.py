@@ -62,8 +62,12 @@ def test_a_reused_run_folder_with_other_settings_is_refused(tmp_path):
     from rm_lab.config import ConfigError
     from rm_lab.reward.train import TrainRMConfig, _claim_run_dir
 
+    import numpy as np
+
+    from rm_lab.reward.inputs import ItemTexts
+
     class P:  # the part of Prepared the check reads
-        texts = ["[CHAR] a [REPLY] b", "[CHAR] a [REPLY] c"]
+        texts = ItemTexts(["context", "reply"], ["b", "c"], None, ["[CHAR] a"], [], np.array([0, 0]))
 
     cfg = TrainRMConfig(epochs=2)
     _claim_run_dir(cfg, P, tmp_path)
@@ -71,6 +75,6 @@ def test_a_reused_run_folder_with_other_settings_is_refused(tmp_path):
     _claim_run_dir(TrainRMConfig(epochs=3), P, tmp_path)  # more epochs: trains on, not a new model
     with pytest.raises(ConfigError, match=r"differs in \['lr'\]"):
         _claim_run_dir(TrainRMConfig(epochs=2, lr=0.01), P, tmp_path)
-    P.texts = ["other data"]
+    P.texts = ItemTexts(["context", "reply"], ["b", "other"], None, ["[CHAR] a"], [], np.array([0, 0]))
     with pytest.raises(ConfigError, match="data_sha1"):
         _claim_run_dir(cfg, P, tmp_path)

@@ -1,5 +1,5 @@
-"""The multi-head reward model: a pooled encoder embedding of `[CHAR] .. [CTX] .. [REPLY] ..` next to
-standardised style features, a shared MLP trunk, and one linear head per signal.
+"""The multi-head reward model: encoder views of the (context, reply) (see `rm_lab.reward.inputs`) next
+to standardised style features, a shared MLP trunk, and one linear head per signal.
 
 Heads: `preference` (a Bradley-Terry score), binary user-signal and steerability heads trained with a
 binomial likelihood on (n, k) counts, and `depth` with a Poisson likelihood. A row carries only the
@@ -10,7 +10,7 @@ preference pairs, logged interactions and steer labels in one batch is exact.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rm_lab.config import ConfigError
-from rm_lab.reward.data import BINARY_HEADS, FEATURES, format_inputs, item_inputs, style_matrix
+from rm_lab.reward.data import BINARY_HEADS, FEATURES, style_matrix
+from rm_lab.reward.inputs import assemble, embed_views, input_dim, item_texts
 
 OUTPUT_NAMES = {"preference": "score", "depth": "depth", **{h: f"p_{h}" for h in BINARY_HEADS}}
 
@@ -83,16 +84,16 @@ def multitask_loss(out: dict[str, torch.Tensor], batch: dict, weights: dict[str,
 # networks
 
 class RewardNet(nn.Module):
-    """Heads over [embedding, standardised style features]."""
+    """Heads over [assembled encoder views, standardised style features]."""
 
-    def __init__(self, emb_dim: int, heads: Sequence[str], n_style: int = len(FEATURES), hidden: int = 256,
+    def __init__(self, in_dim: int, heads: Sequence[str], n_style: int = len(FEATURES), hidden: int = 256,
                  n_layers: int = 2, dropout: float = 0.1):
         super().__init__()
         self.heads_order = list(heads)
         self.register_buffer("style_mean", torch.zeros(n_style))
         self.register_buffer("style_std", torch.ones(n_style))
         layers: list[nn.Module] = []
-        d = emb_dim + n_style
+        d = in_dim + n_style
         for _ in range(n_layers):
             layers += [nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout)]
             d = hidden
@@ -151,18 +152,21 @@ class RewardLit(L.LightningModule):
     """Trains one RewardNet (and, unless frozen, the encoder) on mixed pair/item batches."""
 
     def __init__(self, net: RewardNet, encoder=None, lr: float = 1e-3, encoder_lr: float = 2e-5,
-                 weight_decay: float = 1e-4, loss_weights: dict | None = None, seed: int = 0):
+                 weight_decay: float = 1e-4, loss_weights: dict | None = None, seed: int = 0,
+                 inputs: Sequence[str] = ("joint",)):
         super().__init__()
         self.net = net
+        self.inputs = list(inputs)
         self.encoder = encoder  # None in frozen mode: batches then carry cached embeddings
         self.lr, self.encoder_lr, self.weight_decay = lr, encoder_lr, weight_decay
         self.loss_weights = dict(loss_weights or {})
         self.seed = seed
 
     def embed_batch(self, batch: dict) -> torch.Tensor:
-        if "emb" in batch:
+        if "emb" in batch:  # frozen encoder: the collator carries the assembled cached features
             return batch["emb"]
-        return mean_pool(self.encoder, batch["input_ids"], batch["attention_mask"])
+        views = {k[4:]: mean_pool(self.encoder, batch[k], batch["mask_" + k[4:]]) for k in batch if k.startswith("ids_")}
+        return assemble(views, self.inputs)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return self.net(self.embed_batch(batch), batch["style"])
@@ -238,6 +242,11 @@ class RMConfig:
     style_features: list[str]
     pairwise: dict | None = None  # {"hidden": .., "n_layers": ..} when a pairwise model was trained
     format: str = "[CHAR] card [CTX] history [REPLY] reply"
+    inputs: list[str] = field(default_factory=lambda: ["joint"])  # encoder views (rm_lab.reward.inputs)
+
+    @property
+    def in_dim(self) -> int:
+        return input_dim(self.emb_dim, self.inputs)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -278,7 +287,7 @@ class RewardModel:
         tok, base = load_backbone(cfg.backbone)
         members, encoders = [], []
         for k in range(cfg.n_members):
-            net = RewardNet(cfg.emb_dim, cfg.heads, len(cfg.style_features), cfg.hidden, cfg.n_layers, cfg.dropout)
+            net = RewardNet(cfg.in_dim, cfg.heads, len(cfg.style_features), cfg.hidden, cfg.n_layers, cfg.dropout)
             net.load_state_dict({n[len(f"m{k}.net."):]: v for n, v in state.items() if n.startswith(f"m{k}.net.")})
             members.append(net)
             if cfg.train_mode != "frozen":
@@ -294,33 +303,53 @@ class RewardModel:
         if cfg.pairwise and (run_dir / "pairwise.safetensors").is_file():
             from rm_lab.reward.pairwise import PairwiseNet
 
-            pairwise = PairwiseNet(cfg.emb_dim, len(cfg.style_features), **cfg.pairwise)
+            pairwise = PairwiseNet(cfg.in_dim, len(cfg.style_features), **cfg.pairwise)
             pairwise.load_state_dict(load_file(str(run_dir / "pairwise.safetensors")))
         cache = EmbeddingCache(cache_dir, cfg.backbone_key) if cache_dir and cfg.train_mode == "frozen" else None
         return cls(cfg, members, tok, encoders, pairwise, cache)
 
     # -- features
-    def texts(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame):
-        """Encoder inputs and style matrix for rows of `contexts` aligned with `replies`."""
+    def item_texts(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame):
+        """Encoder texts per view and style matrix for rows of `contexts` aligned with `replies`."""
         replies = [str(r) for r in replies]
         if len(replies) != len(contexts):
             raise ValueError(f"score: {len(replies)} replies for {len(contexts)} context rows")
         missing = [c for c in ("context_id", "character_id", "history") if c not in contexts.columns]
         if missing:
             raise ConfigError(f"score: contexts need columns {missing} (one context row per reply)")
-        cards, hists, kws = item_inputs(contexts["context_id"].tolist(), replies, contexts, characters)
-        texts = format_inputs(cards, hists, replies, self.tokenizer, self.cfg.max_length,
-                              self.cfg.card_max_tokens, self.cfg.reply_max_tokens)
+        texts, kws = item_texts(contexts["context_id"].tolist(), replies, contexts, characters, self.tokenizer,
+                                self.cfg.inputs, self.cfg.max_length, self.cfg.card_max_tokens,
+                                self.cfg.reply_max_tokens)
         return texts, style_matrix(replies, kws)
 
-    def embeddings(self, texts: list[str], member: int = 0, batch_size: int = 64) -> np.ndarray:
+    def _embed_fn(self, encoder, batch_size: int, cached: bool):
         from rm_lab.models import embed
 
-        enc = self.encoders[0 if self.cfg.train_mode == "frozen" else member]
-        fn = lambda t: embed(t, self.tokenizer, enc, batch_size=batch_size, max_length=self.cfg.max_length)  # noqa: E731
-        if self.cache is not None and self.cfg.train_mode == "frozen":
-            return self.cache.get(texts, fn)
-        return fn(texts)
+        fn = lambda t: embed(t, self.tokenizer, encoder, batch_size=batch_size, max_length=self.cfg.max_length)  # noqa: E731
+        if cached and self.cache is not None:
+            return lambda t: self.cache.get(t, fn)
+        return fn
+
+    def features(self, texts, member: int = 0, batch_size: int = 64, base: bool = False) -> np.ndarray:
+        """Assembled inputs of the heads; `base`: from the untrained encoder (the pairwise model's)."""
+        frozen = self.cfg.train_mode == "frozen"
+        if base and not frozen:
+            enc = self._base_encoder()
+        else:
+            enc = self.encoders[0 if frozen else member]
+        views = embed_views(texts, self._embed_fn(enc, batch_size, cached=frozen or base))
+        return assemble({k: torch.from_numpy(v) for k, v in views.items()}, self.cfg.inputs).numpy()
+
+    def _base_encoder(self):
+        if getattr(self, "_base", None) is None:
+            self._base = load_backbone(self.cfg.backbone)[1]
+        return self._base
+
+    def member_features(self, texts, batch_size: int = 64):
+        """One feature matrix (frozen encoder), or one per member (each trained its own encoder)."""
+        if self.cfg.train_mode == "frozen":
+            return self.features(texts, 0, batch_size)
+        return [self.features(texts, k, batch_size) for k in range(len(self.members))]
 
     @torch.inference_mode()
     def score_features(self, embs: list[np.ndarray] | np.ndarray, style: np.ndarray, batch_size: int = 64
@@ -347,16 +376,11 @@ class RewardModel:
                 result[f"{name}_std"] = stack.std(0)
         return result
 
-    def member_embeddings(self, texts: list[str], batch_size: int = 64):
-        if self.cfg.train_mode == "frozen":
-            return self.embeddings(texts, 0, batch_size)
-        return [self.embeddings(texts, k, batch_size) for k in range(len(self.members))]
-
     def score(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame,
               batch_size: int = 64) -> dict[str, np.ndarray]:
         """Per reply: `score` (pointwise BT), `p_<signal>`, `depth`; `<name>_std` across an ensemble."""
-        texts, style = self.texts(contexts, replies, characters)
-        return self.score_features(self.member_embeddings(texts, batch_size), style, batch_size)
+        texts, style = self.item_texts(contexts, replies, characters)
+        return self.score_features(self.member_features(texts, batch_size), style, batch_size)
 
     @torch.inference_mode()
     def compare(self, contexts: pd.DataFrame, replies_a: Sequence[str], replies_b: Sequence[str],
@@ -364,15 +388,9 @@ class RewardModel:
         """P(reply A more engaging than reply B) from the pairwise model."""
         if self.pairwise is None:
             raise ConfigError("this reward model has no pairwise model (train with pairwise=true)")
-        ta, sa = self.texts(contexts, replies_a, characters)
-        tb, sb = self.texts(contexts, replies_b, characters)
-        ea, eb = self.embeddings(ta, 0, batch_size), self.embeddings(tb, 0, batch_size)
-        if self.cfg.train_mode != "frozen":  # the pairwise model reads the base encoder's embeddings
-            from rm_lab.models import embed
-
-            base = load_backbone(self.cfg.backbone)[1]
-            ea = embed(ta, self.tokenizer, base, batch_size, self.cfg.max_length)
-            eb = embed(tb, self.tokenizer, base, batch_size, self.cfg.max_length)
+        ta, sa = self.item_texts(contexts, replies_a, characters)
+        tb, sb = self.item_texts(contexts, replies_b, characters)
+        ea, eb = self.features(ta, 0, batch_size, base=True), self.features(tb, 0, batch_size, base=True)
         return self.pairwise.prob(ea, sa, eb, sb, batch_size)
 
 

@@ -39,7 +39,7 @@ class PairwiseNet(nn.Module):
 
     @torch.inference_mode()
     def prob(self, ea, sa, eb, sb, batch_size: int = 64) -> np.ndarray:
-        t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+        t = lambda x: torch.tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
         ea, sa, eb, sb = t(ea), t(sa), t(eb), t(sb)
         out = [torch.sigmoid(self(ea[i:i + batch_size], sa[i:i + batch_size], eb[i:i + batch_size],
                                   sb[i:i + batch_size])).numpy() for i in range(0, len(ea), batch_size)]

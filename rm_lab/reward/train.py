@@ -24,9 +24,10 @@ from torch.utils.data import DataLoader, Sampler
 
 from rm_lab import io
 from rm_lab.config import ConfigError
-from rm_lab.reward.data import (FEATURES, ITEM_HEADS, RewardData, build_reward_data, format_inputs, item_inputs,
-                                read_record_folder, split_contexts, style_matrix)
+from rm_lab.reward.data import (FEATURES, ITEM_HEADS, RewardData, build_reward_data, read_record_folder,
+                                split_contexts, style_matrix)
 from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key, default_cache_root
+from rm_lab.reward.inputs import DEFAULT_INPUTS, ItemTexts, check_inputs, features, input_dim, item_texts, token_views
 from rm_lab.reward.model import RewardLit, RewardNet, RMConfig, backbone_folder, load_backbone, set_trainable
 from rm_lab.reward.pairwise import PairwiseLit, PairwiseNet
 from rm_lab.schema import RecordError, Records
@@ -41,6 +42,8 @@ class TrainRMConfig:
     heads: list[str] | None = None  # None: every head the data has labels for
     backbone: str | None = None  # a local HF encoder folder; None: packaged all-MiniLM-L6-v2
     train_mode: Literal["frozen", "top_k", "full"] = "frozen"
+    # encoder views the heads read (rm_lab.reward.inputs): joint, context, reply, product, relevance
+    inputs: list[str] = field(default_factory=lambda: list(DEFAULT_INPUTS))
     unfreeze_top_k: int = 2
     max_length: int = 256
     card_max_tokens: int = 96
@@ -78,6 +81,7 @@ class TrainRMConfig:
             raise ValueError("val_fraction must be in [0, 1)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        self.inputs = check_inputs(self.inputs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,7 +111,7 @@ class UnitCollator:
 
     def __init__(self, data: RewardData, feats, style: np.ndarray, heads: list[str], pad_id: int = 0):
         self.data, self.heads, self.pad_id = data, heads, pad_id
-        self.feats = feats  # (N, D) float tensor, or a list of token-id lists
+        self.feats = feats  # (N, D) float tensor of assembled features, or {text view: token-id lists}
         self.style = torch.tensor(np.asarray(style), dtype=torch.float32)
         self.rows = data.items["feat_row"].to_numpy()
         self.pairs = (data.pairs[["chosen", "rejected"]].to_numpy() if "preference" in heads
@@ -151,14 +155,15 @@ class UnitCollator:
         if isinstance(self.feats, torch.Tensor):
             batch["emb"] = self.feats[rows]
         else:
-            seqs = [self.feats[r] for r in rows]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, s in enumerate(seqs):
-                ids[i, :len(s)] = torch.tensor(s)
-                mask[i, :len(s)] = 1
-            batch["input_ids"], batch["attention_mask"] = ids, mask
+            for view, tokens in self.feats.items():
+                seqs = [tokens[r] for r in rows]
+                width = max(len(s) for s in seqs)
+                ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                for i, s in enumerate(seqs):
+                    ids[i, :len(s)] = torch.tensor(s)
+                    mask[i, :len(s)] = 1
+                batch[f"ids_{view}"], batch[f"mask_{view}"] = ids, mask
         return batch
 
 
@@ -198,7 +203,7 @@ def load_records(cfg: TrainRMConfig, say: Callable[[str], None] = print) -> Reco
 @dataclass
 class Prepared:
     data: RewardData
-    texts: list[str]
+    texts: ItemTexts
     style: np.ndarray
     tokenizer: object
     encoder: object
@@ -206,7 +211,13 @@ class Prepared:
     cache: EmbeddingCache
     train_ctx: list[str]
     val_ctx: list[str]
-    base_emb: np.ndarray | None = None
+    base_feats: np.ndarray | None = None  # assembled inputs from the untrained encoder (frozen / pairwise)
+
+    @property
+    def in_dim(self) -> int:
+        return input_dim(int(self.encoder.config.hidden_size), self.inputs)
+
+    inputs: list[str] = field(default_factory=list)
 
 
 def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -> Prepared:
@@ -219,20 +230,22 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
         raise ConfigError(f"val_fraction={cfg.val_fraction} leaves no training contexts")
     tok, enc = load_backbone(cfg.backbone)
     key = backbone_key(backbone_folder(cfg.backbone), cfg.max_length)
-    cards, hists, kws = item_inputs(data.items["context_id"].tolist(), data.items["response"].tolist(),
-                                    records["context"], records["character"])
-    texts = format_inputs(cards, hists, data.items["response"].tolist(), tok, cfg.max_length,
-                          cfg.card_max_tokens, cfg.reply_max_tokens)
+    texts, kws = item_texts(data.items["context_id"].tolist(), data.items["response"].tolist(), records["context"],
+                            records["character"], tok, cfg.inputs, cfg.max_length, cfg.card_max_tokens,
+                            cfg.reply_max_tokens)
     style = style_matrix(data.items["response"], kws)
-    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx)
+    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx,
+                    inputs=list(cfg.inputs))
     if cfg.train_mode == "frozen" or cfg.pairwise:
         from rm_lab.models import embed
 
         if cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
             enc = enc.to("cuda")  # encode once on the GPU; training moves its own copy
         t0 = time.time()
-        prep.base_emb = prep.cache.get(texts, lambda t: embed(t, tok, enc, cfg.embed_batch_size, cfg.max_length))
-        say(f"embedded {len(texts)} inputs in {time.time() - t0:.1f}s (cache {prep.cache.dir})")
+        fn = lambda t: embed(t, tok, enc, cfg.embed_batch_size, cfg.max_length)  # noqa: E731
+        prep.base_feats = features(texts, lambda t: prep.cache.get(t, fn), cfg.inputs)
+        say(f"embedded {len(texts.unique_texts())} distinct texts ({', '.join(texts.views)}) for {len(texts)} items "
+            f"in {time.time() - t0:.1f}s (cache {prep.cache.dir})")
     return prep
 
 
@@ -257,8 +270,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     final = ckpt_dir / "final.safetensors"
     heads = prep.data.heads
     L.seed_everything(seed, workers=True, verbose=False)
-    emb_dim = int(prep.encoder.config.hidden_size)
-    net = RewardNet(emb_dim, heads, len(FEATURES), cfg.hidden, cfg.n_layers, cfg.dropout)
+    net = RewardNet(prep.in_dim, heads, len(FEATURES), cfg.hidden, cfg.n_layers, cfg.dropout)
     train = prep.data.subset(prep.train_ctx)
     net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
     encoder = None
@@ -267,7 +279,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         n_train = set_trainable(encoder, cfg.train_mode, cfg.unfreeze_top_k)
         say(f"member {k}: {n_train:,} trainable encoder parameters ({cfg.train_mode})")
         encoder.train()
-    lit = RewardLit(net, encoder, cfg.lr, cfg.encoder_lr, cfg.weight_decay, cfg.loss_weights, seed)
+    lit = RewardLit(net, encoder, cfg.lr, cfg.encoder_lr, cfg.weight_decay, cfg.loss_weights, seed, cfg.inputs)
     hist_path = ckpt_dir / "history.json"
     if final.exists() and hist_path.exists() and len(json.loads(hist_path.read_text())) < cfg.epochs:
         final.unlink()  # asked for more epochs than this member has: train on from last.ckpt
@@ -278,11 +290,10 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
             encoder.load_state_dict({n[8:]: v for n, v in state.items() if n.startswith("encoder.")})
         hist = json.loads((ckpt_dir / "history.json").read_text()) if (ckpt_dir / "history.json").exists() else []
         return net, encoder, (hist[-1] if hist else {})
-    if isinstance(prep.base_emb, np.ndarray) and cfg.train_mode == "frozen":
-        feats = torch.tensor(prep.base_emb)
+    if isinstance(prep.base_feats, np.ndarray) and cfg.train_mode == "frozen":
+        feats = torch.tensor(prep.base_feats)
     else:
-        enc = prep.tokenizer(prep.texts, truncation=True, max_length=cfg.max_length)
-        feats = enc["input_ids"]
+        feats = token_views(prep.texts, prep.tokenizer, cfg.max_length)
     tr = UnitCollator(train, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
     if tr.n_units == 0:
         raise RecordError(cfg.data, None, None, "0 training rows", f"labelled rows for heads {heads} in the training split")
@@ -308,7 +319,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
 
 def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print) -> tuple[PairwiseNet, dict]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    emb = torch.tensor(prep.base_emb)
+    emb = torch.tensor(prep.base_feats)
     style = torch.tensor(prep.style)
     net = PairwiseNet(emb.shape[1], style.shape[1], cfg.pairwise_hidden, cfg.n_layers, cfg.dropout)
 
@@ -345,7 +356,7 @@ def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
     import hashlib
 
     ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
-    ident["data_sha1"] = hashlib.sha1("\x1e".join(prep.texts).encode("utf-8")).hexdigest()
+    ident["data_sha1"] = prep.texts.digest()
     ident = json.loads(json.dumps(ident, default=str))
     path = run_dir / "train_identity.json"
     if path.exists():
@@ -398,7 +409,7 @@ def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records
                    dropout=cfg.dropout, max_length=cfg.max_length, card_max_tokens=cfg.card_max_tokens,
                    reply_max_tokens=cfg.reply_max_tokens, n_members=cfg.n_ensemble,
                    seeds=[cfg.seed + k for k in range(cfg.n_ensemble)], style_features=list(FEATURES),
-                   pairwise=pair_cfg)
+                   pairwise=pair_cfg, inputs=list(cfg.inputs))
     with io.atomic_path(run_dir / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     io.write_json(run_dir / "rm_config.json", rmc.to_json())
