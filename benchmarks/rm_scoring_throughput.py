@@ -39,11 +39,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from rm_lab.features.style import FEATURES  # noqa: E402
 from rm_lab.models import encoder_path, load_encoder  # noqa: E402
 from rm_lab.reward.data import style_matrix  # noqa: E402
 from rm_lab.reward.embed_cache import backbone_key  # noqa: E402
-from rm_lab.reward.inputs import DEFAULT_INPUTS, assemble, check_inputs, input_dim, item_texts  # noqa: E402
+from rm_lab.reward.inputs import (DEFAULT_INPUTS, assemble, check_inputs, input_dim, item_texts,  # noqa: E402
+                                  tabular_names)
 from rm_lab.reward.model import RewardModel, RewardNet, RMConfig  # noqa: E402
 from rm_lab.world.policies import PRESETS, ScriptedPolicy  # noqa: E402
 from rm_lab.world.simulate import WorldConfig, simulate  # noqa: E402
@@ -67,12 +67,12 @@ def best_of_n_rows(n_contexts: int, per_context: int, seed: int):
 def build_model(tok, enc, style: np.ndarray, seed: int, folder: Path, inputs: list[str]) -> RewardModel:
     torch.manual_seed(seed)
     emb_dim = int(enc.config.hidden_size)
-    net = RewardNet(input_dim(emb_dim, inputs), HEADS)
+    net = RewardNet(input_dim(emb_dim, inputs), HEADS, len(tabular_names(inputs)))
     net.set_style_stats(style)
     cfg = RMConfig(backbone=None, backbone_key=backbone_key(folder, MAX_LENGTH), train_mode="frozen",
                    heads=HEADS, emb_dim=emb_dim, hidden=256, n_layers=2, dropout=0.1,
                    max_length=MAX_LENGTH, card_max_tokens=96, reply_max_tokens=128, n_members=1, seeds=[seed],
-                   style_features=list(FEATURES), inputs=inputs)
+                   style_features=tabular_names(inputs), inputs=inputs)
     return RewardModel(cfg, [net], tok, [enc])
 
 
@@ -89,12 +89,14 @@ def hf_loop(ctx, replies, chars, tok, enc, net, inputs) -> np.ndarray:
     out = []
     for i, (reply, kw) in enumerate(zip(replies, keywords)):
         views = {}
+        conv = texts.conversation[texts.context_index[i]][None] if texts.conversation is not None else None
         for v, col in per_view.items():
             batch = tok(col[i], truncation=True, max_length=MAX_LENGTH, return_tensors="pt").to(device)
             h = enc(**batch).last_hidden_state
             m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
             views[v] = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1).cpu()
-        st = torch.from_numpy(style_matrix([reply], [kw]).copy())
+        st = style_matrix([reply], [kw])
+        st = torch.from_numpy(np.c_[st, conv].astype(np.float32) if conv is not None else st.copy())
         out.append(net(assemble(views, inputs), st)["preference"].item())
     return np.array(out)
 
@@ -116,7 +118,7 @@ def st_encode(st_model, ctx, replies, chars, tok, net, inputs, batch_size: int, 
             views[v] = st_model.encode(texts.per_item(v), batch_size=batch_size, normalize_embeddings=True,
                                        convert_to_tensor=True, show_progress_bar=False).float().cpu()
     x = assemble(views, inputs)
-    st = torch.as_tensor(style_matrix(replies, keywords))
+    st = torch.as_tensor(texts.tabular(style_matrix(replies, keywords)))
     return torch.cat([net(x[i:i + batch_size], st[i:i + batch_size])["preference"]
                       for i in range(0, len(x), batch_size)]).numpy()
 
@@ -147,7 +149,7 @@ def main(argv=None) -> dict:
     tok, enc = load_encoder(a.backbone)
     enc = enc.float().to(a.device).eval()  # a carried float16 copy is scored in float32 like the packaged one
     texts, kws = texts_of(ctx, replies, chars, tok, inputs)
-    model = build_model(tok, enc, style_matrix(replies, kws), a.seed, folder, inputs)
+    model = build_model(tok, enc, texts.tabular(style_matrix(replies, kws)), a.seed, folder, inputs)
     net = model.members[0]
     st_model = SentenceTransformer(str(folder), device=a.device).float()
     st_model.max_seq_length = MAX_LENGTH

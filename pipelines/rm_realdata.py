@@ -57,6 +57,9 @@ class Args:
     out_md: str | None = str(ROOT / "reports" / "reward_realdata.md")
     out_json: str | None = str(ROOT / "reports" / "reward_realdata.json")
     progress: bool = False
+    val_fraction: float = 0.0  # training-side contexts held out to pick the epoch (keep_best); 0: all, last epoch
+    rm: dict = field(default_factory=dict)  # more TrainRMConfig keys for every fit
+    inputs: list[str] | None = None  # the RM's encoder views; None: the shipped default (TrainRMConfig.inputs)
     joint: bool = True  # also fit the RM on the one joint-text embedding (inputs=[joint]) for the side-by-side
 
 
@@ -114,8 +117,9 @@ def fit_and_score(records: Records, heads: list[str], test: pd.DataFrame, args: 
     from rm_lab.reward.model import RewardModel
     from rm_lab.reward.train import TrainRMConfig, train_reward_model
 
-    extra = {"inputs": inputs} if inputs else {}
-    cfg = TrainRMConfig(heads=heads, val_fraction=0.0, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
+    inputs = inputs or args.inputs
+    extra = {**args.rm, **({"inputs": inputs} if inputs else {})}
+    cfg = TrainRMConfig(heads=heads, val_fraction=args.val_fraction, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
                         seed=args.seed, pairwise=False, max_length=args.max_length, progress=args.progress, **extra)
     if work.exists():  # a finished member in the folder would be reloaded, not retrained
         shutil.rmtree(work)
@@ -462,6 +466,10 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=Args.epochs)
     p.add_argument("--only-folds", type=int, nargs="*", default=None)
     p.add_argument("--tasks", nargs="*", default=None)
+    p.add_argument("--inputs", nargs="*", default=None, help="the RM's encoder views (default: the shipped ones)")
+    p.add_argument("--no-joint", action="store_true", help="skip the inputs=[joint] side-by-side fits")
+    p.add_argument("--val-fraction", type=float, default=Args.val_fraction,
+                   help="training-side contexts held out to pick the epoch (0: train on all, keep the last epoch)")
     p.add_argument("--out-md", default=Args.out_md)
     p.add_argument("--out-json", default=Args.out_json)
     p.add_argument("--from-json", default=None, help="only re-render the markdown from a JSON this script wrote")
@@ -472,7 +480,8 @@ def main(argv=None) -> None:
         return
     both = not a.pe and not a.convai2
     args = Args(data=a.data, pe=a.pe or both, convai2=a.convai2 or both, folds=a.folds, seed=a.seed,
-                epochs=a.epochs, only_folds=a.only_folds, out_md=a.out_md, out_json=a.out_json)
+                epochs=a.epochs, only_folds=a.only_folds, out_md=a.out_md, out_json=a.out_json, inputs=a.inputs,
+                joint=not a.no_joint, val_fraction=a.val_fraction)
     if a.tasks:
         args.tasks = a.tasks
     cmd = COMMAND + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))

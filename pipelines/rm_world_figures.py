@@ -61,9 +61,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/rm-world-figures")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--n-counterfactual", type=int, default=400)
+    ap.add_argument("--inputs", nargs="*", default=None, help="the RM's encoder views (default: the shipped ones)")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    train = dict(epochs=args.epochs)
+    train = dict(epochs=args.epochs, **({"inputs": args.inputs} if args.inputs else {}))
     results = {}
     for name, spurious in (("world", False), ("world_spurious_emoji", True)):
         m = run_world(name, out, spurious, train, args.n_counterfactual)

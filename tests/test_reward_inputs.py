@@ -124,5 +124,32 @@ def test_model_keeps_inputs_and_old_configs_read_as_joint(tmp_path):
     assert cfg.inputs == ["joint"] and cfg.in_dim == 384  # an rm_config.json written before views existed
     d = cfg.to_json()
     d["inputs"] = list(DEFAULT_INPUTS)
+    assert RMConfig(**d).in_dim == 384 + 2  # reply + 2 cosines (conversation features join the style side)
+    d["inputs"] = ["context", "reply", "product", "relevance"]
     assert RMConfig(**d).in_dim == 3 * 384 + 2
     assert "in_dim" not in d
+
+
+def test_conversation_features_join_the_style_side(backbone, world):
+    from rm_lab.features.style import FEATURES
+    from rm_lab.models import load_encoder
+    from rm_lab.reward.inputs import CONVERSATION_FEATURES, conversation_features, tabular_names
+
+    h = [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello you"},
+         {"role": "user", "content": "tell me a joke"}]
+    f = conversation_features(h)
+    assert f == pytest.approx([np.log1p(3), np.log1p(2), np.log1p(2 + 2 + 4), np.log1p(4), 0.0])
+    assert conversation_features([])[-1] == 1.0 and conversation_features(h[:1])[-1] == 1.0  # first turn
+    assert tabular_names(["reply"]) == list(FEATURES)
+    assert tabular_names(DEFAULT_INPUTS) == list(FEATURES) + list(CONVERSATION_FEATURES)
+    assert input_dim(384, ["reply", "conversation"]) == 384
+    tok, _ = load_encoder(str(backbone))
+    ctx = world["context"].drop_duplicates("context_id").iloc[:2]
+    rows = ctx.loc[ctx.index.repeat(2)].reset_index(drop=True)
+    texts, _ = item_texts(rows["context_id"], ["a", "b", "c", "d"], rows, world["character"], tok,
+                          ["reply", "conversation"])
+    tab = texts.tabular(np.zeros((4, len(FEATURES)), np.float32))
+    assert tab.shape == (4, len(FEATURES) + len(CONVERSATION_FEATURES))
+    assert np.array_equal(tab[0], tab[1]) and texts.views == ["reply"]  # no encoder pass for conversation
+    want = conversation_features(rows["history"].iloc[2])
+    assert tab[2, len(FEATURES):] == pytest.approx(want)

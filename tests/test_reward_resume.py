@@ -78,3 +78,38 @@ def test_a_reused_run_folder_with_other_settings_is_refused(tmp_path):
     P.texts = ItemTexts(["context", "reply"], ["b", "other"], None, ["[CHAR] a"], [], np.array([0, 0]))
     with pytest.raises(ConfigError, match="data_sha1"):
         _claim_run_dir(cfg, P, tmp_path)
+
+
+def test_keep_best_and_early_stopping(tmp_path):
+    """The final weights are the epoch with the lowest held-out loss; early stopping ends a run that no
+    longer improves, and a stopped member is reused, not retrained, by a second call."""
+    backbone = make_tiny_backbone(tmp_path / "tiny_bert")
+    world = tiny_world(seed=2, n=40)
+    base = dict(backbone=str(backbone), hidden=32, batch_size=16, max_length=128, cache_dir=str(tmp_path / "cache"),
+                pairwise=False, val_fraction=0.3, lr=0.05)  # a high rate overfits fast
+    quiet = lambda _: None  # noqa: E731
+    m = train_reward_model(TrainRMConfig(epochs=6, **base), tmp_path / "best", records=world, say=quiet)
+    ckpts = tmp_path / "best" / "checkpoints" / "m0"
+    hist = json.loads((ckpts / "history.json").read_text())
+    want = min(hist, key=lambda r: r["val/loss"])["epoch"]
+    assert m["members"][0]["best_epoch"] == want
+    kept = torch.load(ckpts / f"epoch{want:03d}.ckpt", weights_only=False)["state_dict"]
+    final = load_file(str(tmp_path / "best" / "model.safetensors"))
+    assert torch.equal(final["m0.net.heads.preference.weight"], kept["net.heads.preference.weight"])
+
+    off = train_reward_model(TrainRMConfig(epochs=6, keep_best=False, **base), tmp_path / "last", records=world,
+                             say=quiet)
+    assert "best_epoch" not in off["members"][0]
+
+    stop = TrainRMConfig(epochs=40, early_stopping=1, **base)
+    m = train_reward_model(stop, tmp_path / "stop", records=world, say=quiet)
+    ckpts = tmp_path / "stop" / "checkpoints" / "m0"
+    n_epochs = len(json.loads((ckpts / "history.json").read_text()))
+    assert n_epochs < 40 and (ckpts / "stopped.json").exists()
+    before = (ckpts / "final.safetensors").stat().st_mtime_ns
+    train_reward_model(stop, tmp_path / "stop", records=world, say=quiet)  # finished: reloaded, not retrained
+    assert (ckpts / "final.safetensors").stat().st_mtime_ns == before
+    assert len(json.loads((ckpts / "history.json").read_text())) == n_epochs
+
+    with pytest.raises(ValueError, match="early_stopping needs held-out contexts"):
+        TrainRMConfig(early_stopping=2, val_fraction=0.0)

@@ -320,7 +320,7 @@ class RewardModel:
         texts, kws = item_texts(contexts["context_id"].tolist(), replies, contexts, characters, self.tokenizer,
                                 self.cfg.inputs, self.cfg.max_length, self.cfg.card_max_tokens,
                                 self.cfg.reply_max_tokens)
-        return texts, style_matrix(replies, kws)
+        return texts, texts.tabular(style_matrix(replies, kws))
 
     def _embed_fn(self, encoder, batch_size: int, cached: bool):
         from rm_lab.models import embed

@@ -24,10 +24,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from rm_lab import io
 from rm_lab.config import ConfigError
-from rm_lab.reward.data import (FEATURES, ITEM_HEADS, RewardData, build_reward_data, read_record_folder,
+from rm_lab.reward.data import (ITEM_HEADS, RewardData, build_reward_data, read_record_folder,
                                 split_contexts, style_matrix)
 from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key, default_cache_root
-from rm_lab.reward.inputs import DEFAULT_INPUTS, ItemTexts, check_inputs, features, input_dim, item_texts, token_views
+from rm_lab.reward.inputs import (DEFAULT_INPUTS, ItemTexts, check_inputs, features, input_dim, item_texts,
+                                  tabular_names, token_views)
 from rm_lab.reward.model import RewardLit, RewardNet, RMConfig, backbone_folder, load_backbone, set_trainable
 from rm_lab.reward.pairwise import PairwiseLit, PairwiseNet
 from rm_lab.schema import RecordError, Records
@@ -59,6 +60,8 @@ class TrainRMConfig:
     seed: int = 0
     n_ensemble: int = 1
     val_fraction: float = 0.2
+    keep_best: bool = True  # final weights from the epoch with the lowest held-out loss (needs val_fraction > 0)
+    early_stopping: int = 0  # stop after this many epochs without a lower held-out loss (0: run every epoch)
     loss_weights: dict = field(default_factory=dict)
     aggregate: bool = True  # merge repeated (context, reply) rows into binomial counts
     pairwise: bool = True
@@ -81,6 +84,10 @@ class TrainRMConfig:
             raise ValueError("val_fraction must be in [0, 1)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.early_stopping < 0:
+            raise ValueError("early_stopping must be >= 0 (epochs of patience; 0 turns it off)")
+        if self.early_stopping and self.val_fraction == 0:
+            raise ValueError("early_stopping needs held-out contexts: set val_fraction > 0")
         self.inputs = check_inputs(self.inputs)
 
 
@@ -233,10 +240,10 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
     texts, kws = item_texts(data.items["context_id"].tolist(), data.items["response"].tolist(), records["context"],
                             records["character"], tok, cfg.inputs, cfg.max_length, cfg.card_max_tokens,
                             cfg.reply_max_tokens)
-    style = style_matrix(data.items["response"], kws)
+    style = texts.tabular(style_matrix(data.items["response"], kws))
     prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx,
                     inputs=list(cfg.inputs))
-    if cfg.train_mode == "frozen" or cfg.pairwise:
+    if cfg.train_mode == "frozen" or cfg.pairwise:  # the untrained encoder's features
         from rm_lab.models import embed
 
         if cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
@@ -249,15 +256,44 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
     return prep
 
 
-def _trainer(cfg: TrainRMConfig, epochs: int, ckpt_dir: Path, callbacks: list) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
+def _trainer(cfg: TrainRMConfig, epochs: int, ckpt_dir: Path, callbacks: list, monitor: str | None = None
+             ) -> L.Trainer:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                            save_top_k=-1, every_n_epochs=1, save_last=True)
+    if monitor and cfg.early_stopping:
+        callbacks = [*callbacks, EarlyStopping(monitor=monitor, patience=cfg.early_stopping, mode="min")]
     return L.Trainer(max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                      strategy=cfg.strategy, precision=cfg.precision, logger=False,
                      enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
                      callbacks=[ckpt, History(ckpt_dir / "history.json"), *callbacks], default_root_dir=str(ckpt_dir))
+
+
+def best_epoch(ckpt_dir: Path, monitor: str) -> int | None:
+    """The epoch with the lowest held-out `monitor` in history.json (None without held-out metrics)."""
+    path = ckpt_dir / "history.json"
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if monitor in r]
+    return min(rows, key=lambda r: (r[monitor], r["epoch"]))["epoch"] if rows else None
+
+
+def _restore_best(lit: L.LightningModule, ckpt_dir: Path, monitor: str) -> int | None:
+    """Load the weights of the best held-out epoch into `lit` (the checkpoint of every epoch is kept)."""
+    ep = best_epoch(ckpt_dir, monitor)
+    if ep is None:
+        return None
+    path = ckpt_dir / f"epoch{ep:03d}.ckpt"
+    if not path.exists():
+        raise ConfigError(f"keep_best: {path} is missing (the run folder lost its per-epoch checkpoints)")
+    lit.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=False)["state_dict"])
+    return ep
+
+
+def _finished(ckpt_dir: Path, epochs: int) -> bool:
+    """A member is done when it ran every epoch or early stopping ended it (stopped.json)."""
+    hist = ckpt_dir / "history.json"
+    n = len(json.loads(hist.read_text())) if hist.exists() else 0
+    return n >= epochs or (ckpt_dir / "stopped.json").exists()
 
 
 def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, callbacks: list | None = None,
@@ -270,7 +306,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     final = ckpt_dir / "final.safetensors"
     heads = prep.data.heads
     L.seed_everything(seed, workers=True, verbose=False)
-    net = RewardNet(prep.in_dim, heads, len(FEATURES), cfg.hidden, cfg.n_layers, cfg.dropout)
+    net = RewardNet(prep.in_dim, heads, prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout)
     train = prep.data.subset(prep.train_ctx)
     net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
     encoder = None
@@ -281,7 +317,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         encoder.train()
     lit = RewardLit(net, encoder, cfg.lr, cfg.encoder_lr, cfg.weight_decay, cfg.loss_weights, seed, cfg.inputs)
     hist_path = ckpt_dir / "history.json"
-    if final.exists() and hist_path.exists() and len(json.loads(hist_path.read_text())) < cfg.epochs:
+    if final.exists() and hist_path.exists() and not _finished(ckpt_dir, cfg.epochs):
         final.unlink()  # asked for more epochs than this member has: train on from last.ckpt
     if final.exists():
         state = load_file(str(final))
@@ -299,7 +335,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         raise RecordError(cfg.data, None, None, "0 training rows", f"labelled rows for heads {heads} in the training split")
     val = prep.data.subset(prep.val_ctx)
     va = UnitCollator(val, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
-    trainer = _trainer(cfg, cfg.epochs, ckpt_dir, callbacks or [])
+    trainer = _trainer(cfg, cfg.epochs, ckpt_dir, callbacks or [], "val/loss" if va.n_units else None)
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.exists() else None
     train_dl = unit_loader(tr, cfg.batch_size, seed, True)
@@ -307,6 +343,9 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         say(f"member {k}: resuming from {last}")
     trainer.fit(lit, train_dataloaders=train_dl,
                 val_dataloaders=unit_loader(va, 256, seed, False) if va.n_units else None, ckpt_path=resume)
+    if trainer.should_stop and trainer.current_epoch < cfg.epochs:
+        io.write_json(ckpt_dir / "stopped.json", {"epoch": trainer.current_epoch})
+    best = _restore_best(lit, ckpt_dir, "val/loss") if cfg.keep_best and va.n_units else None
     state = {f"net.{n}": v.detach().cpu().contiguous() for n, v in net.state_dict().items()}
     if encoder is not None:
         state.update({f"encoder.{n}": v.detach().cpu().contiguous() for n, v in encoder.state_dict().items()})
@@ -314,6 +353,9 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         save_file(state, str(tmp))
     metrics = {k2: float(v) for k2, v in trainer.callback_metrics.items()}
     metrics["epochs_done"] = trainer.current_epoch
+    if best is not None:
+        metrics["best_epoch"] = best
+        say(f"member {k}: kept epoch {best} (lowest held-out loss)")
     return net, encoder, metrics
 
 
@@ -338,23 +380,24 @@ def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print)
     net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
     lit = PairwiseLit(net, cfg.lr, cfg.weight_decay, cfg.seed)
     ckpt_dir = run_dir / "checkpoints" / "pairwise"
-    trainer = _trainer(cfg, cfg.pairwise_epochs, ckpt_dir, [])
+    trainer = _trainer(cfg, cfg.pairwise_epochs, ckpt_dir, [], "val/pair_loss" if len(val.pairs) else None)
     last = ckpt_dir / "last.ckpt"
     trainer.fit(lit, train_dataloaders=loader(train, True), val_dataloaders=loader(val, False) if len(val.pairs) else None,
                 ckpt_path=str(last) if last.exists() else None)
-    return net, {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.keep_best and len(val.pairs):
+        metrics["best_epoch"] = _restore_best(lit, ckpt_dir, "val/pair_loss")
+    return net, metrics
 
 
 # settings that change where or how fast a run goes, not what it learns
 # (epochs may grow on resume: a finished member then trains on from its last checkpoint)
 _NOT_IDENTITY = ("progress", "cache_dir", "embed_batch_size", "accelerator", "devices", "num_nodes", "strategy",
-                 "epochs", "pairwise_epochs")
+                 "epochs", "pairwise_epochs", "early_stopping")
 
 
 def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
     """Checkpoints in run_dir are resumed only by the same config on the same data, never silently reused."""
-    import hashlib
-
     ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
     ident["data_sha1"] = prep.texts.digest()
     ident = json.loads(json.dumps(ident, default=str))
@@ -408,7 +451,7 @@ def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records
                    emb_dim=int(prep.encoder.config.hidden_size), hidden=cfg.hidden, n_layers=cfg.n_layers,
                    dropout=cfg.dropout, max_length=cfg.max_length, card_max_tokens=cfg.card_max_tokens,
                    reply_max_tokens=cfg.reply_max_tokens, n_members=cfg.n_ensemble,
-                   seeds=[cfg.seed + k for k in range(cfg.n_ensemble)], style_features=list(FEATURES),
+                   seeds=[cfg.seed + k for k in range(cfg.n_ensemble)], style_features=tabular_names(cfg.inputs),
                    pairwise=pair_cfg, inputs=list(cfg.inputs))
     with io.atomic_path(run_dir / "model.safetensors") as tmp:
         save_file(state, str(tmp))
