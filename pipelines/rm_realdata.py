@@ -118,8 +118,8 @@ def fit_and_score(records: Records, heads: list[str], test: pd.DataFrame, args: 
     from rm_lab.reward.train import TrainRMConfig, train_reward_model
 
     inputs = inputs or args.inputs
-    extra = {**args.rm, **({"inputs": inputs} if inputs else {})}
-    cfg = TrainRMConfig(heads=heads, val_fraction=args.val_fraction, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
+    extra = {"val_fraction": args.val_fraction, **args.rm, **({"inputs": inputs} if inputs else {})}
+    cfg = TrainRMConfig(heads=heads, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
                         seed=args.seed, pairwise=False, max_length=args.max_length, progress=args.progress, **extra)
     if work.exists():  # a finished member in the folder would be reloaded, not retrained
         shutil.rmtree(work)

@@ -153,3 +153,16 @@ def test_conversation_features_join_the_style_side(backbone, world):
     assert np.array_equal(tab[0], tab[1]) and texts.views == ["reply"]  # no encoder pass for conversation
     want = conversation_features(rows["history"].iloc[2])
     assert tab[2, len(FEATURES):] == pytest.approx(want)
+
+
+def test_split_by_character_keeps_a_character_on_one_side():
+    from rm_lab.reward.data import split_contexts
+
+    ctx = [f"c{i}" for i in range(200)]
+    chars = {c: f"ch{i % 10}" for i, c in enumerate(ctx)}
+    train, val = split_contexts(ctx, 0.3, seed=1, groups=chars)
+    assert train and val and set(train).isdisjoint(val)
+    assert {chars[c] for c in train}.isdisjoint({chars[c] for c in val})
+    assert split_contexts(list(reversed(ctx)), 0.3, seed=1, groups=chars) == (train, val)
+    plain = split_contexts(ctx, 0.3, seed=1)
+    assert {chars[c] for c in plain[0]} & {chars[c] for c in plain[1]}  # by context, characters straddle

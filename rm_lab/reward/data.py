@@ -261,14 +261,19 @@ def build_reward_data(records: Records, heads: list[str] | None = None, aggregat
     return data
 
 
-def split_contexts(context_ids, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Held-out contexts by a seeded hash, so the split does not depend on row order."""
+def split_contexts(context_ids, val_fraction: float, seed: int, groups: dict | None = None
+                   ) -> tuple[list[str], list[str]]:
+    """Held-out contexts by a seeded hash, so the split does not depend on row order.
+
+    `groups` (context -> group key, e.g. its character) holds out whole groups: the contexts of one
+    dialogue or one character then never sit on both sides."""
     ids = sorted(set(context_ids))
     if val_fraction <= 0:
         return ids, []
 
     def u(c: str) -> float:
-        h = hashlib.sha1(f"{seed}:{c}".encode()).digest()
+        key = str(groups.get(c, c)) if groups is not None else c
+        h = hashlib.sha1(f"{seed}:{key}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2 ** 64
 
     val = [c for c in ids if u(c) < val_fraction]

@@ -60,6 +60,7 @@ class TrainRMConfig:
     seed: int = 0
     n_ensemble: int = 1
     val_fraction: float = 0.2
+    val_split: Literal["context", "character"] = "context"  # hold out contexts, or whole characters
     keep_best: bool = True  # final weights from the epoch with the lowest held-out loss (needs val_fraction > 0)
     early_stopping: int = 0  # stop after this many epochs without a lower held-out loss (0: run every epoch)
     loss_weights: dict = field(default_factory=dict)
@@ -232,7 +233,12 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
     if len(data.items) == 0:
         raise RecordError(cfg.data, None, None, "0 items", "at least one (context, reply) with a label")
     data.items["feat_row"] = np.arange(len(data.items))
-    train_ctx, val_ctx = split_contexts(data.items["context_id"], cfg.val_fraction, cfg.seed)
+    groups = None
+    if cfg.val_split == "character":
+        groups = dict(zip(records["context"]["context_id"], records["context"]["character_id"]))
+    elif cfg.val_split != "context":
+        raise ConfigError(f"val_split={cfg.val_split!r}: expected 'context' or 'character'")
+    train_ctx, val_ctx = split_contexts(data.items["context_id"], cfg.val_fraction, cfg.seed, groups)
     if not train_ctx:
         raise ConfigError(f"val_fraction={cfg.val_fraction} leaves no training contexts")
     tok, enc = load_backbone(cfg.backbone)
