@@ -1,10 +1,12 @@
 """Training time to the same held-out pairwise accuracy: rm_lab's frozen-backbone reward model vs TRL's
-`RewardTrainer`, on the same simulated-world preference pairs, the same encoder inputs and the same
-all-MiniLM-L6-v2 backbone, side by side in one run on one machine.
+`RewardTrainer`, on the same simulated-world preference pairs and the same all-MiniLM-L6-v2 backbone,
+side by side in one run on one machine.
 
-Why: on a CPU the encoder pass dominates. rm_lab encodes every (context, reply) once (a cold embedding
+Why: on a CPU the encoder pass dominates. rm_lab encodes every distinct text once (a cold embedding
 cache, counted in its time) and trains only the heads; TRL fine-tunes the whole encoder every step.
-Both read the identical `[CHAR] .. [CTX] .. [REPLY] ..` strings of `rm_lab.reward.data.format_inputs`,
+Each side reads the same records its own way: rm_lab its shipped inputs (`rm_lab.reward.inputs`: the
+reply, the user's last turn and the context encoded apart), TRL the one `[CHAR] .. [CTX] .. [REPLY] ..`
+text per reply of `rm_lab.reward.data.format_inputs` (a sequence classifier reads one text). Both
 are evaluated on the same held-out contexts (`split_contexts`), and count from before the model is
 loaded. TRL's own evaluation time is excluded from its clock (rm_lab's is not). The target is the best
 accuracy both reach: min(best rm_lab, best TRL); each side's time is when it first reaches it.

@@ -87,7 +87,8 @@ def _reward_model(cfg: DemoConfig, records, run: Run, say) -> tuple[list[str], d
     t = m.get("truth", {})
     pa = m.get("pairwise_accuracy", {})
     cont = m.get("continue", {})
-    lines = [f"## Reward model (frozen MiniLM + style features, {len(rm.heads)} heads) vs the hidden truth", "",
+    lines = [f"## Reward model (frozen MiniLM, inputs {', '.join(rm.cfg.inputs)}, style features, {len(rm.heads)} heads) "
+             "vs the hidden truth", "",
              f"Trained and evaluated in {time.time() - t0:.0f}s; held-out contexts only.", "",
              "| figure | value |", "| --- | --- |",
              f"| Spearman(pointwise score, true engagement) | {t.get('spearman_score_vs_truth', float('nan')):.3f} |",
