@@ -23,7 +23,7 @@ from torch import nn
 
 from rm_lab.config import ConfigError
 from rm_lab.reward.data import BINARY_HEADS, FEATURES, style_matrix
-from rm_lab.reward.inputs import assemble, embed_views, input_dim, item_texts
+from rm_lab.reward.inputs import assemble, features, input_dim, item_texts
 
 OUTPUT_NAMES = {"preference": "score", "depth": "depth", **{h: f"p_{h}" for h in BINARY_HEADS}}
 
@@ -260,6 +260,7 @@ class RewardModel:
         self.cfg, self.members, self.tokenizer, self.encoders = cfg, members, tokenizer, encoders
         self.pairwise = pairwise
         self.cache = cache  # optional EmbeddingCache for the frozen encoder
+        self._base = None  # the untrained encoder, loaded when a fine-tuned model's pairwise model needs it
         for m in members:
             m.eval()
         for e in encoders:
@@ -322,28 +323,21 @@ class RewardModel:
                                 self.cfg.reply_max_tokens)
         return texts, texts.tabular(style_matrix(replies, kws))
 
-    def _embed_fn(self, encoder, batch_size: int, cached: bool):
-        from rm_lab.models import embed
-
-        fn = lambda t: embed(t, self.tokenizer, encoder, batch_size=batch_size, max_length=self.cfg.max_length)  # noqa: E731
-        if cached and self.cache is not None:
-            return lambda t: self.cache.get(t, fn)
-        return fn
-
     def features(self, texts, member: int = 0, batch_size: int = 64, base: bool = False) -> np.ndarray:
         """Assembled inputs of the heads; `base`: from the untrained encoder (the pairwise model's)."""
+        from rm_lab.models import embed
+
         frozen = self.cfg.train_mode == "frozen"
         if base and not frozen:
-            enc = self._base_encoder()
+            if self._base is None:
+                self._base = load_backbone(self.cfg.backbone)[1]
+            enc = self._base
         else:
             enc = self.encoders[0 if frozen else member]
-        views = embed_views(texts, self._embed_fn(enc, batch_size, cached=frozen or base))
-        return assemble({k: torch.from_numpy(v) for k, v in views.items()}, self.cfg.inputs).numpy()
-
-    def _base_encoder(self):
-        if getattr(self, "_base", None) is None:
-            self._base = load_backbone(self.cfg.backbone)[1]
-        return self._base
+        fn = lambda t: embed(t, self.tokenizer, enc, batch_size=batch_size, max_length=self.cfg.max_length)  # noqa: E731
+        if self.cache is not None:  # only a frozen encoder has one
+            return features(texts, lambda t: self.cache.get(t, fn), self.cfg.inputs)
+        return features(texts, fn, self.cfg.inputs)
 
     def member_features(self, texts, batch_size: int = 64):
         """One feature matrix (frozen encoder), or one per member (each trained its own encoder)."""

@@ -43,7 +43,7 @@ class TrainRMConfig:
     heads: list[str] | None = None  # None: every head the data has labels for
     backbone: str | None = None  # a local HF encoder folder; None: packaged all-MiniLM-L6-v2
     train_mode: Literal["frozen", "top_k", "full"] = "frozen"
-    # encoder views the heads read (rm_lab.reward.inputs): joint, context, reply, product, relevance
+    # what the heads read (rm_lab.reward.inputs): joint, context, reply, product, relevance, conversation
     inputs: list[str] = field(default_factory=lambda: list(DEFAULT_INPUTS))
     unfreeze_top_k: int = 2
     max_length: int = 256
@@ -89,6 +89,8 @@ class TrainRMConfig:
             raise ValueError("early_stopping must be >= 0 (epochs of patience; 0 turns it off)")
         if self.early_stopping and self.val_fraction == 0:
             raise ValueError("early_stopping needs held-out contexts: set val_fraction > 0")
+        if self.val_split not in ("context", "character"):
+            raise ValueError(f"val_split={self.val_split!r}: expected 'context' or 'character'")
         self.inputs = check_inputs(self.inputs)
 
 
@@ -220,12 +222,11 @@ class Prepared:
     train_ctx: list[str]
     val_ctx: list[str]
     base_feats: np.ndarray | None = None  # assembled inputs from the untrained encoder (frozen / pairwise)
+    inputs: list[str] = field(default_factory=list)
 
     @property
     def in_dim(self) -> int:
         return input_dim(int(self.encoder.config.hidden_size), self.inputs)
-
-    inputs: list[str] = field(default_factory=list)
 
 
 def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -> Prepared:
@@ -236,8 +237,6 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
     groups = None
     if cfg.val_split == "character":
         groups = dict(zip(records["context"]["context_id"], records["context"]["character_id"]))
-    elif cfg.val_split != "context":
-        raise ConfigError(f"val_split={cfg.val_split!r}: expected 'context' or 'character'")
     train_ctx, val_ctx = split_contexts(data.items["context_id"], cfg.val_fraction, cfg.seed, groups)
     if not train_ctx:
         raise ConfigError(f"val_fraction={cfg.val_fraction} leaves no training contexts")
