@@ -58,7 +58,6 @@ class Args:
     out_json: str | None = str(ROOT / "reports" / "reward_realdata.json")
     progress: bool = False
     val_fraction: float = 0.0  # training-side contexts held out to pick the epoch (keep_best); 0: all, last epoch
-    rm: dict = field(default_factory=dict)  # more TrainRMConfig keys for every fit
     inputs: list[str] | None = None  # the RM's encoder views; None: the shipped default (TrainRMConfig.inputs)
     joint: bool = True  # also fit the RM on the one joint-text embedding (inputs=[joint]) for the side-by-side
 
@@ -118,7 +117,7 @@ def fit_and_score(records: Records, heads: list[str], test: pd.DataFrame, args: 
     from rm_lab.reward.train import TrainRMConfig, train_reward_model
 
     inputs = inputs or args.inputs
-    extra = {"val_fraction": args.val_fraction, **args.rm, **({"inputs": inputs} if inputs else {})}
+    extra = {"val_fraction": args.val_fraction, **({"inputs": inputs} if inputs else {})}
     cfg = TrainRMConfig(heads=heads, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
                         seed=args.seed, pairwise=False, max_length=args.max_length, progress=args.progress, **extra)
     if work.exists():  # a finished member in the folder would be reloaded, not retrained

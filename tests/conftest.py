@@ -28,3 +28,11 @@ def runs_dir(tmp_path, monkeypatch):
     d = tmp_path / "runs"
     monkeypatch.setenv("RM_LAB_RUNS", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def backbone(tmp_path_factory):
+    """A tiny random BERT with the MiniLM tokenizer (tests/rm_helpers.py), shared by the reward-model tests."""
+    from rm_helpers import make_tiny_backbone
+
+    return make_tiny_backbone(tmp_path_factory.mktemp("tiny_bert"))

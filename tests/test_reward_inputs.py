@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from rm_helpers import make_tiny_backbone, tiny_world
+from rm_helpers import tiny_world
 
 from rm_lab.config import ConfigError
 from rm_lab.reward.inputs import (DEFAULT_INPUTS, assemble, check_inputs, embed_views, features, input_dim,
                                   item_texts, last_user_turn, text_views, token_views)
 from rm_lab.reward.model import RewardLit, RewardNet
 from rm_lab.reward.train import TrainRMConfig
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return make_tiny_backbone(tmp_path_factory.mktemp("tiny_bert_inputs"))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from rm_helpers import make_tiny_backbone, tiny_world
+from rm_helpers import tiny_world
 
 from rm_lab.config import ConfigError
 from rm_lab.reward.data import build_reward_data, format_inputs
@@ -17,11 +17,6 @@ from rm_lab.reward.model import RewardModel, RewardNet, binomial_nll, bt_loss, m
 from rm_lab.reward.pairwise import PairwiseNet
 from rm_lab.reward.train import TrainRMConfig, train_reward_model
 from rm_lab.schema import Records
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return make_tiny_backbone(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,12 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
     texts, style = rm.item_texts(ctx_rows, items["response"].tolist(), records["character"])
     feats = rm.member_features(texts, cfg.batch_size)
     scores = rm.score_features(feats, style, cfg.batch_size)
-    base = None  # the pairwise model reads features from the untrained encoder
+    base: list = []  # the pairwise model reads features of the untrained encoder: computed once, when needed
+
+    def pair_feats() -> np.ndarray:
+        if not base:
+            base.append(feats if isinstance(feats, np.ndarray) else rm.features(texts, 0, cfg.batch_size, base=True))
+        return base[0]
     metrics: dict = {"n_items": int(len(items)), "n_pairs": int(len(data.pairs)), "split": cfg.split,
                      "heads_evaluated": heads, "heads_without_labels": [h for h in rm.heads if h not in data.heads],
                      "labels_without_head": missing}
@@ -160,8 +165,8 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
         s = scores["score"]
         metrics["pairwise_accuracy"] = {"pointwise": M.pairwise_accuracy(s[c_idx], s[r_idx]), "n": int(len(c_idx))}
         if rm.pairwise is not None:
-            base = feats if isinstance(feats, np.ndarray) else rm.features(texts, 0, cfg.batch_size, base=True)
-            p = rm.pairwise.prob(base[c_idx], style[c_idx], base[r_idx], style[r_idx], cfg.batch_size)
+            pf = pair_feats()
+            p = rm.pairwise.prob(pf[c_idx], style[c_idx], pf[r_idx], style[r_idx], cfg.batch_size)
             metrics["pairwise_accuracy"]["pairwise_model"] = M.pairwise_accuracy(p, 1 - p)
     plots = []
     for h in heads:
@@ -217,9 +222,8 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
             truth["n_pairs_gap"] = int(big.sum())
             truth["min_truth_gap"] = cfg.min_truth_gap
             if rm.pairwise is not None:
-                if base is None:
-                    base = feats if isinstance(feats, np.ndarray) else rm.features(texts, 0, cfg.batch_size, base=True)
-                p = rm.pairwise.prob(base[c_idx][big], style[c_idx][big], base[r_idx][big], style[r_idx][big])
+                pf = pair_feats()
+                p = rm.pairwise.prob(pf[c_idx][big], style[c_idx][big], pf[r_idx][big], style[r_idx][big])
                 truth["pairwise_model_accuracy_vs_truth"] = float(np.mean(sign * (p - 0.5) > 0))
     if truth:
         metrics["truth"] = truth

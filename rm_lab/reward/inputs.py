@@ -171,13 +171,10 @@ def item_texts(context_ids, replies, contexts: pd.DataFrame, characters: pd.Data
         joint = format_inputs(cards_i, hists_i, replies, tokenizer, max_length, card_max_tokens, reply_max_tokens)
     ctx_texts = (format_inputs(cards, hists, [""] * len(uniq), tokenizer, max_length, card_max_tokens, 0)
                  if "context" in views else [])
-    turns = []
-    if "turn" in views:
-        hist_col = contexts.drop_duplicates("context_id").set_index("context_id").loc[uniq, "history"]
-        turns = [last_user_turn(h) for h in hist_col]
+    hist_col = contexts.drop_duplicates("context_id").set_index("context_id").loc[uniq, "history"]
+    turns = [last_user_turn(h) for h in hist_col] if "turn" in views else []
     conv = None
     if "conversation" in inputs:
-        hist_col = contexts.drop_duplicates("context_id").set_index("context_id").loc[uniq, "history"]
         conv = np.array([conversation_features(h) for h in hist_col], np.float32).reshape(len(uniq), -1)
     texts = ItemTexts(views, replies, joint, ctx_texts, turns, np.array([pos[c] for c in context_ids], dtype=np.int64),
                       conv)

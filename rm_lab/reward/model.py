@@ -241,7 +241,6 @@ class RMConfig:
     seeds: list[int]
     style_features: list[str]
     pairwise: dict | None = None  # {"hidden": .., "n_layers": ..} when a pairwise model was trained
-    format: str = "[CHAR] card [CTX] history [REPLY] reply"
     inputs: list[str] = field(default_factory=lambda: ["joint"])  # encoder views (rm_lab.reward.inputs)
 
     @property
@@ -283,7 +282,9 @@ class RewardModel:
         if not cfg_path.is_file() or not w_path.is_file():
             raise ConfigError(f"model: '{run_dir}' is not a train-rm run folder (needs rm_config.json and "
                               f"model.safetensors)")
-        cfg = RMConfig(**json.loads(cfg_path.read_text()))
+        raw = json.loads(cfg_path.read_text())
+        raw.pop("format", None)  # written by models trained before `inputs` existed
+        cfg = RMConfig(**raw)
         state = load_file(str(w_path))
         tok, base = load_backbone(cfg.backbone)
         members, encoders = [], []
@@ -346,13 +347,13 @@ class RewardModel:
         return [self.features(texts, k, batch_size) for k in range(len(self.members))]
 
     @torch.inference_mode()
-    def score_features(self, embs: list[np.ndarray] | np.ndarray, style: np.ndarray, batch_size: int = 64
+    def score_features(self, feats: list[np.ndarray] | np.ndarray, style: np.ndarray, batch_size: int = 64
                        ) -> dict[str, np.ndarray]:
-        """Heads from precomputed embeddings (one array, or one per member for trained encoders)."""
+        """Heads from precomputed features (one array, or one per member for trained encoders)."""
         per_member: list[dict[str, np.ndarray]] = []
         st = torch.tensor(np.asarray(style), dtype=torch.float32)
         for k, net in enumerate(self.members):
-            e = embs[k] if isinstance(embs, list) else embs
+            e = feats[k] if isinstance(feats, list) else feats
             e = torch.tensor(np.asarray(e), dtype=torch.float32)
             outs: dict[str, list[np.ndarray]] = {h: [] for h in net.heads_order}
             for i in range(0, len(st), batch_size):

@@ -222,11 +222,6 @@ class Prepared:
     train_ctx: list[str]
     val_ctx: list[str]
     base_feats: np.ndarray | None = None  # assembled inputs from the untrained encoder (frozen / pairwise)
-    inputs: list[str] = field(default_factory=list)
-
-    @property
-    def in_dim(self) -> int:
-        return input_dim(int(self.encoder.config.hidden_size), self.inputs)
 
 
 def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -> Prepared:
@@ -246,8 +241,7 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
                             records["character"], tok, cfg.inputs, cfg.max_length, cfg.card_max_tokens,
                             cfg.reply_max_tokens)
     style = texts.tabular(style_matrix(data.items["response"], kws))
-    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx,
-                    inputs=list(cfg.inputs))
+    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx)
     if cfg.train_mode == "frozen" or cfg.pairwise:  # the untrained encoder's features
         from rm_lab.models import embed
 
@@ -311,7 +305,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     final = ckpt_dir / "final.safetensors"
     heads = prep.data.heads
     L.seed_everything(seed, workers=True, verbose=False)
-    net = RewardNet(prep.in_dim, heads, prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout)
+    net = RewardNet(input_dim(int(prep.encoder.config.hidden_size), cfg.inputs), heads, prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout)
     train = prep.data.subset(prep.train_ctx)
     net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
     encoder = None
