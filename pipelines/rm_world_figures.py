@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rm_lab import io  # noqa: E402
+from rm_lab.config import parse_overrides  # noqa: E402
 from rm_lab.reward.evaluate import EvalRMConfig, evaluate_reward_model, summary_lines  # noqa: E402
 from rm_lab.reward.model import RewardModel  # noqa: E402
 from rm_lab.reward.train import TrainRMConfig, train_reward_model  # noqa: E402
@@ -62,9 +63,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--n-counterfactual", type=int, default=400)
     ap.add_argument("--inputs", nargs="*", default=None, help="the RM's encoder views (default: the shipped ones)")
+    ap.add_argument("--rm", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="further TrainRMConfig settings, e.g. head_refit=true")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    train = dict(epochs=args.epochs, **({"inputs": args.inputs} if args.inputs else {}))
+    train = dict(epochs=args.epochs, **parse_overrides(args.rm), **({"inputs": args.inputs} if args.inputs else {}))
     results = {}
     for name, spurious in (("world", False), ("world_spurious_emoji", True)):
         m = run_world(name, out, spurious, train, args.n_counterfactual)

@@ -95,6 +95,8 @@ CONTEXT = RecordKind(
         Field("history", "json_list", doc="[{role, content}] turns so far"),
         Field("traffic", "str", choices=TRAFFIC_SOURCES),
         Field("prompt_type", "str", required=False, nullable=True),
+        Field("conversation_id", "str", required=False, nullable=True,
+              doc="the conversation this context is a prefix of: its contexts are held out together"),
     ),
     "A partial conversation with a character, from internal or user traffic.",
 )

@@ -133,6 +133,12 @@ def test_convai2_thumbs_one_fold_scores_only_held_out_rows(shared_data, private_
     for c in ("ours", "length_only", "tfidf_lr"):
         assert 0.0 < res["auc"][c] < 1.0, (c, res["auc"])
     assert np.isnan(res["auc"]["ours_joint"])  # the joint fit was switched off, not silently reused
+    # the ConvAI2 settings refit the thumb head on the training side, with a C from the grid
+    from rm_lab.reward.refit import DEFAULT_CS
+
+    assert [(r["fold"], r["head"]) for r in res["refit"]] == [(2, "thumb_up")]
+    r = res["refit"][0]
+    assert r["C"] in DEFAULT_CS and 50 < r["n_groups"] < r["n_rows"]  # groups are dialogues, not turns
     md = R.render({"args": {"epochs": 10, "seed": 0, "folds": 5}, "convai2": {"thumb_up": res}}, "cmd")
     m = res["auc_fold_mean"]
     beats = m["ours"] > max(m["length_only"], m["tfidf_lr"])

@@ -261,6 +261,18 @@ def build_reward_data(records: Records, heads: list[str] | None = None, aggregat
     return data
 
 
+def context_groups(contexts: pd.DataFrame, by: str) -> dict | None:
+    """context -> the unit held out whole: None (each context), its character, or its conversation."""
+    if by == "context":
+        return None
+    if by == "character":
+        return dict(zip(contexts["context_id"], contexts["character_id"]))
+    if by == "conversation":
+        conv = contexts["conversation_id"] if "conversation_id" in contexts.columns else pd.Series(None, index=contexts.index)
+        return {c: (str(v) if pd.notna(v) else c) for c, v in zip(contexts["context_id"], conv)}
+    raise ConfigError(f"val_split={by!r}: expected 'context', 'character' or 'conversation'")
+
+
 def split_contexts(context_ids, val_fraction: float, seed: int, groups: dict | None = None
                    ) -> tuple[list[str], list[str]]:
     """Held-out contexts by a seeded hash, so the split does not depend on row order.
@@ -282,5 +294,5 @@ def split_contexts(context_ids, val_fraction: float, seed: int, groups: dict | N
 
 
 __all__ = ["FEATURES", "RewardData", "build_reward_data", "format_inputs", "item_inputs", "read_record_folder",
-           "split_contexts", "style_matrix", "character_card", "history_text", "ALL_HEADS", "ITEM_HEADS",
+           "context_groups", "split_contexts", "style_matrix", "character_card", "history_text", "ALL_HEADS", "ITEM_HEADS",
            "BINARY_HEADS", "COUNT_HEADS"]

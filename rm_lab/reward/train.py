@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from rm_lab import io
 from rm_lab.config import ConfigError
-from rm_lab.reward.data import (ITEM_HEADS, RewardData, build_reward_data, read_record_folder,
+from rm_lab.reward.data import (ITEM_HEADS, RewardData, build_reward_data, context_groups, read_record_folder,
                                 split_contexts, style_matrix)
 from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key, default_cache_root
 from rm_lab.reward.inputs import (DEFAULT_INPUTS, ItemTexts, check_inputs, features, input_dim, item_texts,
@@ -60,9 +60,16 @@ class TrainRMConfig:
     seed: int = 0
     n_ensemble: int = 1
     val_fraction: float = 0.2
-    val_split: Literal["context", "character"] = "context"  # hold out contexts, or whole characters
+    # what is held out whole: contexts, characters, or conversations (context.conversation_id; each context
+    # without one is its own conversation), so correlated turns never sit on both sides
+    val_split: Literal["context", "character", "conversation"] = "context"
     keep_best: bool = True  # final weights from the epoch with the lowest held-out loss (needs val_fraction > 0)
     early_stopping: int = 0  # stop after this many epochs without a lower held-out loss (0: run every epoch)
+    # re-solve each binary head as a logistic regression on the trunk output (rm_lab.reward.refit), the L2
+    # penalty chosen over `refit_folds` folds of the val_split groups by held-out log_loss or auc
+    head_refit: bool = False
+    refit_folds: int = 5
+    refit_metric: Literal["log_loss", "auc"] = "log_loss"
     loss_weights: dict = field(default_factory=dict)
     aggregate: bool = True  # merge repeated (context, reply) rows into binomial counts
     pairwise: bool = True
@@ -89,9 +96,15 @@ class TrainRMConfig:
             raise ValueError("early_stopping must be >= 0 (epochs of patience; 0 turns it off)")
         if self.early_stopping and self.val_fraction == 0:
             raise ValueError("early_stopping needs held-out contexts: set val_fraction > 0")
-        if self.val_split not in ("context", "character"):
-            raise ValueError(f"val_split={self.val_split!r}: expected 'context' or 'character'")
+        if self.val_split not in ("context", "character", "conversation"):
+            raise ValueError(f"val_split={self.val_split!r}: expected 'context', 'character' or 'conversation'")
+        if self.refit_metric not in ("log_loss", "auc"):
+            raise ValueError(f"refit_metric={self.refit_metric!r}: expected 'log_loss' or 'auc'")
         self.inputs = check_inputs(self.inputs)
+        if self.head_refit and self.train_mode != "frozen":
+            raise ValueError("head_refit needs train_mode=frozen (it refits the heads on the cached features)")
+        if self.refit_folds < 2:
+            raise ValueError("refit_folds must be >= 2")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,6 +234,7 @@ class Prepared:
     cache: EmbeddingCache
     train_ctx: list[str]
     val_ctx: list[str]
+    groups: dict | None  # context -> its character or conversation (val_split), held out and refitted as a whole
     base_feats: np.ndarray | None = None  # assembled inputs from the untrained encoder (frozen / pairwise)
 
 
@@ -229,9 +243,7 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
     if len(data.items) == 0:
         raise RecordError(cfg.data, None, None, "0 items", "at least one (context, reply) with a label")
     data.items["feat_row"] = np.arange(len(data.items))
-    groups = None
-    if cfg.val_split == "character":
-        groups = dict(zip(records["context"]["context_id"], records["context"]["character_id"]))
+    groups = context_groups(records["context"], cfg.val_split)
     train_ctx, val_ctx = split_contexts(data.items["context_id"], cfg.val_fraction, cfg.seed, groups)
     if not train_ctx:
         raise ConfigError(f"val_fraction={cfg.val_fraction} leaves no training contexts")
@@ -241,7 +253,7 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
                             records["character"], tok, cfg.inputs, cfg.max_length, cfg.card_max_tokens,
                             cfg.reply_max_tokens)
     style = texts.tabular(style_matrix(data.items["response"], kws))
-    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx)
+    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx, groups)
     if cfg.train_mode == "frozen" or cfg.pairwise:  # the untrained encoder's features
         from rm_lab.models import embed
 
@@ -324,7 +336,10 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         if encoder is not None:
             encoder.load_state_dict({n[8:]: v for n, v in state.items() if n.startswith("encoder.")})
         hist = json.loads((ckpt_dir / "history.json").read_text()) if (ckpt_dir / "history.json").exists() else []
-        return net, encoder, (hist[-1] if hist else {})
+        metrics = dict(hist[-1]) if hist else {}
+        if (ckpt_dir / "refit.json").exists():
+            metrics["refit"] = json.loads((ckpt_dir / "refit.json").read_text())
+        return net, encoder, metrics
     if isinstance(prep.base_feats, np.ndarray) and cfg.train_mode == "frozen":
         feats = torch.tensor(prep.base_feats)
     else:
@@ -345,6 +360,9 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     if trainer.should_stop and trainer.current_epoch < cfg.epochs:
         io.write_json(ckpt_dir / "stopped.json", {"epoch": trainer.current_epoch})
     best = _restore_best(lit, ckpt_dir, "val/loss") if cfg.keep_best and va.n_units else None
+    refit = _refit(cfg, prep, train, net, k) if cfg.head_refit else None
+    if refit is not None:  # before final.safetensors: a finished member always has its refit record
+        io.write_json(ckpt_dir / "refit.json", refit)
     state = {f"net.{n}": v.detach().cpu().contiguous() for n, v in net.state_dict().items()}
     if encoder is not None:
         state.update({f"encoder.{n}": v.detach().cpu().contiguous() for n, v in encoder.state_dict().items()})
@@ -355,7 +373,26 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     if best is not None:
         metrics["best_epoch"] = best
         say(f"member {k}: kept epoch {best} (lowest held-out loss)")
+    if refit is not None:
+        metrics["refit"] = refit
+        say(f"member {k}: refitted " + (", ".join(f"{r['head']} (C={r['C']:.3g})" for r in refit) or "no head"))
     return net, encoder, metrics
+
+
+def _refit(cfg: TrainRMConfig, prep: Prepared, train: RewardData, net: RewardNet, k: int) -> list[dict]:
+    """`head_refit`: the binary heads re-solved on the member's training rows (rm_lab.reward.refit)."""
+    from rm_lab.reward.data import BINARY_HEADS
+    from rm_lab.reward.refit import refit_heads
+
+    rows = train.items["feat_row"].to_numpy()
+    ctx = train.items["context_id"].astype(str).to_numpy()
+    groups = np.array([str(prep.groups.get(c, c)) for c in ctx]) if prep.groups else ctx
+    counts = {f"{h}_{s}": train.items[f"{h}_{s}"].to_numpy(np.float64) for h in BINARY_HEADS for s in ("n", "k")}
+    heads = [h for h in prep.data.heads if h in BINARY_HEADS]
+    res = refit_heads(net, heads, prep.base_feats[rows], prep.style[rows], counts, groups,
+                      n_folds=cfg.refit_folds, seed=cfg.seed + k, bootstrap=cfg.n_ensemble > 1,
+                      metric=cfg.refit_metric)
+    return [r.to_json() for r in res]
 
 
 def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print) -> tuple[PairwiseNet, dict]:

@@ -181,7 +181,8 @@ def _dialogue(f: Path, row: int, d: dict, chars, contexts, inters, dialogues, dr
             n_bot += 1
             context_id = f"convai2:{dialogue_id}:{tid}"
             contexts.append({"context_id": context_id, "character_id": character_id, "history": list(history),
-                             "traffic": "user", "prompt_type": "persona_chat"})
+                             "traffic": "user", "prompt_type": "persona_chat",
+                             "conversation_id": dialogue_id})
             thumb = None if score is None else (1 if score == 1 else -1)
             n_thumbs += thumb is not None
             later = human_after[i + 1]
