@@ -92,6 +92,10 @@ def test_convai2_split_by_dialogue_never_leaks(shared_data):
         assert set(tr["context"]["context_id"]).isdisjoint(test_ctx), task
     assert set(tasks["thumb_up"]["rows"]["source_file"]) == {"data_intermediate.json"}
     assert "data_intermediate.json" not in set(tasks["rating"]["rows"]["source_file"])
+    # every context names its dialogue, so val_split=conversation (and the head refit's folds) hold it out whole
+    it = recs["interaction"].drop_duplicates("context_id").set_index("context_id")["dialogue_id"]
+    conv = recs["context"].set_index("context_id")["conversation_id"]
+    assert conv.notna().all() and (conv.loc[it.index] == it).all()
 
 
 @pytest.mark.realdata
