@@ -73,6 +73,14 @@ def test_one_class_head_keeps_its_weights_and_bootstrap_varies():
     w0 = net.heads["continue"].weight.detach().clone()
     assert refit_heads(net, ["continue"], X, style, {"continue_n": np.ones(200), "continue_k": np.ones(200)},
                        np.arange(200)) == []
+    # two groups, each of one class: no fold trains on both classes
+    y2, g2 = np.r_[np.ones(100), np.zeros(100)], np.r_[np.zeros(100), np.ones(100)]
+    assert choose_c(X, y2, np.ones(200), g2) == (None, {})
+    assert refit_heads(net, ["continue"], X, style, {"continue_n": np.ones(200), "continue_k": y2}, g2) == []
+    # four single-class groups: every training side has both classes, no held-out side does -> log loss
+    y4, g4 = np.repeat([1.0, 0.0, 1.0, 0.0], 50), np.repeat([0, 1, 2, 3], 50)
+    C4, cv4 = choose_c(X, y4, np.ones(200), g4, n_folds=4, metric="auc")
+    assert C4 == choose_c(X, y4, np.ones(200), g4, n_folds=4)[0] and np.isnan(cv4["auc"])
     assert torch.equal(net.heads["continue"].weight, w0)
     counts = {"continue_n": np.ones(200), "continue_k": y}
     a, b, c = (RewardNet(X.shape[1], ["continue"], n_style=1, n_layers=0) for _ in range(3))

@@ -63,10 +63,11 @@ def _weighted_log_loss(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 
 
 def choose_c(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray, Cs=DEFAULT_CS, n_folds: int = 5,
-             seed: int = 0, metric: str = "log_loss", patience: int = 3) -> tuple[float, dict]:
+             seed: int = 0, metric: str = "log_loss", patience: int = 3) -> tuple[float | None, dict]:
     """The C with the best held-out score over group folds: the lowest weighted log loss, or the highest
     mean fold AUC (`metric="auc"`, for a head used to rank replies; it favours strong shrinkage, whose
-    probabilities sit near the base rate until calibrated). Returns (C, {"log_loss", "auc"} at that C).
+    probabilities sit near the base rate until calibrated). Returns (C, {"log_loss", "auc"} at that C), or
+    (None, {}) when no fold's training side holds both classes.
 
     The path runs from the strongest shrinkage up, each fold's fit warm-started from its previous C, and
     stops `patience` grid steps after the last improvement (the weakly penalised fits are the slow ones)."""
@@ -84,6 +85,10 @@ def choose_c(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray, Cs
         sc = StandardScaler().fit(X[tr], sample_weight=w[tr])
         folds.append((sc.transform(X[tr]), y[tr], w[tr], sc.transform(X[te]), y[te], w[te],
                       _model(Cs[0], seed, warm=True)))
+    if not folds:
+        return None, {}
+    if not any(len(np.unique(f[4])) == 2 for f in folds):
+        metric = "log_loss"  # no held-out side has both classes: AUC is undefined on every fold
     w_total = sum(f[5].sum() for f in folds)
     best, best_cv, since = None, None, 0
     for C in Cs:
@@ -125,7 +130,8 @@ def refit_heads(net, heads: list[str], emb: np.ndarray, style: np.ndarray, count
                 metric: str = "log_loss") -> list[RefitResult]:
     """Refit `heads` of `net` in place on training rows (emb/style aligned with counts[f"{h}_n"/"_k"]).
 
-    A head whose rows hold one class, or fewer than two groups, keeps its trained weights."""
+    A head whose rows hold one class, or fewer than two groups, or no group fold with both classes on its
+    training side, keeps its trained weights."""
     from sklearn.preprocessing import StandardScaler
 
     H = trunk_output(net, emb, style).astype(np.float64)
@@ -146,6 +152,8 @@ def refit_heads(net, heads: list[str], emb: np.ndarray, style: np.ndarray, count
             continue
         X = H[rows]
         C, cv = choose_c(X, y, w, g, Cs, n_folds, seed, metric)
+        if C is None:
+            continue
         sc = StandardScaler().fit(X, sample_weight=w)
         m = _fit(sc.transform(X), y, w, C, seed)
         scale = np.where(sc.scale_ > 0, sc.scale_, 1.0)
