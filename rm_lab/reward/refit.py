@@ -53,9 +53,6 @@ def _model(C: float, seed: int, warm: bool = False):
     return LogisticRegression(C=C, max_iter=2000, random_state=seed, warm_start=warm)
 
 
-def _fit(X, y, w, C: float, seed: int):
-    return _model(C, seed).fit(X, y, sample_weight=w)
-
 
 def _weighted_log_loss(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     p = np.clip(p, 1e-12, 1 - 1e-12)
@@ -155,7 +152,7 @@ def refit_heads(net, heads: list[str], emb: np.ndarray, style: np.ndarray, count
         if C is None:
             continue
         sc = StandardScaler().fit(X, sample_weight=w)
-        m = _fit(sc.transform(X), y, w, C, seed)
+        m = _model(C, seed).fit(sc.transform(X), y, sample_weight=w)
         scale = np.where(sc.scale_ > 0, sc.scale_, 1.0)
         coef = m.coef_[0] / scale
         bias = float(m.intercept_[0] - (coef * sc.mean_).sum())

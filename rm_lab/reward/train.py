@@ -31,6 +31,7 @@ from rm_lab.reward.inputs import (DEFAULT_INPUTS, ItemTexts, check_inputs, featu
                                   tabular_names, token_views)
 from rm_lab.reward.model import RewardLit, RewardNet, RMConfig, backbone_folder, load_backbone, set_trainable
 from rm_lab.reward.pairwise import PairwiseLit, PairwiseNet
+from rm_lab.reward.refit import METRICS as REFIT_METRICS
 from rm_lab.schema import RecordError, Records
 
 
@@ -98,8 +99,8 @@ class TrainRMConfig:
             raise ValueError("early_stopping needs held-out contexts: set val_fraction > 0")
         if self.val_split not in ("context", "character", "conversation"):
             raise ValueError(f"val_split={self.val_split!r}: expected 'context', 'character' or 'conversation'")
-        if self.refit_metric not in ("log_loss", "auc"):
-            raise ValueError(f"refit_metric={self.refit_metric!r}: expected 'log_loss' or 'auc'")
+        if self.refit_metric not in REFIT_METRICS:
+            raise ValueError(f"refit_metric={self.refit_metric!r}: expected one of {REFIT_METRICS}")
         self.inputs = check_inputs(self.inputs)
         if self.head_refit and self.train_mode != "frozen":
             raise ValueError("head_refit needs train_mode=frozen (it refits the heads on the cached features)")
