@@ -135,11 +135,13 @@ def fit_and_score(records: Records, heads: list[str], test: pd.DataFrame, args: 
     train_reward_model(cfg, work, records=records, say=lambda *_: None)
     model = RewardModel.load(work, cache_dir=_cache_dir())
     ctx = contexts.set_index("context_id").loc[test["context_id"]].reset_index()
-    out = model.score(ctx, test["response"].tolist(), characters)
-    refit = work / "checkpoints" / "m0" / "refit.json"
-    if refit.exists():  # what the head refit chose on this fold's training side
-        out["refit"] = json.loads(refit.read_text())
-    return out
+    return model.score(ctx, test["response"].tolist(), characters)
+
+
+def refit_choices(work: Path) -> list[dict]:
+    """What `head_refit` chose on the training side of the fit in `work` (empty without a refit)."""
+    path = work / "checkpoints" / "m0" / "refit.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _cache_dir() -> Path:
@@ -328,10 +330,11 @@ def run_convai2(args: Args, root: Path, work: Path, say=print) -> dict:
             te = fold == k
             train_dlg = {d for d, f in dlg_fold.items() if f != k}
             train_recs = convai2_train_records(task, spec, train_dlg, recs)
-            out = fit_and_score(train_recs, TASK_HEADS[task], rows[te], targs, work / "convai2" / task / f"fold{k}",
-                                chars, recs["context"], rm=args.convai2_rm)
+            fold_work = work / "convai2" / task / f"fold{k}"
+            out = fit_and_score(train_recs, TASK_HEADS[task], rows[te], targs, fold_work, chars, recs["context"],
+                                rm=args.convai2_rm)
             preds["ours"][te] = _logit(out[OUT_COL[task]])
-            refits += [{"fold": k, **r} for r in out.get("refit", []) if OUT_COL[task] == f"p_{r['head']}"]
+            refits += [{"fold": k, **r} for r in refit_choices(fold_work) if OUT_COL[task] == f"p_{r['head']}"]
             if args.joint:
                 out = fit_and_score(train_recs, TASK_HEADS[task], rows[te], targs,
                                     work / "convai2" / task / f"fold{k}-joint", chars, recs["context"], ["joint"],
@@ -426,21 +429,28 @@ def render(res: dict, command: str) -> str:
             out.append(f"- {label[t]}: " + "; ".join(
                 f"fold {p['fold']} (n={p['n']}): {_f(p['ours'])} / {_f(p['ours_joint'])} / {_f(p['length_only'])} / "
                 f"{_f(p['tfidf_lr'])}" for p in r["per_fold"]))
+        shipped = {**res["args"].get("convai2_rm", {}), **res["args"].get("rm", {})} == CONVAI2_RM
+        setting = ("the ConvAI2 settings above: no trunk (`n_layers=0`), and every binary head re-solved after "
+                   "training as an L2 logistic regression on the standardised inputs, its penalty C chosen by mean AUC "
+                   "over 5 folds of whole training dialogues (`head_refit`, `refit_metric=auc`, "
+                   "`val_split=conversation`)" if shipped else "the settings listed at the top")
         out += ["", "Encoder input length and epochs per label: " + "; ".join(
             f"{label[t]}: {r.get('max_length')} tokens, {r.get('epochs')} epochs" for t, r in res["convai2"].items())
-            + ". `rm_lab` is `train_reward_model` with the shipped inputs (reply, relevance, conversation) and the "
-            "ConvAI2 settings above: no trunk (`n_layers=0`), and every binary head re-solved after training as an "
-            "L2 logistic regression on the standardised inputs, its penalty C chosen by mean AUC over 5 folds of "
-            "whole training dialogues (`head_refit`, `refit_metric=auc`, `val_split=conversation`); "
-            "`inputs=[joint]` is the same model reading one embedding of `[CHAR] card [CTX] history [REPLY] reply`.",
-            "", "C chosen per fold (the head the label is read from): " + "; ".join(
-                f"{label[t]}: " + ", ".join(f"{x['C']:.1e}" for x in r.get("refit", []))
+            + f". `rm_lab` is `train_reward_model` with the shipped inputs (reply, relevance, conversation) and "
+            f"{setting}; `inputs=[joint]` is the same model reading one embedding of "
+            "`[CHAR] card [CTX] history [REPLY] reply`."]
+        if any(r.get("refit") for r in res["convai2"].values()):
+            from rm_lab.reward.refit import DEFAULT_CS
+
+            out += ["", "C chosen per fold (the head the label is read from): " + "; ".join(
+                f"{label[t]}: " + ", ".join(f"{x['C']:.1e}" for x in r["refit"])
                 for t, r in res["convai2"].items() if r.get("refit")) + ". C is on standardised inputs (scikit-learn's "
-            "C: smaller is stronger shrinkage); the grid is 1e-6 to 1e2. A C near the bottom of the grid makes the "
-            "head close to the difference of the two classes' mean inputs, with probabilities near the base rate: "
-            "such a head ranks replies and needs `eval-rm`'s calibration before its probabilities are read, and its "
-            "pooled AUC (in brackets) suffers from the folds' different base rates.",
-            "", "How the ConvAI2 settings were chosen (also on these folds, so not blind to them): on thumb up, the "
+                f"C: smaller is stronger shrinkage); the grid is {min(DEFAULT_CS):.0e} to {max(DEFAULT_CS):.0e}. A C "
+                "near the bottom of the grid makes the head close to the difference of the two classes' mean inputs, "
+                "with probabilities near the base rate: such a head ranks replies and needs `eval-rm`'s calibration "
+                "before its probabilities are read, and its pooled AUC (in brackets) suffers from the folds' different "
+                "base rates."]
+        out += ["", "How the ConvAI2 settings were chosen (also on these folds, so not blind to them): on thumb up, the "
             "MLP heads trained by Adam gave 0.55-0.58 (weight decay, L2 penalties, best-epoch selection); the refit on "
             "the trained MLP trunk gave 0.563; the refit without a trunk gave 0.615 with folds of contexts and "
             "log-loss selection, 0.633 with dialogue folds and log-loss selection (`--tasks thumb_up --no-joint "

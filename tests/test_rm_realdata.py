@@ -144,6 +144,10 @@ def test_convai2_thumbs_one_fold_scores_only_held_out_rows(shared_data, private_
     r = res["refit"][0]
     assert r["C"] in DEFAULT_CS and 50 < r["n_groups"] < r["n_rows"]  # groups are dialogues, not turns
     md = R.render({"args": {"epochs": 10, "seed": 0, "folds": 5}, "convai2": {"thumb_up": res}}, "cmd")
+    assert "C chosen per fold" in md and "the settings listed at the top" in md  # args name no ConvAI2 settings
+    md_shipped = R.render({"args": {"epochs": 10, "seed": 0, "folds": 5, "convai2_rm": dict(R.CONVAI2_RM)},
+                           "convai2": {"thumb_up": res}}, "cmd")
+    assert "`refit_metric=auc`" in md_shipped
     m = res["auc_fold_mean"]
     beats = m["ours"] > max(m["length_only"], m["tfidf_lr"])
     assert ("| yes |" in md) == beats and ("| NO |" in md) == (not beats)

@@ -104,9 +104,12 @@ class RewardNet(nn.Module):
         self.style_mean.copy_(torch.as_tensor(style.mean(0), dtype=torch.float32))
         self.style_std.copy_(torch.as_tensor(style.std(0), dtype=torch.float32).clamp(min=1e-3))
 
+    def features(self, emb: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """What every head reads: the trunk over [inputs, standardised tabular features]."""
+        return self.trunk(torch.cat([emb, (style - self.style_mean) / self.style_std], dim=-1))
+
     def forward(self, emb: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = torch.cat([emb, (style - self.style_mean) / self.style_std], dim=-1)
-        h = self.trunk(x)
+        h = self.features(emb, style)
         return {name: head(h).squeeze(-1) for name, head in self.heads.items()}
 
 

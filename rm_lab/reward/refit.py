@@ -5,8 +5,8 @@ Why: a head trained by Adam inside a multi-task batch sees its few labelled rows
 (ConvAI2: 439 thumbs among 2,191 bot turns), so it ends wherever the noisy steps leave it, at a
 shrinkage nobody chose. A convex refit on standardised trunk features, with the penalty picked by
 held-out log loss or AUC on whole groups (contexts, characters, or conversations so no dialogue sits on
-both sides), gives the head the shrinkage its label count supports. The network is unchanged: the scaler is folded into the head's
-`Linear` weights, so scoring, ensembles and checkpoints work as before. With `n_layers=0` (no trunk)
+both sides), gives the head the shrinkage its label count supports. The network is unchanged: the
+scaler is folded into the head's `Linear` weights, so scoring, ensembles and checkpoints work as before. With `n_layers=0` (no trunk)
 the refit is exactly a cross-validated logistic regression on the model's inputs.
 
 Ensembles: with several members each member refits on a bootstrap resample of the groups (seeded),
@@ -51,7 +51,6 @@ def _model(C: float, seed: int, warm: bool = False):
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=C, max_iter=2000, random_state=seed, warm_start=warm)
-
 
 
 def _weighted_log_loss(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
@@ -110,14 +109,12 @@ def choose_c(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray, Cs
 
 @torch.no_grad()
 def trunk_output(net, emb: np.ndarray, style: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """What the heads read: the trunk applied to [inputs, standardised tabular features] (eval mode)."""
+    """`RewardNet.features` in eval mode (no dropout), batched, as numpy."""
     was = net.training
     net.eval()
-    out = []
-    for i in range(0, len(emb), batch_size):
-        e = torch.as_tensor(emb[i:i + batch_size], dtype=torch.float32)
-        s = torch.as_tensor(style[i:i + batch_size], dtype=torch.float32)
-        out.append(net.trunk(torch.cat([e, (s - net.style_mean) / net.style_std], dim=-1)).numpy())
+    out = [net.features(torch.as_tensor(emb[i:i + batch_size], dtype=torch.float32),
+                        torch.as_tensor(style[i:i + batch_size], dtype=torch.float32)).numpy()
+           for i in range(0, len(emb), batch_size)]
     net.train(was)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from rm_lab import io
 from rm_lab.config import ConfigError
-from rm_lab.reward.data import (ITEM_HEADS, RewardData, build_reward_data, context_groups, read_record_folder,
-                                split_contexts, style_matrix)
+from rm_lab.reward.data import (BINARY_HEADS, ITEM_HEADS, RewardData, build_reward_data, context_groups,
+                                read_record_folder, split_contexts, style_matrix)
 from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key, default_cache_root
 from rm_lab.reward.inputs import (DEFAULT_INPUTS, ItemTexts, check_inputs, features, input_dim, item_texts,
                                   tabular_names, token_views)
@@ -382,7 +382,6 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
 
 def _refit(cfg: TrainRMConfig, prep: Prepared, train: RewardData, net: RewardNet, k: int) -> list[dict]:
     """`head_refit`: the binary heads re-solved on the member's training rows (rm_lab.reward.refit)."""
-    from rm_lab.reward.data import BINARY_HEADS
     from rm_lab.reward.refit import refit_heads
 
     rows = train.items["feat_row"].to_numpy()
