@@ -11,8 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
 
-from rm_lab.config import ConfigError
-from rm_lab.schema import RecordError
+from rm_lab.commands.common import USER_ERRORS, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="rm_lab: reward modeling and engagement prediction for social chat.")
@@ -39,11 +38,18 @@ _register()
 
 
 def main() -> None:
-    try:
-        app()
-    except (RecordError, ConfigError, FileNotFoundError) as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+    """Every command runs as one signal-safe job (rm_lab.jobs): SIGINT/SIGTERM end it with status 130/143."""
+    from rm_lab.jobs import Job, Stopped
+
+    with Job():
+        try:
+            app()
+        except USER_ERRORS as e:  # bad input: one line naming what is wrong, exit status 2
+            typer.secho(f"error: {one_line(e)}", fg=typer.colors.RED, err=True)
+            sys.exit(2)
+        except Stopped as e:
+            typer.secho(e.message(), fg=typer.colors.YELLOW, err=True)
+            sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

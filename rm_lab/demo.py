@@ -7,9 +7,10 @@ engagement of held-out replies, and the A/B lifts with their intervals next to t
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from rm_lab import io
+from rm_lab.config import check_fields, param
 from rm_lab.evaluate.ab import analyze
 from rm_lab.runs import Run
 from rm_lab.world.ab import ABConfig, simulate_ab
@@ -19,11 +20,18 @@ from rm_lab.world.simulate import WorldConfig, simulate
 
 @dataclass
 class DemoConfig:
-    world: WorldConfig = field(default_factory=lambda: WorldConfig(n_contexts=1000, n_preference_contexts=1000))
-    ab: ABConfig = field(default_factory=ABConfig)
-    null_ab: bool = True  # also run an A/A test (same policy in both arms)
-    reward_model: bool = True  # fit the multi-head reward model on the simulated traffic
-    train: dict = field(default_factory=lambda: {"epochs": 20, "pairwise": True})  # TrainRMConfig keys
+    """demo: simulate traffic, fit a reward model, A/B-test two policies (configs/demo.yaml)."""
+
+    world: WorldConfig = param(default_factory=lambda: WorldConfig(n_contexts=1000, n_preference_contexts=1000),
+                               doc="the simulated world and its logged traffic")
+    ab: ABConfig = param(default_factory=ABConfig, doc="the simulated A/B test")
+    null_ab: bool = param(True, doc="also run an A/A test (same policy in both arms)")
+    reward_model: bool = param(True, doc="fit the multi-head reward model on the simulated traffic")
+    train: dict = param({"epochs": 20, "pairwise": True}, doc="TrainRMConfig keys of that reward model",
+                        schema="rm_lab.reward.train:TrainRMConfig")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 def run_demo(cfg: DemoConfig, say=print) -> Run:

@@ -25,8 +25,7 @@ from rm_lab.schema import KINDS, RecordError, RecordKind, Records, kind, validat
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temp path next to `path`; on success rename it over `path`, on failure remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = writable_file(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -36,6 +35,21 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def writable_file(path: str | os.PathLike) -> Path:
+    """`path` as a file to (over)write, its folder made; a folder there, or a file where its folder
+    should be, is a RecordError naming the path (checked before any work, not after it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise RecordError(str(path), None, None, "a folder", "a file path to write (not a folder)")
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise RecordError(str(path), None, None, f"{parent} is a file", "a path whose folders are folders")
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -58,8 +72,29 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN and infinities as None (JSON has no such numbers) and numpy values as Python ones."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n")
+    """Always valid JSON: NaN/inf are written as null (never the bare `NaN` that JSON parsers reject)."""
+    text = json.dumps(json_safe(obj), indent=2, default=_json_default, ensure_ascii=False, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -120,15 +155,26 @@ def _scalar_null(v: Any) -> bool:
         return False
 
 
+MAX_LINE_BYTES = 256 * 2**20  # one JSONL record: far above any real reply, short of exhausting memory
+
+
 def read_jsonl(path: str | os.PathLike) -> pd.DataFrame:
     """Read JSON Lines; a bad line raises RecordError with its 1-based line number."""
     path = Path(path)
     if not path.exists():
         raise RecordError(str(path), None, None, "no such file", "an existing JSONL file")
+    if path.is_dir():
+        raise RecordError(str(path), None, None, "a folder", "a JSONL file")
     rows: list[dict] = []
     lines: list[int] = []
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        if b"\x00" in fh.read(8192):
+            raise RecordError(str(path), None, None, "NUL bytes", "UTF-8 JSON Lines text (NUL bytes: a binary file, or UTF-16 text?)")
+        fh.seek(0)
+        for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise RecordError(str(path), lineno, None, f"a line over {MAX_LINE_BYTES:,} bytes",
+                                  f"lines of at most {MAX_LINE_BYTES:,} bytes (one record per line)")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -174,13 +220,65 @@ def _field_with_bad_bytes(raw: bytes) -> str | None:
 
 
 def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    """A Parquet file as a frame; an unreadable file, text that is not UTF-8, or a column that does
+    not convert is a RecordError naming the file and, where it can be found, the row and field."""
     path = Path(path)
     if not path.exists():
         raise RecordError(str(path), None, None, "no such file", "an existing Parquet file")
     try:
-        return pq.read_table(path).to_pandas()
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
         raise RecordError(str(path), None, None, str(e)[:100], "a readable Parquet file (truncated or not Parquet?)") from None
+    _check_text(path, table)
+    try:
+        return table.to_pandas()
+    except (pa.ArrowException, ValueError) as e:
+        for name in table.column_names:  # name the column that does not convert
+            try:
+                table.select([name]).to_pandas()
+            except (pa.ArrowException, ValueError):
+                raise RecordError(str(path), None, name, str(e)[:100],
+                                  f"a column that converts to a table ({table.schema.field(name).type})") from None
+        raise RecordError(str(path), None, None, str(e)[:100], "Parquet columns that convert to a table") from None
+
+
+def _holds_text(t: pa.DataType) -> bool:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t):
+        return True
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _holds_text(t.value_type)
+    if pa.types.is_struct(t):
+        return any(_holds_text(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _holds_text(t.key_type) or _holds_text(t.item_type)
+    return False
+
+
+def _check_text(path: Path, table: pa.Table) -> None:
+    """Arrow reads text without checking its UTF-8 (pandas then fails later, anywhere): check each
+    text column here, and bisect a bad chunk to the first bad row."""
+    for name in table.column_names:
+        col = table.column(name)
+        if not _holds_text(col.type):
+            continue
+        start = 0
+        for chunk in col.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid:
+                lo, hi = 0, len(chunk)  # chunk[:lo] is valid, chunk[:hi] is not
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    try:
+                        chunk.slice(0, mid).validate(full=True)
+                        lo = mid
+                    except pa.ArrowInvalid:
+                        hi = mid
+                cell = chunk.slice(hi - 1, 1)
+                shown = (cell.cast(pa.large_binary())[0].as_py()[:60]
+                         if pa.types.is_string(cell.type) or pa.types.is_large_string(cell.type) else "text")
+                raise RecordError(str(path), start + hi - 1, name, shown, "UTF-8 text (found non-UTF-8 bytes)") from None
+            start += len(chunk)
 
 
 def read_records(path: str | os.PathLike, record: RecordKind | str) -> pd.DataFrame:
@@ -219,13 +317,16 @@ def read_record_folder(folder: str | os.PathLike, kinds=None) -> Records:
     folder = Path(folder)
     if not folder.is_dir():
         raise RecordError(str(folder), None, None, "no such folder", "a folder of <kind>.parquet record files")
+    from rm_lab.runs import check_finished
+
+    check_finished(folder, "records")  # a failed or stopped run's records may be partial
     frames: dict[str, pd.DataFrame] = {}
     for name in kinds or KINDS:
-        for ext in (".parquet", ".jsonl"):
-            p = folder / f"{name}{ext}"
-            if p.exists():
-                frames[name] = read_records(p, name)
-                break
+        found = [folder / f"{name}{ext}" for ext in (".parquet", ".jsonl") if (folder / f"{name}{ext}").exists()]
+        if len(found) > 1:  # which one holds the records? neither is silently preferred
+            raise RecordError(str(folder), None, None, [p.name for p in found], f"one {name} file in the folder")
+        if found:
+            frames[name] = read_records(found[0], name)
     if not frames:
         raise RecordError(str(folder), None, None, f"files {sorted(p.name for p in folder.iterdir())}",
                           f"files named <kind>.parquet or <kind>.jsonl, kinds {sorted(kinds or KINDS)}")

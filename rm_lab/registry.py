@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from contextlib import closing
@@ -36,16 +37,21 @@ class Registry:
         return con
 
     def start_run(self, run_id: str, kind: str, path: str | Path, config: dict, parent: str | None = None) -> None:
+        """A new row, or the same row reopened (a resumed run keeps its creation time)."""
         with closing(self._connect()) as con, con:
-            con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)",
-                        (run_id, kind, str(path), "running", json.dumps(config, default=str), time.time(), None, parent))
+            con.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET "
+                        "kind=excluded.kind, path=excluded.path, status=excluded.status, config=excluded.config, "
+                        "finished=NULL, parent=excluded.parent",
+                        (run_id, kind, str(path), "running", _json(config), time.time(), None, parent))
 
     def finish_run(self, run_id: str, status: str = "done") -> None:
         with closing(self._connect()) as con, con:
             con.execute("UPDATE runs SET status=?, finished=? WHERE run_id=?", (status, time.time(), run_id))
 
     def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
-        rows = [(run_id, k, float(v), step) for k, v in _flatten(metrics).items() if _is_number(v)]
+        # a NaN or infinite value is stored as NULL: it is no measurement
+        rows = [(run_id, k, float(v) if math.isfinite(float(v)) else None, step)
+                for k, v in _flatten(metrics).items() if _is_number(v)]
         with closing(self._connect()) as con, con:
             con.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?)", rows)
 
@@ -73,6 +79,12 @@ class Registry:
         with closing(self._connect()) as con:
             rows = con.execute("SELECT name, path FROM artifacts WHERE run_id=?", (run_id,)).fetchall()
         return dict(rows)
+
+
+def _json(obj: Any) -> str:
+    from rm_lab.io import json_safe
+
+    return json.dumps(json_safe(obj), default=str, allow_nan=False)
 
 
 def _is_number(v: Any) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,8 @@ import pandas as pd
 TRAFFIC_SOURCES = ("internal", "user")
 PREFERENCE_SOURCES = ("human", "ai", "world")
 ROLES = ("system", "user", "assistant")
+# likelihoods of reward-model heads (rm_lab.reward.heads): the `head` records a dataset declares use them
+HEAD_LIKELIHOODS = ("bradley_terry", "binomial", "poisson", "negative_binomial", "ordinal", "gaussian")
 
 
 class RecordError(ValueError):
@@ -59,10 +61,31 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """A bound between two fields of one row, `left op right` (right times `times` when given).
+
+    Checked only where every named field is present and non-null, so optional columns stay optional."""
+
+    left: str
+    op: str  # "<=", ">=" or "<"
+    right: str
+    times: str | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class RecordKind:
+    """A record kind: its fields, the fields that identify one record (`key`), row-level `relations`
+    between fields, and `check`, a whole-frame rule (e.g. one control arm per experiment)."""
+
     name: str
     fields: tuple[Field, ...]
     doc: str = ""  # extra columns are always kept (sources add provenance, the world adds truth_*)
+    # unique together; a repeat is an error naming its row and the key's last field (a missing
+    # nullable key column counts as null)
+    key: tuple[str, ...] = ()
+    relations: tuple[Relation, ...] = ()
+    check: Callable[[pd.DataFrame, str | None, Callable[[int], int]], None] | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -85,6 +108,7 @@ CHARACTER = RecordKind(
         Field("keywords", "json_list", required=False, doc="words that mark staying in character"),
     ),
     "An AI character: persona traits and the verifiable instructions it must keep.",
+    key=("character_id",),
 )
 
 CONTEXT = RecordKind(
@@ -99,6 +123,7 @@ CONTEXT = RecordKind(
               doc="the conversation this context is a prefix of: its contexts are held out together"),
     ),
     "A partial conversation with a character, from internal or user traffic.",
+    key=("context_id",),
 )
 
 INTERACTION = RecordKind(
@@ -139,6 +164,22 @@ STEER_LABEL = RecordKind(
     "Whether a reply followed one instruction of its character, and whether it is a violation.",
 )
 
+# What a count of an arm implies about its other counts (whole days, at least one message per active
+# user-day); a row that breaks one is impossible, not merely unusual.
+AB_RELATIONS = (
+    Relation("engaged_users", "<=", "users", why="engaged users (clicks) cannot exceed users (impressions)"),
+    Relation("engaged_user_days", ">=", "engaged_users", why="an engaged user is active on at least one day"),
+    Relation("engaged_user_days", "<=", "engaged_users", "days", why="an engaged user is active at most `days` days"),
+    Relation("messages", ">=", "engaged_users", why="an engaged user sends at least one message"),
+    Relation("messages", ">=", "engaged_user_days", why="an active user-day has at least one message"),
+    Relation("day", "<", "days", why="days are numbered 0 .. days-1"),
+    Relation("active_days_sq", ">=", "engaged_user_days", why="a_u^2 >= a_u for whole days a_u"),
+    Relation("active_days_sq", "<=", "engaged_user_days", "days", why="a_u <= days"),
+    Relation("messages_sq", ">=", "messages", why="m_u^2 >= m_u for whole messages m_u"),
+    Relation("active_messages", ">=", "messages", why="a user with messages is active at least one day"),
+    Relation("active_messages", "<=", "messages", "days", why="a_u <= days"),
+)
+
 AB_ARM = RecordKind(
     "ab_arm",
     (
@@ -147,7 +188,7 @@ AB_ARM = RecordKind(
         Field("is_control", "bool"),
         Field("day", "int", required=False, nullable=True, min=0, doc="null for whole-test totals"),
         Field("days", "int", min=1, doc="length of the test in days"),
-        Field("users", "int", min=0, doc="users (or impressions) in the arm"),
+        Field("users", "int", min=1, doc="users (or impressions) in the arm; an arm without users has no rate"),
         Field("engaged_users", "int", min=0, doc="engaged users (or clicks)"),
         Field("messages", "float", required=False, nullable=True, min=0),
         Field("engaged_user_days", "float", required=False, nullable=True, min=0),
@@ -160,9 +201,53 @@ AB_ARM = RecordKind(
               doc="intended share of traffic for the arm (for the sample-ratio-mismatch check)"),
     ),
     "ABExperiment, stored long: one row per arm (and optionally per day). Lifts are derived, never stored.",
+    key=("experiment_id", "day", "arm"),
+    relations=AB_RELATIONS,
+    check=lambda df, path, rn: check_ab_experiments(df, path, rn),
 )
 
-KINDS: dict[str, RecordKind] = {k.name: k for k in (CHARACTER, CONTEXT, INTERACTION, PREFERENCE, STEER_LABEL, AB_ARM)}
+LABEL = RecordKind(
+    "label",
+    (
+        Field("context_id", "str", nonempty=True),
+        Field("response", "str", doc="the reply judged (empty when raters judged the bot saying nothing)"),
+        Field("name", "str", nonempty=True, doc="what was judged: the label's name, read by a head of that name"),
+        Field("value", "float", doc="a graded rating (e.g. 1-5), a 0/1 judgement, a count or a continuous target"),
+        Field("scale_min", "float", required=False, nullable=True, doc="the lowest value of the rating scale"),
+        Field("scale_max", "float", required=False, nullable=True, doc="the highest value of the rating scale"),
+        Field("rater", "str", required=False, nullable=True, doc="who gave it (an annotator id), when known"),
+        Field("source", "str", required=False, nullable=True, doc="the dataset or process that wrote it"),
+    ),
+    "A graded or continuous label of a (context, reply): a human rating, a judgement, a regression target.",
+    relations=(
+        Relation("value", ">=", "scale_min", why="a label lies on its scale"),
+        Relation("value", "<=", "scale_max", why="a label lies on its scale"),
+        Relation("scale_min", "<", "scale_max", why="a scale runs from its lowest to its highest value"),
+    ),
+)
+
+HEAD = RecordKind(
+    "head",
+    (
+        Field("name", "str", nonempty=True, doc="the head's name (letters, digits, _)"),
+        Field("kind", "str", choices=HEAD_LIKELIHOODS, doc="its likelihood"),
+        Field("record", "str", required=False, nullable=True, choices=("label", "interaction", "steer_label"),
+              doc="the record kind of its labels (default: label)"),
+        Field("column", "str", required=False, nullable=True,
+              doc="that record's column; for label records the label name (default: the head's name)"),
+        Field("levels", "int", required=False, nullable=True, min=2, doc="ordinal: the number of levels"),
+        Field("min", "float", required=False, nullable=True, doc="ordinal: the value of the lowest level (default 1)"),
+        Field("max", "float", required=False, nullable=True, doc="ordinal: the value of the highest level"),
+        Field("scale", "float", required=False, nullable=True, min=0, doc="gaussian: a fixed standard deviation"),
+        Field("output", "str", required=False, nullable=True, doc="its key in RewardModel.score"),
+        Field("doc", "str", required=False, nullable=True),
+    ),
+    "A head a dataset declares (rm_lab.reward.heads): which labels train it and with which likelihood.",
+    key=("name",),
+)
+
+KINDS: dict[str, RecordKind] = {k.name: k for k in (CHARACTER, CONTEXT, INTERACTION, PREFERENCE, STEER_LABEL, AB_ARM,
+                                                    LABEL, HEAD)}
 
 
 def kind(name: str) -> RecordKind:
@@ -279,7 +364,167 @@ def validate_frame(df: pd.DataFrame, record: RecordKind | str, path: str | None 
             out[f.name] = out[f.name].astype(float)
         elif f.kind.startswith("json"):
             out[f.name] = [list(v) if isinstance(v, (tuple, np.ndarray)) else v for v in out[f.name]]
+    _check_relations(out, record, path, rn)
+    check_keys(out, record, path, row_numbers)
+    if record.check is not None:
+        record.check(out, path, rn)
     return out
+
+
+def _show(v: Any) -> Any:
+    """A cell as users wrote it: Python scalars, not numpy ones, in messages."""
+    if _is_null(v):
+        return None
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _numbers(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A validated numeric column as floats, nulls as NaN."""
+    col = df[name]
+    try:
+        return col.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):
+        return pd.to_numeric(col, errors="coerce").astype(float).to_numpy()
+
+
+_OPS = {"<=": np.less_equal, ">=": np.greater_equal, "<": np.less}
+
+
+def _check_relations(df: pd.DataFrame, record: RecordKind, path: str | None, rn: Callable[[int], int]) -> None:
+    for r in record.relations:
+        names = [r.left, r.right] + ([r.times] if r.times else [])
+        if any(n not in df.columns for n in names):
+            continue
+        left, bound = _numbers(df, r.left), _numbers(df, r.right)
+        if r.times:
+            bound = bound * _numbers(df, r.times)
+        with np.errstate(invalid="ignore"):
+            bad = ~_OPS[r.op](left, bound) & ~np.isnan(left) & ~np.isnan(bound)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            rhs = r.right if not r.times else f"{r.right} * {r.times}"
+            raise RecordError(path, rn(i), r.left, _show(df[r.left].iloc[i]),
+                              f"{r.left} {r.op} {rhs} (= {bound[i]:g}): {r.why}")
+
+
+def check_keys(df: pd.DataFrame, record: RecordKind | str, path: str | None = None,
+               row_numbers: list[int] | None = None) -> None:
+    """Raise RecordError on the first row whose key (`record.key`) repeats an earlier row's."""
+    record = kind(record) if isinstance(record, str) else record
+    cols = [c for c in record.key if c in df.columns]
+    if not cols or len(df) < 2:
+        return
+    seen: dict[tuple, int] = {}
+    columns = [[None if _is_null(v) else v for v in df[c].tolist()] for c in cols]  # nulls equal
+    for i, key in enumerate(zip(*columns)):
+        j = seen.setdefault(key, i)
+        if j != i:
+            break
+    else:
+        return
+    rn = (lambda k: row_numbers[k]) if row_numbers is not None else (lambda k: k)
+    name = record.key[-1]
+    if len(record.key) == 1:
+        expected = f"a unique {name} ({record.name} key): row {rn(j)} has it too"
+    else:
+        same = ", ".join(f"{c}={_show(df[c].iloc[i])!r}" if c in df.columns else f"{c}=None" for c in record.key)
+        expected = f"a unique ({', '.join(record.key)}) ({record.name} key): row {rn(j)} has {same} too"
+    raise RecordError(path, rn(i), name, _show(df[name].iloc[i]) if name in df.columns else None, expected)
+
+
+def check_ab_experiments(df: pd.DataFrame, path: str | None = None,
+                         rn: Callable[[int], int] = lambda i: i) -> None:
+    """ABExperiment rules across the rows of each experiment: one test length, every arm with a
+    whole-test row (day null) that its per-day rows add up to, exactly one control, at least one
+    treatment, allocations summing to at most 1, and user-level moments whose variances are >= 0."""
+    _check_ab_moments(df, path, rn)
+    n = len(df)
+    day = df["day"].isna().to_numpy() if "day" in df.columns else np.ones(n, bool)
+    arm, ctrl, days = df["arm"].to_numpy(), df["is_control"].to_numpy(bool), df["days"].to_numpy()
+    counts = {c: _numbers(df, c) for c in ("users", "engaged_users")}
+    for exp, idx in df.groupby("experiment_id", sort=False).indices.items():
+        where = f"experiment '{exp}'"
+        odd = idx[days[idx] != days[idx[0]]]
+        if len(odd):
+            raise RecordError(path, rn(odd[0]), "days", _show(days[odd[0]]),
+                              f"days={_show(days[idx[0]])} as in row {rn(idx[0])}: one test length per {where}")
+        tot = idx[day[idx]]
+        if not len(tot):
+            raise RecordError(path, rn(idx[0]), "day", _show(df["day"].iloc[idx[0]]),
+                              f"whole-test rows (day null) in {where}: it has no whole-test rows, and per-day "
+                              "rows alone do not determine the lift's interval")
+        total_of = {arm[t]: t for t in tot}
+        for i in idx[~day[idx]]:
+            t = total_of.get(arm[i])
+            if t is None:
+                raise RecordError(path, rn(i), "day", _show(df["day"].iloc[i]),
+                                  f"a whole-test row (day null) for arm '{arm[i]}' of {where}, as its other arms "
+                                  "have: per-day and whole-test rows are mixed")
+            if ctrl[i] != ctrl[t]:
+                raise RecordError(path, rn(i), "is_control", bool(ctrl[i]),
+                                  f"{bool(ctrl[t])}, as in the arm's whole-test row {rn(t)}")
+            for name, v in counts.items():
+                if v[i] > v[t]:
+                    raise RecordError(path, rn(i), name, _show(df[name].iloc[i]),
+                                      f"at most the arm's whole-test {name} ({v[t]:g}, row {rn(t)})")
+        _check_day_sums(df, idx, day, arm, days, total_of, path, rn)
+        controls = tot[ctrl[tot]]
+        if len(controls) != 1:
+            r = controls[1] if len(controls) > 1 else tot[0]
+            found = "none" if not len(controls) else f"{len(controls)} (rows {', '.join(str(rn(c)) for c in controls)})"
+            raise RecordError(path, rn(r), "is_control", bool(ctrl[r]),
+                              f"exactly one control arm (is_control true) in {where}, found {found}")
+        if len(tot) < 2:
+            raise RecordError(path, rn(tot[0]), "arm", arm[tot[0]],
+                              f"a control and at least one treatment arm in {where}, found a single arm")
+        if "allocation" in df.columns:
+            alloc = _numbers(df, "allocation")[tot]
+            if np.nansum(alloc) > 1 + 1e-9:
+                last = tot[np.flatnonzero(~np.isnan(alloc))[-1]]
+                raise RecordError(path, rn(last), "allocation", _show(df["allocation"].iloc[last]),
+                                  f"allocations of the arms of {where} summing to at most 1 "
+                                  f"(they sum to {np.nansum(alloc):.6g})")
+
+
+def _check_day_sums(df, idx, day, arm, days, total_of, path, rn) -> None:
+    """Per-day counts of an arm add up to at most its whole-test counts, exactly when every day is there."""
+    for name, per_day in (("engaged_user_days", "engaged_users"), ("messages", "messages")):
+        if name not in df.columns or per_day not in df.columns:
+            continue
+        tot_v, day_v = _numbers(df, name), _numbers(df, per_day)
+        for a, t in total_of.items():
+            rows = idx[~day[idx] & (arm[idx] == a)]
+            if not len(rows) or np.isnan(tot_v[t]) or np.isnan(day_v[rows]).any():
+                continue
+            s = float(day_v[rows].sum())
+            complete = len(rows) == int(days[t])
+            tol = 1e-9 * max(abs(s), abs(tot_v[t]), 1.0)
+            if s > tot_v[t] + tol or (complete and abs(s - tot_v[t]) > tol):
+                raise RecordError(path, rn(t), name, _show(df[name].iloc[t]),
+                                  f"the sum of the arm's per-day {per_day} ({s:g} over {len(rows)} of "
+                                  f"{int(days[t])} days){'' if complete else ' or more'}")
+
+
+def _check_ab_moments(df: pd.DataFrame, path: str | None, rn: Callable[[int], int]) -> None:
+    """User-level second moments must give variances >= 0 (and |correlation| <= 1), else intervals lie."""
+    need = ("users", "engaged_user_days", "active_days_sq", "messages", "messages_sq", "active_messages")
+    have = {c: _numbers(df, c) if c in df.columns else np.full(len(df), np.nan) for c in need}
+    n = have["users"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ma, mm = have["engaged_user_days"] / n, have["messages"] / n
+        var_a = have["active_days_sq"] / n - ma ** 2
+        var_m = have["messages_sq"] / n - mm ** 2
+        cov = have["active_messages"] / n - ma * mm
+    for name, bad, what in (
+            ("active_days_sq", var_a < -1e-9 * np.abs(have["active_days_sq"] / n),
+             "active_days_sq >= engaged_user_days^2 / users (a variance cannot be negative)"),
+            ("messages_sq", var_m < -1e-9 * np.abs(have["messages_sq"] / n),
+             "messages_sq >= messages^2 / users (a variance cannot be negative)"),
+            ("active_messages", cov ** 2 > var_a * var_m * (1 + 1e-9) + 1e-12 * (ma * mm) ** 2,
+             "a covariance of active days and messages with |correlation| <= 1")):
+        if bad.any():  # NaN compares False: rows without moments pass
+            i = int(np.flatnonzero(bad)[0])
+            raise RecordError(path, rn(i), name, _show(df[name].iloc[i]), what)
 
 
 def _fast_bad_rows(f: Field, col: pd.Series) -> Iterable[int] | None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from rm_lab import config as cfgmod, io
-from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe, use_runs_root
+from rm_lab import io
+from rm_lab.commands.common import progress, stage_command
 
 console = Console()
 
@@ -47,32 +45,33 @@ def render_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("curate")
-    def curate_cmd(overrides: Optional[list[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
-                   runs: Optional[str] = RunsOpt):
-        """Curate records before training: scrub identifiers, drop duplicates and lopsided pairs, diversity-sample."""
-        from rm_lab.curate.pipeline import CurateConfig, curate, load_folder, resolve_input
-        from rm_lab.runs import Run
+def _records(cfg):
+    """The records to curate, read and checked before a run folder exists."""
+    from rm_lab.curate.pipeline import load_folder, resolve_input
 
-        use_runs_root(runs)
-        cfg = cfgmod.load(CurateConfig, config or "curate", maybe(overrides))
-        folder = resolve_input(cfg.input)
+    folder = resolve_input(cfg.input)
+    return folder, load_folder(folder)
+
+
+def register(app: typer.Typer) -> None:
+    @stage_command(app, "curate", "rm_lab.curate.pipeline:CurateConfig", config="curate", run_kind="curate",
+                   prepare=_records)
+    def curate_cmd(cfg, run, inputs):
+        """Curate records before training: scrub identifiers, drop duplicates and lopsided pairs, diversity-sample."""
+        from rm_lab.curate.pipeline import curate
+
+        folder, records = inputs
         t0 = time.time()
-        records = load_folder(folder)
-        with Run("curate", cfgmod.to_dict(cfg)) as run:
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                          console=console, transient=True) as prog:
-                task = prog.add_task("curating", total=None)
-                out, report = curate(records, cfg, progress=lambda m: prog.update(task, description=m))
-                for name, df in out.frames.items():
-                    prog.update(task, description=f"writing {name}")
-                    run.artifact(name, io.write_records(df, run.file(f"{name}.parquet"), name))
-            report["input_folder"] = str(folder)
-            report["seconds"] = round(time.time() - t0, 3)
-            io.write_json(run.file("report.json"), report)
-            md = render_report(report)
-            io.write_text(run.file("report.md"), f"# curate\n\ninput: {folder}\n\n{md}")
-            run.log_metrics({"input": report["input"], "output": report["output"]})
+        with progress("curating") as say:
+            out, report = curate(records, cfg, progress=say)
+            for name, df in out.frames.items():
+                say(f"writing {name}")
+                run.artifact(name, io.write_records(df, run.file(f"{name}.parquet"), name))
+        report["input_folder"] = str(folder)
+        report["seconds"] = round(time.time() - t0, 3)
+        io.write_json(run.file("report.json"), report)
+        md = render_report(report)
+        io.write_text(run.file("report.md"), f"# curate\n\ninput: {folder}\n\n{md}")
+        run.log_metrics({"input": report["input"], "output": report["output"]})
         print(md)
         console.print(f"[green]wrote[/green] {run.path}")

@@ -14,8 +14,8 @@ import typer
 
 from rm_lab import config as cfgmod
 from rm_lab import io
-from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe, use_runs_root
-from rm_lab.config import ConfigError
+from rm_lab.commands.common import stage_command
+from rm_lab.config import ConfigError, check_fields, param
 from rm_lab.runs import Run
 from rm_lab.schema import KINDS, RecordError, Records
 
@@ -24,19 +24,17 @@ RECORDS = "records"
 
 @dataclass
 class IngestConfig:
-    """limit: keep the first N source units (tests, dialogues, prompts, rows) for quick runs.
-    out: write the Parquet frames to this folder instead of the run folder (the report stays in the run).
-    kind: record kind of a `records` file (else taken from its file name, e.g. interaction.parquet)."""
+    """What `rm_lab ingest SOURCE PATH` keeps and where it writes."""
 
-    limit: Optional[int] = None
-    out: Optional[str] = None
-    kind: Optional[str] = None
+    limit: Optional[int] = param(None, doc="keep the first N source units (tests, dialogues, prompts, rows; "
+                                 "A/B records: experiments) for quick runs; null: all", ge=1)
+    out: Optional[str] = param(None, doc="write the Parquet frames to this folder instead of the run folder "
+                               "(the report stays in the run)")
+    kind: Optional[str] = param(None, doc="record kind of a `records` file (null: from its file name, "
+                                "e.g. interaction.parquet)", choices=lambda: sorted(KINDS))
 
     def __post_init__(self):
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
-        if self.kind is not None and self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {sorted(KINDS)}, got '{self.kind}'")
+        check_fields(self)
 
 
 def source_names() -> list[str]:
@@ -62,11 +60,20 @@ def load_records(path: Path, kind: str | None, limit: int | None) -> Records:
         pairs = [(path, k)]
     frames: dict[str, pd.DataFrame] = {}
     for p, k in pairs:
-        df = io.read_records(p, k)
-        if limit is not None:
-            df = df.head(limit).reset_index(drop=True)
-        frames[k] = pd.concat([frames[k], df], ignore_index=True) if k in frames else df
+        twins = [q.name for q, kk in pairs if kk == k]
+        if len(twins) > 1:  # which one holds the records? (and keys would repeat across them)
+            raise RecordError(str(path), None, None, twins, f"one {k} file in the folder")
+        frames[k] = _head(io.read_records(p, k), k, limit)
     return Records(frames)
+
+
+def _head(df: pd.DataFrame, kind: str, limit: int | None) -> pd.DataFrame:
+    """The first `limit` records; for A/B arms the first `limit` experiments, never part of one."""
+    if limit is None:
+        return df
+    if kind == "ab_arm":
+        return df[df["experiment_id"].isin(pd.unique(df["experiment_id"])[:limit])].reset_index(drop=True)
+    return df.head(limit).reset_index(drop=True)
 
 
 def _write_frame(df: pd.DataFrame, path: Path) -> Path:
@@ -143,23 +150,16 @@ def _print_summary(run: Run, report: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("ingest")
+    @stage_command(app, "ingest", IngestConfig, config="ingest", config_options={"kind": "--kind"},
+                   catch_errors=True)
     def ingest_cmd(
+        cfg, run,
         source: str = typer.Argument(..., help="upworthy | convai2 | ifeval | predictive-engagement | records"),
         path: Path = typer.Argument(..., help="the dataset file or folder (records: a .parquet/.jsonl file)"),
-        overrides: Optional[list[str]] = OverridesArg,
-        config: Optional[str] = ConfigOpt,
         kind: Optional[str] = typer.Option(None, "--kind", help=f"record kind of a `records` file: {sorted(KINDS)}"),
-        runs: Optional[str] = RunsOpt,
     ):
         """Load a public dataset or your own canonical records, validate, write Parquet + report.json."""
-        use_runs_root(runs)
-        try:
-            cfg = cfgmod.load(IngestConfig, config or "ingest", maybe(overrides) + ([f"kind={kind}"] if kind else []))
-            if source not in source_names():
-                raise ConfigError(f"unknown source '{source}', expected one of {source_names()}")
-            run, report = ingest(source, path, cfg)
-        except (RecordError, ConfigError, FileNotFoundError) as e:
-            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
+        if source not in source_names():
+            raise ConfigError(f"unknown source '{source}', expected one of {source_names()}")
+        run, report = ingest(source, path, cfg)  # the run folder opens once the records are read and valid
         _print_summary(run, report)

@@ -7,55 +7,62 @@ from typing import Optional
 import typer
 
 from rm_lab import config as cfgmod, io
-from rm_lab.commands.common import ConfigOpt, OverridesArg, RunsOpt, maybe, use_runs_root
+from rm_lab.commands.common import stage_command
+from rm_lab.config import ConfigError
+
+TRAIN_KIND = "train-rm"
+
+
+def _train_config(cls, config, overrides, options, resume=None):
+    """A new run: configs/train_rm.yaml (or -c) + overrides. --resume: the run's own config.yaml + overrides."""
+    if not resume:
+        return cfgmod.load(cls, config or "train_rm", overrides, options=options)
+    if config:
+        raise ConfigError("--resume continues a run with the config.yaml in its folder; drop -c/--config "
+                          "(give changes as key=value)")
+    from rm_lab.reward.store import is_train_run
+    from rm_lab.runs import CONFIG_FILE, resolve_run_folder
+
+    return cfgmod.load(cls, resolve_run_folder(resume, TRAIN_KIND, is_train_run) / CONFIG_FILE, overrides)
+
+
+def _train_run(cfg, resume=None):
+    from rm_lab.reward.store import is_train_run
+    from rm_lab.runs import Run, resolve_run_folder
+
+    if not resume:
+        return Run(TRAIN_KIND, cfgmod.to_dict(cfg), resumable=True)
+    folder = resolve_run_folder(resume, TRAIN_KIND, is_train_run)
+    return Run.reopen(folder, TRAIN_KIND, cfgmod.to_dict(cfg), resumable=True)
+
+
+def _eval_inputs(cfg):
+    if not cfg.model:
+        raise ConfigError("model: give a train-rm run folder, e.g. model=runs/train-rm/<id>")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train-rm")
-    def train_rm_cmd(overrides: Optional[list[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
-                     runs: Optional[str] = RunsOpt,
-                     resume: Optional[str] = typer.Option(None, "--resume", help="a killed train-rm run folder to finish")):
+    @stage_command(app, "train-rm", "rm_lab.reward.train:TrainRMConfig", config="train_rm", load=_train_config,
+                   open_run=_train_run)
+    def train_rm_cmd(cfg, run, resume: Optional[str] = typer.Option(
+            None, "--resume", help="a stopped train-rm run folder (or its run id) to finish in place")):
         """Train the multi-head reward model (+ pairwise model) on records or an on-the-fly world."""
-        from pathlib import Path
+        from rm_lab.reward.train import train_reward_model
 
-        import yaml
-
-        from rm_lab.reward.train import TrainRMConfig, train_reward_model
-        from rm_lab.runs import Run
-
-        use_runs_root(runs)
-        if resume:
-            rdir = Path(resume)
-            if not (rdir / "config.yaml").is_file():
-                raise cfgmod.ConfigError(f"--resume: '{resume}' is not a train-rm run folder (no config.yaml)")
-            base = yaml.safe_load((rdir / "config.yaml").read_text()) or {}
-            cfg = cfgmod.build(TrainRMConfig, cfgmod._merge(base, cfgmod.parse_overrides(maybe(overrides))),
-                               str(rdir / "config.yaml"))
-            run = Run("train-rm", cfgmod.to_dict(cfg), root=rdir.parent.parent, run_id=rdir.name)
-        else:
-            cfg = cfgmod.load(TrainRMConfig, config or "train_rm", maybe(overrides))
-            run = Run("train-rm", cfgmod.to_dict(cfg))
-        with run:
-            run.log_metrics(train_reward_model(cfg, run.path, say=typer.echo))
+        run.log_metrics(train_reward_model(cfg, run.path, say=typer.echo))
         typer.echo(f"wrote {run.path}")
 
-    @app.command("eval-rm")
-    def eval_rm_cmd(overrides: Optional[list[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
-                    runs: Optional[str] = RunsOpt):
+    @stage_command(app, "eval-rm", "rm_lab.reward.evaluate:EvalRMConfig", config="eval_rm", run_kind="eval-rm",
+                   prepare=_eval_inputs)
+    def eval_rm_cmd(cfg, run):
         """Evaluate a reward model: pairwise accuracy, calibration per head, depth, style artifacts."""
-        from rm_lab.reward.evaluate import EvalRMConfig, evaluate_reward_model, summary_lines
-        from rm_lab.runs import Run
+        from rm_lab.reward.evaluate import evaluate_reward_model, summary_lines
 
-        use_runs_root(runs)
-        cfg = cfgmod.load(EvalRMConfig, config or "eval_rm", maybe(overrides))
-        if not cfg.model:
-            raise cfgmod.ConfigError("model: give a train-rm run folder, e.g. model=runs/train-rm/<id>")
-        with Run("eval-rm", cfgmod.to_dict(cfg)) as run:
-            metrics = evaluate_reward_model(cfg, run.path, say=typer.echo)
-            lines = summary_lines(metrics)
-            io.write_text(run.file("report.md"), "# eval-rm\n\n" + "\n".join(f"- {x}" for x in lines) + "\n\n"
-                          + (run.path / "style_artifacts.md").read_text())
-            run.log_metrics(metrics)
+        metrics = evaluate_reward_model(cfg, run.path, say=typer.echo)
+        lines = summary_lines(metrics)
+        io.write_text(run.file("report.md"), "# eval-rm\n\n" + "\n".join(f"- {x}" for x in lines) + "\n\n"
+                      + (run.path / "style_artifacts.md").read_text())
+        run.log_metrics(metrics)
         for x in lines:
             typer.echo(x)
         typer.echo(f"wrote {run.path}")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from rm_lab.commands.common import stage_command
+from rm_lab.config import check_fields, param
 
 
 def run_eval_steer(path: Path, out: Path, loose: bool = False, responses: Optional[Path] = None) -> dict:
@@ -27,18 +31,33 @@ def run_eval_steer(path: Path, out: Path, loose: bool = False, responses: Option
             "instructions_followed": followed, "prompts_followed": prompts}
 
 
+@dataclass
+class EvalSteerConfig:
+    """How `rm_lab eval-steer` reads and checks the responses."""
+
+    loose: bool = param(False, doc="loose mode (IFEval's eval_results_loose): also accept the response with "
+                        "its first/last line or markdown emphasis removed")
+    responses: Optional[str] = param(None, doc="JSONL of {prompt, response} joined by prompt (IFEval layout)")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("eval-steer")
+    @stage_command(app, "eval-steer", EvalSteerConfig, config_options={"loose": "--loose", "responses": "--responses"},
+                   runs_option=False)
     def eval_steer(
+        cfg, run,
         path: Path = typer.Argument(..., help="JSONL of {prompt, response, instruction_id_list, kwargs}"),
         out: Path = typer.Option(..., "--out", help="verdicts JSONL, one line per input row"),
-        loose: bool = typer.Option(False, "--loose", help="loose mode (IFEval's eval_results_loose)"),
+        loose: Optional[bool] = typer.Option(None, "--loose", help="loose mode (IFEval's eval_results_loose)"),
         responses: Optional[Path] = typer.Option(
             None, "--responses", help="JSONL of {prompt, response} joined by prompt (IFEval layout)"),
     ) -> None:
         """Check verifiable instructions; write per-instruction verdicts like IFEval's eval results."""
-        s = run_eval_steer(path, out, loose=loose, responses=responses)
-        mode = "loose" if loose else "strict"
+        resp = Path(cfg.responses) if cfg.responses else None
+        s = run_eval_steer(path, out, loose=cfg.loose, responses=resp)
+        mode = "loose" if cfg.loose else "strict"
         inst = s["instructions_followed"] / max(1, s["instructions"])
         prm = s["prompts_followed"] / max(1, s["rows"])
         typer.echo(f"{mode}: {s['rows']} responses, instructions followed "

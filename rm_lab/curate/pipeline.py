@@ -19,7 +19,7 @@ while its reply is one of the kept ones. Characters and A/B arms pass through un
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from rm_lab import io
+from rm_lab.config import MAX_SEED, check_fields, param
 from rm_lab.schema import TRAFFIC_SOURCES, RecordError, Records
 
 ITEM_KINDS = ("interaction", "preference", "context")
@@ -36,41 +37,30 @@ ITEM_KINDS = ("interaction", "preference", "context")
 class CurateConfig:
     """What `rm_lab curate` does to a folder of canonical records."""
 
-    input: str = ""  # a folder of <kind>.parquet/.jsonl files, or a run id under the runs root
-    seed: int = 0
-    scrub: bool = True
-    dedup: bool = True
-    near_duplicate_threshold: float = 0.8  # word-shingle Jaccard at or above which items are near copies
-    shingle_words: int = 3
-    minhash_permutations: int = 128
-    pair_filter: bool = True
-    max_length_ratio: float = 2.0  # longer/shorter word count allowed in a pair (<= 0: no check)
-    max_emoji_diff: int = 2  # emoji-count difference allowed in a pair (< 0: no check)
-    diversity: bool = True  # diversity-sample the kinds named in sample_size
-    sample_size: dict[str, int] = field(default_factory=dict)  # item kind -> target size
-    traffic_mix: dict[str, float] = field(default_factory=dict)  # e.g. {internal: 0.3, user: 0.7} ({}: as is)
-    n_clusters: int = 16
-    embedding: Literal["auto", "minilm", "tfidf"] = "auto"
-    tfidf_components: int = 64
+    input: str = param("", doc="a folder of <kind>.parquet/.jsonl files, or a run id under the runs root")
+    seed: int = param(0, doc="seed of the MinHash permutations, clustering and sampling", ge=0, le=MAX_SEED)
+    scrub: bool = param(True, doc="replace emails, phone numbers, @handles and URLs with placeholders")
+    dedup: bool = param(True, doc="drop exact and near duplicates within each item kind")
+    near_duplicate_threshold: float = param(0.8, doc="word-shingle Jaccard at or above which items are near copies",
+                                            gt=0, le=1)
+    shingle_words: int = param(3, doc="words per shingle for the near-duplicate Jaccard", ge=1, le=64)
+    minhash_permutations: int = param(128, doc="MinHash permutations (LSH bands of 4)", ge=4, le=4096, multiple_of=4)
+    pair_filter: bool = param(True, doc="drop preference pairs lopsided in length or emoji")
+    max_length_ratio: float = param(2.0, doc="longer/shorter word count allowed in a pair (<= 0: no check)")
+    max_emoji_diff: int = param(2, doc="emoji-count difference allowed in a pair (< 0: no check)")
+    diversity: bool = param(True, doc="diversity-sample the kinds named in sample_size")
+    sample_size: dict[str, int] = param({}, doc="item kind -> target size of the diversity sample",
+                                        keys=ITEM_KINDS, ge=1)
+    traffic_mix: dict[str, float] = param({}, doc="traffic -> share of the sample, e.g. {internal: 0.3, user: 0.7} "
+                                          "({}: as is)", keys=TRAFFIC_SOURCES, ge=0, le=1)
+    n_clusters: int = param(16, doc="embedding clusters the diversity sample spreads over", ge=1, le=100_000)
+    embedding: Literal["auto", "minilm", "tfidf"] = param("auto", doc="auto: MiniLM if its package is installed, "
+                                                          "else tfidf (TF-IDF + SVD)")
+    tfidf_components: int = param(64, doc="SVD components of the TF-IDF embedding", ge=1, le=4096)
 
     def __post_init__(self):
-        if not 0 < self.near_duplicate_threshold <= 1:
-            raise ValueError(f"near_duplicate_threshold must be in (0, 1], got {self.near_duplicate_threshold}")
-        if self.shingle_words < 1 or self.n_clusters < 1 or self.tfidf_components < 1:
-            raise ValueError("shingle_words, n_clusters and tfidf_components must be >= 1")
-        if self.minhash_permutations < 4 or self.minhash_permutations % 4:
-            raise ValueError(f"minhash_permutations must be a positive multiple of 4, got {self.minhash_permutations}")
-        for k, v in self.sample_size.items():
-            if k not in ITEM_KINDS:
-                raise ValueError(f"sample_size: unknown item kind '{k}', expected one of {list(ITEM_KINDS)}")
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"sample_size.{k}: expected a positive integer, got {v!r}")
+        check_fields(self)
         if self.traffic_mix:
-            for k, v in self.traffic_mix.items():
-                if k not in TRAFFIC_SOURCES:
-                    raise ValueError(f"traffic_mix: unknown traffic '{k}', expected {list(TRAFFIC_SOURCES)}")
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                    raise ValueError(f"traffic_mix.{k}: expected a share >= 0, got {v!r}")
             total = sum(self.traffic_mix.values())
             if not math.isclose(total, 1.0, abs_tol=1e-6):
                 raise ValueError(f"traffic_mix: shares must sum to 1, got {total}")

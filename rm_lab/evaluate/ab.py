@@ -4,7 +4,8 @@ Breadth is the share of arm users active per day, averaged over the test (sum_u 
 depth is messages per active user-day (sum_u m_u / sum_u a_u), a ratio metric. Both lifts get
 delta-method intervals on the log scale, from the user-level second moments stored with each arm;
 an arm without moments (one-impression text tests) is treated as Bernoulli. A sample-ratio-mismatch
-check compares arm sizes with their intended allocation.
+check compares arm sizes with their intended allocation. What makes a set of arms analysable (one
+control, counts that are possible) is declared once, with the ab_arm record kind in rm_lab.schema.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from rm_lab.schema import AB_ARM, validate_frame
 
 Z95 = 1.959963984540054
 
@@ -84,8 +87,13 @@ def totals(arms: pd.DataFrame) -> pd.DataFrame:
     return tot
 
 
-def analyze(arms: pd.DataFrame, srm_alpha: float = 0.001) -> pd.DataFrame:
-    """One row per (experiment, treatment arm): breadth and depth per arm, lifts, intervals, SRM."""
+def analyze(arms: pd.DataFrame, srm_alpha: float = 0.001, source: str | None = None) -> pd.DataFrame:
+    """One row per (experiment, treatment arm): breadth and depth per arm, lifts, intervals, SRM.
+
+    The arms are validated as ab_arm records first (`source` names them in errors): impossible counts,
+    repeated or self-compared arms, a missing or second control, a lone arm are RecordErrors, never
+    a table of lifts."""
+    arms = validate_frame(arms, AB_ARM, source)
     rows = []
     for exp_id, g in totals(arms).groupby("experiment_id", sort=False):
         ctrl = g[g["is_control"]]

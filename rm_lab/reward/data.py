@@ -1,16 +1,22 @@
-"""Reward-model data: canonical records -> one table of (context, reply) items with masked labels,
-plus preference pairs that point into it.
+"""Reward-model data: canonical records (of one or several sources) -> one table of (context, reply)
+items with masked labels, plus preference pairs that point into it.
 
-Every head is stored as aggregated binomial counts (n trials, k successes) so logged rows, repeated
-(context, reply) rows and pre-aggregated data share one loss; a head with n == 0 on a row is masked.
+Every head (an entry of `rm_lab.reward.heads`) is stored as summable statistics (binomial: n trials and
+k successes; ordinal: counts per level; ...), so logged rows, repeated (context, reply) rows and
+pre-aggregated data share one loss; a head with n == 0 on a row is masked. Several sources (record
+folders) train one model: their contexts and characters are merged (an id that two sources use for
+different things is an error), and a head that two sources both label becomes one head per source
+(`continue@convai2`), so each source's labels supervise only its own heads.
 Only canonical columns are read: the world's hidden `truth_*` columns never reach training.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+import json
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,24 +24,39 @@ import pandas as pd
 from rm_lab import io
 from rm_lab.config import ConfigError
 from rm_lab.features.style import FEATURES, style_frame
-from rm_lab.schema import RecordError, Records
+from rm_lab.reward.heads import (BUILTIN, SOURCE_SEP, HeadSpec, declarations_from_records, declare, label_names,
+                                 label_values, parse_config_heads)
+from rm_lab.schema import RecordError, Records, check_keys
 
-BINARY_HEADS = ("continue", "thumb_up", "thumb_down", "regenerate", "followed", "violation")
-COUNT_HEADS = ("depth",)
-ITEM_HEADS = BINARY_HEADS + COUNT_HEADS
-ALL_HEADS = ("preference",) + ITEM_HEADS
-LABEL_KINDS = ("interaction", "preference", "steer_label")
-RECORD_KINDS = ("character", "context") + LABEL_KINDS
-
-# which record kind (and column) feeds each head: used to name what is missing in errors
-HEAD_SOURCE = {"preference": "preference (chosen/rejected)", "continue": "interaction.continued",
-               "thumb_up": "interaction.thumb", "thumb_down": "interaction.thumb",
-               "regenerate": "interaction.regenerated", "depth": "interaction.depth",
-               "followed": "steer_label.followed", "violation": "steer_label.violation"}
+# record kinds whose rows label a (context, reply), in the order their items are laid out
+ITEM_LABEL_KINDS = ("interaction", "steer_label", "label")
+LABEL_KINDS = ("interaction", "preference", "steer_label", "label")
+RECORD_KINDS = ("character", "context", "head") + LABEL_KINDS
 
 
 # ----------------------------------------------------------------------------------------------
 # reading records
+
+@dataclass
+class Source:
+    """One records folder (or in-memory bundle) of a training set, with the name its heads are known by."""
+
+    name: str
+    records: Records
+    folder: str | None = None
+
+    def path(self, kind: str) -> str | None:
+        """The file the `kind` frame was read from (for error messages)."""
+        if kind in self.records:
+            p = self.records[kind].attrs.get("path")
+            if p:
+                return p
+        return self.folder
+
+    def rownum(self, kind: str):
+        lines = self.records[kind].attrs.get("line_numbers") if kind in self.records else None
+        return (lambda i: lines[i]) if lines is not None and len(lines) == len(self.records[kind]) else (lambda i: i)
+
 
 def read_record_folder(folder: str | Path) -> Records:
     """Read `<kind>.parquet` / `<kind>.jsonl` files of a run folder (simulate, ingest, curate)."""
@@ -49,7 +70,88 @@ def read_record_folder(folder: str | Path) -> Records:
                               f"a {kind}.parquet or {kind}.jsonl file (reward-model inputs need it)")
     if not any(k in frames for k in LABEL_KINDS):
         raise ConfigError(f"data '{folder}': no label records: expected at least one of "
-                          f"{[k + '.parquet' for k in LABEL_KINDS]} (interaction/preference/steer_label)")
+                          f"{[k + '.parquet' for k in LABEL_KINDS]} (interaction/preference/steer_label/label)")
+    for kind, df in frames.items():
+        for ext in (".parquet", ".jsonl"):
+            if (folder / f"{kind}{ext}").exists():
+                df.attrs["path"] = str(folder / f"{kind}{ext}")
+                break
+    return Records(frames)
+
+
+def source_name(folder: str | Path) -> str:
+    """What a records folder is called in head names: the source an `ingest` run read, else the folder's name."""
+    folder = Path(folder)
+    name = None
+    report = folder / "report.json"
+    if report.is_file():
+        try:
+            name = json.loads(report.read_text()).get("source")
+        except (ValueError, AttributeError):
+            name = None
+    name = name if isinstance(name, str) and name and name != "records" else folder.resolve().name
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "data"
+    return name if name[0].isalpha() else f"s_{name}"
+
+
+def read_sources(data: str | Path | Sequence[str | Path]) -> list[Source]:
+    """One Source per records folder of `data` (a folder or a list of folders), each frame tagged `_source`."""
+    folders = [data] if isinstance(data, (str, Path)) else list(data)
+    if not folders:
+        raise ConfigError("data: an empty list of record folders")
+    sources: list[Source] = []
+    seen: dict[str, int] = {}
+    for f in folders:
+        rec = read_record_folder(f)
+        name = source_name(f)
+        if name in seen:  # two folders of one dataset: number them, never merge their heads silently
+            seen[name] += 1
+            name = f"{name}_{seen[name]}"
+        else:
+            seen[name] = 1
+        for df in rec.frames.values():
+            df["_source"] = name
+        sources.append(Source(name, rec, str(f)))
+    return sources
+
+
+def _canonical(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    return [json.dumps([row.get(c) for c in cols], default=str, sort_keys=True)
+            for row in df[[c for c in cols if c in df.columns]].to_dict("records")]
+
+
+def merge_sources(sources: Sequence[Source]) -> Records:
+    """One bundle of several sources' records. A context or character id that two sources use for different
+    records is a RecordError naming both (ids must not collide silently); the same record in both is one."""
+    if len(sources) == 1:
+        return sources[0].records
+    frames: dict[str, pd.DataFrame] = {}
+    keys = {"context": ("context_id", ["character_id", "history", "traffic"]),
+            "character": ("character_id", ["name", "persona", "instructions"])}
+    for kind in sorted({k for s in sources for k in s.records.frames}):
+        parts = [(s, s.records[kind]) for s in sources if kind in s.records]
+        if kind in keys:
+            key, cols = keys[kind]
+            first: dict[str, tuple[Source, int, str]] = {}
+            keep_parts = []
+            for s, df in parts:
+                canon = _canonical(df, cols)
+                keep = np.ones(len(df), bool)
+                for i, (k, c) in enumerate(zip(df[key].astype(str), canon)):
+                    if k in first:
+                        s0, r0, c0 = first[k]
+                        if s0 is not s and c0 != c:
+                            raise RecordError(s.path(kind), s.rownum(kind)(i), key, k,
+                                              f"an id not used by source '{s0.name}' for a different {kind} "
+                                              f"({s0.path(kind)}, row {s0.rownum(kind)(r0)}): ids of two sources "
+                                              f"must not collide (rename one source's ids)")
+                        keep[i] = s0 is s
+                    else:
+                        first[k] = (s, i, c)
+                keep_parts.append(df[keep])
+            frames[kind] = pd.concat(keep_parts, ignore_index=True)
+        else:
+            frames[kind] = pd.concat([df for _, df in parts], ignore_index=True)
     return Records(frames)
 
 
@@ -154,20 +256,27 @@ def style_matrix(replies, keywords) -> np.ndarray:
 
 @dataclass
 class RewardData:
-    """Unique (context, reply) items with per-head counts, and pairs indexing into the items."""
+    """Unique (context, reply) items with per-head statistics, and pairs indexing into the items."""
 
-    items: pd.DataFrame  # context_id, response, <head>_n, <head>_k for every item head
+    items: pd.DataFrame  # context_id, response, and each item head's statistic columns (HeadSpec.columns)
     pairs: pd.DataFrame  # chosen (item row), rejected (item row), margin, context_id
     heads: list[str] = field(default_factory=list)
+    specs: dict[str, HeadSpec] = field(default_factory=dict)  # head -> its registry entry
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def spec(self, head: str) -> HeadSpec:
+        return self.specs.get(head) or BUILTIN[head]
+
+    def item_heads(self) -> list[str]:
+        """The heads trained on items (every head but the pairwise Bradley-Terry one)."""
+        return [h for h in self.heads if not self.spec(h).is_pairwise]
+
     def label_counts(self) -> dict[str, int]:
-        out = {"preference": len(self.pairs)}
-        for h in ITEM_HEADS:
-            out[h] = int((self.items[f"{h}_n"] > 0).sum())
-        return out
+        """Labelled items per head (pairs for the Bradley-Terry head)."""
+        return {h: len(self.pairs) if self.spec(h).is_pairwise else int((self.items[f"{h}_n"] > 0).sum())
+                for h in self.heads}
 
     def subset(self, context_ids) -> "RewardData":
         """Items and pairs of the given contexts (pairs re-indexed)."""
@@ -177,89 +286,206 @@ class RewardData:
         pairs = self.pairs[self.pairs["context_id"].isin(set(context_ids))].copy()
         pairs["chosen"] = new_index[pairs["chosen"].to_numpy()]
         pairs["rejected"] = new_index[pairs["rejected"].to_numpy()]
-        return RewardData(self.items[keep].reset_index(drop=True), pairs.reset_index(drop=True), list(self.heads))
+        return RewardData(self.items[keep].reset_index(drop=True), pairs.reset_index(drop=True), list(self.heads),
+                          dict(self.specs))
 
 
-def build_reward_data(records: Records, heads: list[str] | None = None, aggregate: bool = True) -> RewardData:
-    """Assemble items, labels and pairs; check that every requested head has labels."""
-    rows: list[pd.DataFrame] = []
-    if "interaction" in records:
-        it = records["interaction"]
-        n = len(it)
-        lab = pd.DataFrame({"context_id": it["context_id"].to_numpy(), "response": it["response"].to_numpy()})
-        cont = it["continued"].astype(float).to_numpy()
-        lab["continue_n"], lab["continue_k"] = 1.0, cont
-        thumb = pd.to_numeric(it["thumb"], errors="coerce").to_numpy(float) if "thumb" in it else np.full(n, np.nan)
-        has_t = ~np.isnan(thumb)
-        lab["thumb_up_n"], lab["thumb_up_k"] = has_t.astype(float), np.where(has_t, thumb == 1, 0).astype(float)
-        lab["thumb_down_n"], lab["thumb_down_k"] = has_t.astype(float), np.where(has_t, thumb == -1, 0).astype(float)
-        regen = (pd.to_numeric(it["regenerated"].astype("float64"), errors="coerce").to_numpy()
-                 if "regenerated" in it else np.full(n, np.nan))
-        has_r = ~np.isnan(regen)
-        lab["regenerate_n"], lab["regenerate_k"] = has_r.astype(float), np.where(has_r, regen, 0.0)
-        depth = pd.to_numeric(it["depth"], errors="coerce").to_numpy(float) if "depth" in it else np.full(n, np.nan)
-        has_d = ~np.isnan(depth)
-        lab["depth_n"], lab["depth_k"] = has_d.astype(float), np.where(has_d, depth, 0.0)
-        rows.append(lab)
-    if "steer_label" in records:
-        st = records["steer_label"]
-        lab = pd.DataFrame({"context_id": st["context_id"].to_numpy(), "response": st["response"].to_numpy()})
-        lab["followed_n"], lab["followed_k"] = 1.0, st["followed"].astype(float).to_numpy()
-        lab["violation_n"], lab["violation_k"] = 1.0, st["violation"].astype(float).to_numpy()
-        rows.append(lab)
-    if "preference" in records:
-        pr = records["preference"]
-        for col in ("chosen", "rejected"):
-            rows.append(pd.DataFrame({"context_id": pr["context_id"].to_numpy(), "response": pr[col].to_numpy()}))
-    if not rows:
-        raise ConfigError("no label records: need interaction, preference or steer_label records")
-    count_cols = [f"{h}_{s}" for h in ITEM_HEADS for s in ("n", "k")]
-    allrows = pd.concat(rows, ignore_index=True)
-    for c in count_cols:
+def _as_sources(records: Records | Sequence[Source]) -> list[Source]:
+    return [Source("data", records)] if isinstance(records, Records) else list(records)
+
+
+def _catalogue(src: Source, decls: dict[str, dict | None]) -> dict[str, HeadSpec]:
+    """The heads one source can train: the built-in ones, its own `head` records, then the config's declarations."""
+    cat = dict(BUILTIN)
+    if "head" in src.records:
+        cat.update(declarations_from_records(src.records["head"], src.path("head")))
+    for name, d in decls.items():
+        if d is not None:
+            cat[name] = declare(name, d, "heads", cat.get(name))
+    return cat
+
+
+def _hits(spec: HeadSpec, src: Source) -> tuple[int, pd.DataFrame | None]:
+    """(number of labels, the label rows) of `spec` in one source; pairs for the Bradley-Terry head."""
+    if spec.is_pairwise:
+        return (len(src.records["preference"]) if "preference" in src.records else 0), None
+    frame = src.records[spec.record] if spec.record in src.records else None
+    rows = label_values(spec, frame, src.path(spec.record), src.rownum(spec.record))
+    return len(rows), rows
+
+
+def _no_labels(spec: HeadSpec, sources: Sequence[Source], declared: bool) -> RecordError | ConfigError:
+    """The error for a head asked for (or declared) whose labels no source holds: where it looked, and what is there."""
+    found = []
+    for s in sources:
+        frame = s.records[spec.record] if spec.record in s.records else None
+        if frame is None:
+            found.append(f"{s.folder or s.name} has no {spec.record} records")
+        elif spec.record == "label":
+            found.append(f"{s.path('label')}: label names {label_names(frame)}")
+        else:
+            found.append(f"{s.path(spec.record)}: columns {sorted(c for c in frame.columns if c != '_source')}")
+    what = "declared" if declared else "asked for"
+    s0 = sources[0]
+    field = "name" if spec.record == "label" else spec.col
+    return RecordError(s0.path(spec.record) if len(sources) == 1 else None, None, field, "no labels",
+                       f"labels for the {what} {spec.likelihood} head '{spec.name}' ({spec.describe()}); "
+                       + "; ".join(found))
+
+
+def resolve_heads(records: Records | Sequence[Source], heads=None) -> list[tuple[HeadSpec, list]]:
+    """The heads to train and, per head, its label rows per source: [(spec, [(source, rows)])].
+
+    `heads`: None (every head the data labels), a list of names, or a mapping of declarations
+    (`rm_lab.reward.heads.parse_config_heads`), or a list of HeadSpec (a trained model's: heads without
+    labels in these records are left out, never an error)."""
+    sources = _as_sources(records)
+    if isinstance(heads, (list, tuple)) and heads and all(isinstance(h, HeadSpec) for h in heads):
+        out = []
+        for spec in heads:
+            hits = []
+            for s in sources:  # a head of one source reads only rows tagged with it (label_values)
+                n, rows = _hits(spec, s)
+                if n:
+                    hits.append((s, rows))
+            if hits:
+                out.append((spec, hits))
+        return out
+    asked, decls, excluded = parse_config_heads(heads)
+    cats = [_catalogue(s, decls) for s in sources]
+    order: list[str] = list(dict.fromkeys(n for c in cats for n in c))
+    found: dict[str, list[tuple[Source, HeadSpec, pd.DataFrame | None]]] = {}
+    for s, cat in zip(sources, cats):
+        for name, spec in cat.items():
+            n, rows = _hits(spec, s)
+            if n:
+                found.setdefault(name, []).append((s, spec, rows))
+    # one head per (name, source) when several sources label the same item head
+    expanded: dict[str, list[tuple[HeadSpec, list]]] = {}
+    for name in order:
+        hits = found.get(name)
+        if not hits:
+            continue
+        spec = hits[0][1]
+        if spec.is_pairwise or len(hits) == 1:
+            expanded[name] = [(spec, [(s, r) for s, _, r in hits])]
+        else:
+            expanded[name] = [(replace(sp, name=f"{name}{SOURCE_SEP}{s.name}", source=s.name,
+                                       output=f"{sp.out}{SOURCE_SEP}{s.name}"), [(s, r)]) for s, sp, r in hits]
+    final_names = {sp.name: (sp, h) for v in expanded.values() for sp, h in v}
+    if asked is not None:
+        picked: list[tuple[HeadSpec, list]] = []
+        for h in asked:
+            if h in expanded:
+                picked += expanded[h]
+            elif h in final_names:
+                picked.append(final_names[h])
+            elif h in order:
+                spec = next(c[h] for c in cats if h in c)
+                raise _no_labels(spec, sources, declared=False)
+            else:
+                raise ConfigError(f"heads: unknown {h!r}; known heads: {order} (declare a new one as a mapping, "
+                                  f"e.g. heads: {{{h}: {{kind: ordinal, levels: 5}}}})")
+        return list({sp.name: (sp, hh) for sp, hh in picked}.values())
+    for name, d in decls.items():
+        if name not in order:
+            raise ConfigError(f"heads.{name}: not a built-in head nor one the data declares; declare it with a kind "
+                              f"(e.g. {{kind: ordinal, levels: 5, column: <label name>}}); known heads: {order}")
+        if name not in expanded:
+            spec = next(c[name] for c in cats if name in c)
+            raise _no_labels(spec, sources, declared=d is not None)
+    unknown = [h for h in excluded if h not in order]
+    if unknown:
+        raise ConfigError(f"heads: cannot leave out unknown {unknown}; known heads: {order}")
+    return [x for name, v in expanded.items() if name not in excluded for x in v]
+
+
+def labelled_heads(records: Records | Sequence[Source]) -> list[str]:
+    """The heads the records carry labels for (built-in or declared by the data)."""
+    return [spec.name for spec, _ in resolve_heads(records, None)]
+
+
+def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate: bool = True) -> RewardData:
+    """Assemble items, labels and pairs (of one bundle or several sources); check that every requested head
+    has labels. `heads` as in `resolve_heads`."""
+    sources = _as_sources(records)
+    for s in sources:
+        for kind in ("character", "context"):  # records handed over in memory are checked like files
+            if kind in s.records:
+                check_keys(s.records[kind], kind)
+    given_specs = isinstance(heads, (list, tuple)) and heads and all(isinstance(h, HeadSpec) for h in heads)
+    resolved = resolve_heads(sources, heads)
+    item_specs = [sp for sp, _ in resolved if not sp.is_pairwise]
+    blocks: list[pd.DataFrame] = []
+    pair_frames: list[pd.DataFrame] = []
+    for s in sources:
+        for kind in ITEM_LABEL_KINDS:
+            if kind not in s.records:
+                continue
+            f = s.records[kind]
+            t = pd.DataFrame({"context_id": f["context_id"].to_numpy(), "response": f["response"].to_numpy(),
+                              "_logged": True})
+            for spec, hits in resolved:
+                if spec.is_pairwise or spec.record != kind:
+                    continue
+                for src, rows in hits:
+                    if src is not s:
+                        continue
+                    pos = rows["row"].to_numpy()
+                    for c, v in spec.row_stats(rows["value"].to_numpy()).items():
+                        col = np.zeros(len(f))
+                        col[pos] = v
+                        t[c] = col
+            blocks.append(t)
+        if "preference" in s.records:
+            pr = s.records["preference"]
+            for col in ("chosen", "rejected"):
+                blocks.append(pd.DataFrame({"context_id": pr["context_id"].to_numpy(), "response": pr[col].to_numpy(),
+                                            "_logged": False}))
+            pair_frames.append(pr)
+    if not blocks:
+        raise ConfigError("no label records: need interaction, preference, steer_label or label records")
+    sum_cols = [c for sp in item_specs for c in sp.sum_columns()]
+    allrows = pd.concat(blocks, ignore_index=True)
+    for c in sum_cols:
         allrows[c] = allrows[c].fillna(0.0).astype(float) if c in allrows else 0.0
-    allrows = allrows[["context_id", "response", *count_cols]]
     if aggregate:
-        items = allrows.groupby(["context_id", "response"], sort=False, as_index=False)[count_cols].sum()
-    else:  # keep logged rows apart; pairs still need one row per (context, reply)
-        labelled = allrows[allrows[[f"{h}_n" for h in ITEM_HEADS]].sum(axis=1) > 0]
-        unl = allrows.drop(labelled.index).drop_duplicates(["context_id", "response"])
+        items = allrows.groupby(["context_id", "response"], sort=False, as_index=False)[sum_cols].sum()
+    else:  # keep logged rows (interaction, steer_label, label) apart; pairs still need one row per (context, reply)
+        logged = allrows["_logged"].to_numpy(bool)
+        labelled = allrows[logged]
+        unl = allrows[~logged].drop_duplicates(["context_id", "response"])
         unl = unl[~unl.set_index(["context_id", "response"]).index.isin(
             labelled.set_index(["context_id", "response"]).index)]
-        items = pd.concat([labelled, unl], ignore_index=True)
+        items = pd.concat([labelled, unl], ignore_index=True)[["context_id", "response", *sum_cols]]
+    for sp in item_specs:
+        sp.finish(items)
 
-    if "preference" in records:
-        pr = records["preference"]
+    if pair_frames:
         first = {}
         for i, key in enumerate(zip(items["context_id"], items["response"])):
             first.setdefault(key, i)
-        margin = (pd.to_numeric(pr["margin"], errors="coerce").fillna(0.0).to_numpy(float)
-                  if "margin" in pr else np.zeros(len(pr)))
-        pairs = pd.DataFrame({
-            "chosen": [first[k] for k in zip(pr["context_id"], pr["chosen"])],
-            "rejected": [first[k] for k in zip(pr["context_id"], pr["rejected"])],
-            "margin": margin, "context_id": pr["context_id"].to_numpy()})
+        parts = []
+        for pr in pair_frames:
+            margin = (pd.to_numeric(pr["margin"], errors="coerce").fillna(0.0).to_numpy(float)
+                      if "margin" in pr else np.zeros(len(pr)))
+            parts.append(pd.DataFrame({
+                "chosen": [first[k] for k in zip(pr["context_id"], pr["chosen"])],
+                "rejected": [first[k] for k in zip(pr["context_id"], pr["rejected"])],
+                "margin": margin, "context_id": pr["context_id"].to_numpy()}))
+        pairs = pd.concat(parts, ignore_index=True)
         pairs = pairs[pairs["chosen"] != pairs["rejected"]].reset_index(drop=True)
     else:
         pairs = pd.DataFrame({"chosen": pd.Series(dtype=int), "rejected": pd.Series(dtype=int),
                               "margin": pd.Series(dtype=float), "context_id": pd.Series(dtype=object)})
-    data = RewardData(items, pairs)
-    counts = data.label_counts()
-    if heads is None:
-        heads = [h for h in ALL_HEADS if counts[h] > 0]
-    unknown = [h for h in heads if h not in ALL_HEADS]
-    if unknown:
-        raise ConfigError(f"heads: unknown {unknown}; known heads: {list(ALL_HEADS)}")
-    empty = [h for h in heads if counts[h] == 0]
-    if empty:
-        raise ConfigError(f"heads: {empty} asked for but the data has no labels for "
-                          f"{', '.join(f'{h} (from {HEAD_SOURCE[h]})' for h in empty)}; "
-                          f"labelled heads: {[h for h in ALL_HEADS if counts[h] > 0]}")
-    if not heads:
+    specs = {sp.name: sp for sp, _ in resolved}
+    if "preference" in specs and not len(pairs) and not given_specs:
+        raise _no_labels(specs["preference"], sources, declared=False)
+    if not specs and not given_specs:
         raise ConfigError("no labels: the records carry no label for any head "
-                          f"({', '.join(f'{h} from {HEAD_SOURCE[h]}' for h in ALL_HEADS)})")
-    data.heads = list(heads)
-    return data
-
+                          f"({', '.join(f'{h} from {s.describe()}' for h, s in BUILTIN.items())}, or declared heads "
+                          f"over label records)")
+    return RewardData(items, pairs, list(specs), specs)
 
 def context_groups(contexts: pd.DataFrame, by: str) -> dict | None:
     """context -> the unit held out whole: None (each context), its character, or its conversation."""
@@ -275,24 +501,71 @@ def context_groups(contexts: pd.DataFrame, by: str) -> dict | None:
 
 def split_contexts(context_ids, val_fraction: float, seed: int, groups: dict | None = None
                    ) -> tuple[list[str], list[str]]:
-    """Held-out contexts by a seeded hash, so the split does not depend on row order.
+    """Held-out contexts by a seeded hash of their group (`rm_lab.reward.folds.holdout_groups`), so the
+    split does not depend on row order.
 
     `groups` (context -> group key, e.g. its character) holds out whole groups: the contexts of one
     dialogue or one character then never sit on both sides."""
+    from rm_lab.reward.folds import holdout_groups
+
     ids = sorted(set(context_ids))
-    if val_fraction <= 0:
-        return ids, []
-
-    def u(c: str) -> float:
-        key = str(groups.get(c, c)) if groups is not None else c
-        h = hashlib.sha1(f"{seed}:{key}".encode()).digest()
-        return int.from_bytes(h[:8], "big") / 2 ** 64
-
-    val = [c for c in ids if u(c) < val_fraction]
-    train = [c for c in ids if u(c) >= val_fraction]
-    return train, val
+    key = (lambda c: str(groups.get(c, c))) if groups is not None else str
+    held = holdout_groups(map(key, ids), val_fraction, seed)
+    return [c for c in ids if key(c) not in held], [c for c in ids if key(c) in held]
 
 
-__all__ = ["FEATURES", "RewardData", "build_reward_data", "format_inputs", "item_inputs", "read_record_folder",
-           "context_groups", "split_contexts", "style_matrix", "character_card", "history_text", "ALL_HEADS", "ITEM_HEADS",
-           "BINARY_HEADS", "COUNT_HEADS"]
+def context_fingerprints(contexts: pd.DataFrame, characters: pd.DataFrame, ids) -> dict[str, str]:
+    """A content hash per context id: its character, history and traffic, and that character's card
+    (name, persona, instructions, keywords), i.e. what the model reads besides the reply. A held-out
+    split is checked by these, so another world whose ids collide with the held-out ones is refused."""
+    import hashlib
+    import json
+
+    def plain(v):
+        if isinstance(v, (list, tuple, np.ndarray)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, np.generic):
+            return v.item()
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
+
+    ctx = contexts.drop_duplicates("context_id").set_index("context_id")
+    chars = characters.drop_duplicates("character_id").set_index("character_id")
+    card_cols = [c for c in ("name", "persona", "instructions", "keywords") if c in chars.columns]
+    out = {}
+    for cid in ids:
+        if cid not in ctx.index:
+            continue
+        row = ctx.loc[cid]
+        char = chars.loc[row["character_id"]] if row["character_id"] in chars.index else None
+        content = {"character_id": row["character_id"], "history": plain(row["history"]), "traffic": row["traffic"],
+                   "character": None if char is None else {c: plain(char[c]) for c in card_cols}}
+        text = json.dumps(plain(content), sort_keys=True, ensure_ascii=False)
+        out[cid] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return out
+
+
+def check_heldout_content(split: dict, records: Records, source: str | None, say=print) -> None:
+    """Refuse records whose contexts under the model's held-out ids differ in content from the ones it
+    held out (split.json `heldout_fingerprints`): scoring them as held out would be a false claim."""
+    expected = split.get("heldout_fingerprints")
+    if expected is None:
+        say("note: split.json has no content fingerprints (a model from an older rm_lab): held-out "
+            "contexts are matched by id only")
+        return
+    ctx = records["context"]
+    got = context_fingerprints(ctx, records["character"], [c for c in expected if c in set(ctx["context_id"])])
+    differ = [c for c, h in got.items() if h != expected[c]]
+    if differ:
+        pos = int(np.flatnonzero(ctx["context_id"].to_numpy() == differ[0])[0])
+        lines = ctx.attrs.get("line_numbers")
+        raise RecordError(source, lines[pos] if lines else pos, "context_id", differ[0],
+                          f"the content the model held out under this id; {len(differ)} of the {len(got)} "
+                          "held-out ids found here name other contexts (another world or data set whose ids "
+                          "collide with the model's): evaluate them with split=all, or give the model's own data")
+
+
+__all__ = ["FEATURES", "RewardData", "Source", "build_reward_data", "format_inputs", "item_inputs",
+           "merge_sources", "read_record_folder", "read_sources", "resolve_heads", "context_groups", "split_contexts",
+           "style_matrix", "character_card", "history_text", "LABEL_KINDS", "RECORD_KINDS"]

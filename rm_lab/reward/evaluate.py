@@ -5,15 +5,16 @@ Spearman for depth, the style-artifact report with counterfactual edits next to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from rm_lab import io
-from rm_lab.config import ConfigError
-from rm_lab.reward.data import BINARY_HEADS, build_reward_data, item_inputs, read_record_folder
+from rm_lab.config import MAX_SEED, ConfigError, check_fields, param
+from rm_lab.reward.data import (BINARY_HEADS, build_reward_data, check_heldout_content, item_inputs,
+                                read_record_folder)
 from rm_lab.reward.model import OUTPUT_NAMES, RewardModel
 from rm_lab.schema import RecordError, Records
 
@@ -22,21 +23,24 @@ from rm_lab.schema import RecordError, Records
 class EvalRMConfig:
     """eval-rm: which model, which records, which split (configs/eval_rm.yaml)."""
 
-    model: str | None = None  # a train-rm run folder
-    data: str | None = None  # a records folder; None: simulate `world`
-    world: dict = field(default_factory=dict)
-    split: str = "heldout"  # heldout: only the contexts the model held out (split.json); all: every row
-    min_truth_gap: float = 0.1  # pairs whose true engagements differ by at least this (truth metrics)
-    counterfactuals: list[str] = field(default_factory=lambda: ["append_emoji"])
-    n_counterfactual: int = 400  # replies edited per counterfactual
-    n_bins: int = 15
-    batch_size: int = 64
-    cache_dir: str | None = None  # embedding cache (None: the shared one)
-    seed: int = 0
+    model: str | None = param(None, doc="a train-rm run folder (required)")
+    data: str | None = param(None, doc="a records folder; null: simulate `world`")
+    world: dict = param({}, doc="WorldConfig keys of the world simulated when data is null",
+                        schema="rm_lab.world.simulate:WorldConfig")
+    split: str = param("heldout", doc="heldout: only the contexts the model held out (split.json); all: every row",
+                       choices=("heldout", "all"))
+    min_truth_gap: float = param(0.1, doc="pairs whose true engagements differ by at least this (truth metrics)",
+                                 ge=0)
+    counterfactuals: list[str] = param(["append_emoji"], doc="style edits whose effect on the score is measured",
+                                       choices="rm_lab.reward.artifacts:COUNTERFACTUALS")
+    n_counterfactual: int = param(400, doc="replies edited per counterfactual", ge=1, le=10_000_000)
+    n_bins: int = param(15, doc="bins of the reliability diagrams and ECE", ge=2, le=1000)
+    batch_size: int = param(64, doc="rows scored per batch", ge=1, le=65_536)
+    cache_dir: str | None = param(None, doc="embedding cache (null: the shared one)")
+    seed: int = param(0, doc="seed of the counterfactual sample and of a simulated world", ge=0, le=MAX_SEED)
 
     def __post_init__(self):
-        if self.split not in ("heldout", "all"):
-            raise ValueError(f"split: expected 'heldout' or 'all', got {self.split!r}")
+        check_fields(self)
 
 
 def _world_records(cfg: EvalRMConfig) -> tuple[Records, object]:
@@ -139,7 +143,9 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
         split_file = Path(cfg.model or "") / "split.json"
         if not split_file.is_file():
             raise ConfigError(f"split=heldout: {split_file} not found (use split=all for a model without a split)")
-        held = set(io.read_json(split_file)["heldout_contexts"])
+        split = io.read_json(split_file)
+        held = set(split["heldout_contexts"])
+        check_heldout_content(split, records, cfg.data or "the simulated world (world=...)", say)
         data = data.subset([c for c in data.items["context_id"].unique() if c in held])
         if len(data.items) == 0:
             raise RecordError(cfg.data, None, "context_id", "no held-out context in the data",

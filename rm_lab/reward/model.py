@@ -1,10 +1,13 @@
 """The multi-head reward model: encoder views of the (context, reply) (see `rm_lab.reward.inputs`) next
 to standardised style features, a shared MLP trunk, and one linear head per signal.
 
-Heads: `preference` (a Bradley-Terry score), binary user-signal and steerability heads trained with a
-binomial likelihood on (n, k) counts, and `depth` with a Poisson likelihood. A row carries only the
-labels it has; each head's loss is averaged over the trials present in the batch (masked), so mixing
-preference pairs, logged interactions and steer labels in one batch is exact.
+Heads are entries of the registry (`rm_lab.reward.heads`): `preference` (a Bradley-Terry score, the RL
+reward), binary user-signal and steerability heads trained with a binomial likelihood on (n, k) counts,
+`depth` with a Poisson likelihood, and declared heads: ordinal (cumulative logit over K-1 ordered
+cut-points), gaussian (learned or fixed scale) and negative-binomial counts. A row carries only the
+labels it has; each head's loss is averaged over the observations present in the batch (masked), so
+mixing preference pairs, logged interactions, steer labels and graded labels in one batch is exact. All
+heads read one shared trunk, so every head's labels shape the features the pointwise score reads.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rm_lab.config import ConfigError
-from rm_lab.reward.data import BINARY_HEADS, FEATURES, style_matrix
+from rm_lab.reward.data import FEATURES, style_matrix
+from rm_lab.reward.heads import HeadSpec, spec_of
 from rm_lab.reward.inputs import assemble, features, input_dim, item_texts
-
-OUTPUT_NAMES = {"preference": "score", "depth": "depth", **{h: f"p_{h}" for h in BINARY_HEADS}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,20 +61,109 @@ def poisson_nll(log_rate: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> tor
     return nll.sum() / total
 
 
-def multitask_loss(out: dict[str, torch.Tensor], batch: dict, weights: dict[str, float] | None = None
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted sum of the losses of every head present in `out` that has labels in the batch."""
+def negbin_nll(log_mu: torch.Tensor, log_alpha: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Per-observation NB2 NLL (without log y!) of a total count y over n draws (mean mu, variance
+    mu + alpha mu^2 each): the total of n such draws is negative binomial with size n/alpha and mean n mu."""
+    total = n.sum()
+    if total <= 0:
+        return log_mu.sum() * 0.0 + log_alpha.sum() * 0.0
+    mask = n > 0
+    n_safe = torch.where(mask, n, torch.ones_like(n))
+    log_r = -log_alpha  # size of one draw
+    size = n_safe * torch.exp(log_r)
+    log_denom = torch.logaddexp(log_r.expand_as(log_mu), log_mu)  # log(r + mu)
+    ll = (torch.lgamma(y + size) - torch.lgamma(size) + size * (log_r - log_denom) + y * (log_mu - log_denom))
+    return -torch.where(mask, ll, torch.zeros_like(ll)).sum() / total
+
+
+def ordered_cuts(raw: torch.Tensor) -> torch.Tensor:
+    """K-1 increasing cut-points from free parameters: the first one, then softplus steps (always > 0)."""
+    return torch.cat([raw[:1], raw[:1] + torch.cumsum(F.softplus(raw[1:]), 0)])
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, accurate near 0 and for large |x| (Maechler 2012)."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def ordinal_log_probs(eta: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
+    """(N, K) log P(Y = j) of the cumulative logit model P(Y <= j) = sigmoid(cut_j - eta).
+
+    P(Y = j) = sigmoid(cut_j - eta) * sigmoid(eta - cut_{j-1}) * (1 - exp(cut_{j-1} - cut_j)), each factor
+    in log space, so no probability is formed by subtracting two close numbers."""
+    a = cuts[None, :] - eta[:, None]  # (N, K-1)
+    zero = eta.new_zeros(eta.shape[0], 1)
+    upper = torch.cat([F.logsigmoid(a), zero], 1)  # the top level has no upper cut
+    lower = torch.cat([zero, F.logsigmoid(-a)], 1)  # the bottom level has no lower cut
+    z1 = cuts.new_zeros(1)
+    gap = torch.cat([z1, _log1mexp(cuts[:-1] - cuts[1:]), z1])
+    return upper + lower + gap[None, :]
+
+
+def ordinal_nll(eta: torch.Tensor, cuts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per-rating NLL of `counts` (N, K: ratings of each item at each level); rows without ratings are masked."""
+    total = counts.sum()
+    if total <= 0:
+        return eta.sum() * 0.0 + cuts.sum() * 0.0
+    lp = ordinal_log_probs(eta, cuts)
+    return -torch.where(counts > 0, counts * lp, torch.zeros_like(lp)).sum() / total
+
+
+def gaussian_nll(z: torch.Tensor, log_sigma: torch.Tensor, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor,
+                 loc: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """Per-value Gaussian NLL (without the log 2 pi constant) on the standardised target (y - loc) / spread.
+
+    An item with n values of mean `mean` and within-item sum of squares `m2` contributes
+    n log sigma + (m2 / spread^2 + n (mean' - z)^2) / (2 sigma^2), exactly the sum over its values."""
+    total = n.sum()
+    if total <= 0:
+        return z.sum() * 0.0 + log_sigma.sum() * 0.0
+    mask = n > 0
+    mean_s = (mean - loc) / spread
+    sse = m2 / spread ** 2 + n * (mean_s - z) ** 2
+    nll = n * log_sigma + sse / (2 * torch.exp(2 * log_sigma))
+    return torch.where(mask, nll, torch.zeros_like(nll)).sum() / total
+
+
+def head_loss(spec: HeadSpec, pred: torch.Tensor, batch: dict, params: dict[str, torch.Tensor]
+              ) -> torch.Tensor | None:
+    """The loss of one head on a batch, by its likelihood; None when the batch has no label for it."""
+    name = spec.name
+    if spec.is_pairwise:
+        if not batch["pair_c"].numel():
+            return None
+        return bt_loss(pred[batch["pair_c"]], pred[batch["pair_r"]], batch["pair_margin"])
+    n = batch[f"{name}_n"]
+    if not n.sum() > 0:
+        return None
+    if spec.likelihood == "binomial":
+        return binomial_nll(pred, batch[f"{name}_k"], n)
+    if spec.likelihood == "poisson":
+        return poisson_nll(pred, batch[f"{name}_k"], n)
+    if spec.likelihood == "negative_binomial":
+        return negbin_nll(pred, params["log_alpha"], batch[f"{name}_k"], n)
+    if spec.likelihood == "ordinal":
+        counts = torch.stack([batch[f"{name}_c{j}"] for j in range(spec.levels)], 1).to(pred.dtype)
+        return ordinal_nll(pred, params["cuts"], counts)
+    if spec.likelihood == "gaussian":
+        return gaussian_nll(pred, params["log_sigma"], n, batch[f"{name}_mean"], batch[f"{name}_m2"],
+                            params["loc"], params["spread"])
+    raise ConfigError(f"head {name!r}: no loss for likelihood {spec.likelihood!r}")
+
+
+def multitask_loss(out: dict[str, torch.Tensor], batch: dict, weights: dict[str, float] | None = None,
+                   net: "RewardNet | None" = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the losses of every head present in `out` that has labels in the batch.
+
+    `net` gives the heads' registry entries and extra parameters (cut-points, scales); without it the
+    heads are the built-in ones."""
     weights = weights or {}
     parts: dict[str, torch.Tensor] = {}
     for head, pred in out.items():
-        if head == "preference":
-            if batch["pair_c"].numel():
-                parts[head] = bt_loss(pred[batch["pair_c"]], pred[batch["pair_r"]], batch["pair_margin"])
-        elif head == "depth":
-            if batch["depth_n"].sum() > 0:
-                parts[head] = poisson_nll(pred, batch["depth_k"], batch["depth_n"])
-        elif batch[f"{head}_n"].sum() > 0:
-            parts[head] = binomial_nll(pred, batch[f"{head}_k"], batch[f"{head}_n"])
+        spec = spec_of(head, net.specs if net is not None else None)
+        v = head_loss(spec, pred, batch, net.head_params(head) if net is not None else {})
+        if v is not None:
+            parts[head] = v
     if not parts:
         anchor = next(iter(out.values()))
         return anchor.sum() * 0.0, parts
@@ -80,16 +171,83 @@ def multitask_loss(out: dict[str, torch.Tensor], batch: dict, weights: dict[str,
     return total, parts
 
 
+class NonFiniteLoss(ConfigError):
+    """A loss turned NaN or infinite: training stops rather than write a model of NaNs."""
+
+
+def check_finite(loss: torch.Tensor, parts: dict[str, torch.Tensor], where: str, lrs: str) -> None:
+    """Raise NonFiniteLoss naming the heads whose loss is not finite (one sync per step)."""
+    if bool(torch.isfinite(loss)):
+        return
+    bad = [f"{h}={float(v):g}" for h, v in parts.items() if not bool(torch.isfinite(v))]
+    raise NonFiniteLoss(f"training diverged at {where}: the {', '.join(bad) if bad else f'total={float(loss):g}'} "
+                        f"loss is not finite ({lrs}); use a smaller learning rate (e.g. lr=1e-3) or smaller "
+                        f"loss_weights")
+
+
 # ----------------------------------------------------------------------------------------------
 # networks
 
-class RewardNet(nn.Module):
-    """Heads over [assembled encoder views, standardised style features]."""
+class HeadParams(nn.Module):
+    """A head's parameters beside its linear predictor: ordinal cut-points, a gaussian head's target
+    standardisation (buffers) and scale, a negative-binomial head's dispersion."""
 
-    def __init__(self, in_dim: int, heads: Sequence[str], n_style: int = len(FEATURES), hidden: int = 256,
+    def __init__(self, spec: HeadSpec):
+        super().__init__()
+        self.spec = spec
+        if spec.likelihood == "ordinal":
+            self.raw_cuts = nn.Parameter(torch.zeros(spec.levels - 1))
+        elif spec.likelihood == "gaussian":
+            self.register_buffer("loc", torch.zeros(()))
+            self.register_buffer("spread", torch.ones(()))
+            if spec.scale is None:
+                self.log_sigma = nn.Parameter(torch.zeros(()))
+        elif spec.likelihood == "negative_binomial":
+            self.log_alpha = nn.Parameter(torch.zeros(()))
+
+    def values(self) -> dict[str, torch.Tensor]:
+        s = self.spec
+        if s.likelihood == "ordinal":
+            return {"cuts": ordered_cuts(self.raw_cuts)}
+        if s.likelihood == "gaussian":
+            log_sigma = self.log_sigma if s.scale is None else torch.log(s.scale / self.spread)
+            return {"loc": self.loc, "spread": self.spread, "log_sigma": log_sigma}
+        return {"log_alpha": self.log_alpha}
+
+    @torch.no_grad()
+    def init_from(self, items: pd.DataFrame) -> None:
+        """Start at the training labels' marginal: ordinal cut-points at the logits of the cumulative level
+        shares, a gaussian target standardised by its mean and standard deviation."""
+        s = self.spec
+        if s.likelihood == "ordinal":
+            counts = np.array([items[f"{s.name}_c{j}"].to_numpy(float).sum() for j in range(s.levels)]) + 0.5
+            cum = np.clip(np.cumsum(counts)[:-1] / counts.sum(), 1e-4, 1 - 1e-4)
+            theta = np.log(cum / (1 - cum))
+            steps = np.maximum(np.diff(theta), 1e-2)
+            raw = np.r_[theta[0], np.log(np.expm1(steps))]
+            self.raw_cuts.copy_(torch.as_tensor(raw, dtype=self.raw_cuts.dtype))
+        elif s.likelihood == "gaussian":
+            n = items[f"{s.name}_n"].to_numpy(float)
+            if n.sum() <= 0:
+                return
+            mean, m2 = items[f"{s.name}_mean"].to_numpy(float), items[f"{s.name}_m2"].to_numpy(float)
+            loc = float((n * mean).sum() / n.sum())
+            var = float((m2.sum() + (n * (mean - loc) ** 2).sum()) / n.sum())
+            self.loc.fill_(loc)
+            self.spread.fill_(max(var, 1e-12) ** 0.5)
+
+
+class RewardNet(nn.Module):
+    """Heads over [assembled encoder views, standardised style features]: one shared trunk, one linear
+    predictor per head (ordinal heads without a bias: their cut-points hold it), plus `extras`."""
+
+    def __init__(self, in_dim: int, heads: Sequence[str | HeadSpec], n_style: int = len(FEATURES), hidden: int = 256,
                  n_layers: int = 2, dropout: float = 0.1):
         super().__init__()
-        self.heads_order = list(heads)
+        specs = [h if isinstance(h, HeadSpec) else spec_of(h) for h in heads]
+        self.specs = {s.name: s for s in specs}
+        self.heads_order = list(self.specs)
+        heads = self.heads_order
         self.register_buffer("style_mean", torch.zeros(n_style))
         self.register_buffer("style_std", torch.ones(n_style))
         layers: list[nn.Module] = []
@@ -98,11 +256,25 @@ class RewardNet(nn.Module):
             layers += [nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout)]
             d = hidden
         self.trunk = nn.Sequential(*layers)
-        self.heads = nn.ModuleDict({h: nn.Linear(d, 1) for h in heads})
+        self.heads = nn.ModuleDict({h: nn.Linear(d, 1, bias=self.specs[h].likelihood != "ordinal") for h in heads})
+        self.extras = nn.ModuleDict({h: HeadParams(s) for h, s in self.specs.items()
+                                     if s.likelihood in ("ordinal", "gaussian", "negative_binomial")})
+
+    def head_params(self, head: str) -> dict[str, torch.Tensor]:
+        """The extra parameters of a head (cut-points, scale, dispersion); {} for the others."""
+        return self.extras[head].values() if head in self.extras else {}
+
+    def init_heads(self, items: pd.DataFrame) -> None:
+        """Set the declared heads' starting cut-points / standardisation from the training items."""
+        for p in self.extras.values():
+            p.init_from(items)
 
     def set_style_stats(self, style: np.ndarray) -> None:
         self.style_mean.copy_(torch.as_tensor(style.mean(0), dtype=torch.float32))
-        self.style_std.copy_(torch.as_tensor(style.std(0), dtype=torch.float32).clamp(min=1e-3))
+        # a column with no spread in training carries no information: it reads as 0 on any row (infinite
+        # scale), not as (x - mean) / tiny times an untrained weight when another source varies it
+        std = torch.as_tensor(style.std(0), dtype=torch.float32)
+        self.style_std.copy_(torch.where(std > 1e-6, std.clamp(min=1e-3), torch.full_like(std, float("inf"))))
 
     def features(self, emb: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """What every head reads: the trunk over [inputs, standardised tabular features]."""
@@ -178,7 +350,8 @@ class RewardLit(L.LightningModule):
         # dropout draws depend only on (seed, step): a run resumed from a checkpoint replays
         # exactly the steps an uninterrupted run would have taken
         torch.manual_seed(self.seed * 100_003 + self.global_step)
-        loss, parts = multitask_loss(self(batch), batch, self.loss_weights)
+        loss, parts = multitask_loss(self(batch), batch, self.loss_weights, self.net)
+        check_finite(loss, parts, f"epoch {self.current_epoch}, step {self.global_step}", self._lrs())
         bs = int(batch["style"].shape[0])
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=bs)
         for h, v in parts.items():
@@ -187,7 +360,8 @@ class RewardLit(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         out = self(batch)
-        loss, parts = multitask_loss(out, batch, self.loss_weights)
+        loss, parts = multitask_loss(out, batch, self.loss_weights, self.net)
+        check_finite(loss, parts, f"validation after epoch {self.current_epoch}", self._lrs())
         bs = int(batch["style"].shape[0])
         self.log("val/loss", loss, on_epoch=True, batch_size=bs)
         for h, v in parts.items():
@@ -196,6 +370,9 @@ class RewardLit(L.LightningModule):
             s = out["preference"]
             acc = (s[batch["pair_c"]] > s[batch["pair_r"]]).float().mean()
             self.log("val/pair_acc", acc, on_epoch=True, batch_size=int(batch["pair_c"].numel()))
+
+    def _lrs(self) -> str:
+        return f"lr={self.lr:g}" + (f", encoder_lr={self.encoder_lr:g}" if self.encoder is not None else "")
 
     def configure_optimizers(self):
         groups = [{"params": list(self.net.parameters()), "lr": self.lr}]
@@ -245,10 +422,29 @@ class RMConfig:
     style_features: list[str]
     pairwise: dict | None = None  # {"hidden": .., "n_layers": ..} when a pairwise model was trained
     inputs: list[str] = field(default_factory=lambda: ["joint"])  # encoder views (rm_lab.reward.inputs)
+    # head name -> its registry entry (HeadSpec.to_json); models trained before declared heads have none and
+    # their heads are the built-in ones
+    head_specs: dict | None = None
 
     @property
     def in_dim(self) -> int:
         return input_dim(self.emb_dim, self.inputs)
+
+    @property
+    def specs(self) -> list[HeadSpec]:
+        """The heads, rebuilt from `head_specs` (declared heads) or the registry (built-in heads)."""
+        saved = self.head_specs or {}
+        out = []
+        for h in self.heads:
+            if h in saved:
+                out.append(HeadSpec.from_json(saved[h]))
+                continue
+            try:
+                out.append(spec_of(h))
+            except ConfigError:
+                raise ConfigError(f"rm_config.json: head {h!r} is neither built in nor declared in head_specs "
+                                  f"(a model from another rm_lab version?): retrain it with train-rm") from None
+        return out
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -274,42 +470,60 @@ class RewardModel:
     def heads(self) -> list[str]:
         return list(self.cfg.heads)
 
+    @property
+    def specs(self) -> dict[str, HeadSpec]:
+        """Head name -> its registry entry (likelihood, labels, outputs)."""
+        return dict(self.members[0].specs) if self.members else {s.name: s for s in self.cfg.specs}
+
+    def outputs(self) -> list[str]:
+        """The keys of `score` (without the ensemble's `_std` keys), head by head."""
+        return [o for s in self.specs.values() for o in s.outputs()]
+
     @classmethod
     def load(cls, run_dir: str | Path, cache_dir: str | Path | None = None) -> "RewardModel":
-        from safetensors.torch import load_file
-
+        from rm_lab.reward import store
         from rm_lab.reward.embed_cache import EmbeddingCache
 
-        run_dir = Path(run_dir)
-        cfg_path, w_path = run_dir / "rm_config.json", run_dir / "model.safetensors"
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise ConfigError(f"model: '{run_dir}' is not a train-rm run folder (needs rm_config.json and "
-                              f"model.safetensors)")
-        raw = json.loads(cfg_path.read_text())
+        run = store.TrainRun(Path(run_dir))
+        if not run.model_config.is_file() or not run.model.is_file():
+            from rm_lab.runs import run_status
+
+            status = run_status(run.root)
+            if store.is_train_run(run.root) or status:
+                why = {"stopped": "its training was stopped", "failed": "its training failed",
+                       "running": "its training is running or was killed"}.get(status, "its training has not finished")
+                raise store.RunFolderError(f"model: '{run_dir}' holds no finished reward model ({why}: no "
+                                           f"{store.MODEL_CONFIG} with {store.MODEL}); {run.resume_hint()}")
+            raise ConfigError(f"model: '{run_dir}' is not a train-rm run folder (needs {store.MODEL_CONFIG} and "
+                              f"{store.MODEL})")
+        raw = store.read_model_config(run)
         raw.pop("format", None)  # written by models trained before `inputs` existed
-        cfg = RMConfig(**raw)
-        state = load_file(str(w_path))
+        try:
+            cfg = RMConfig(**raw)
+        except TypeError as e:
+            raise store.RunFolderError(f"{run.model_config}: not the model config of this rm_lab version ({e}); "
+                                       f"{run.resume_hint()}") from None
+        weights = store.ModelWeights(run)
         tok, base = load_backbone(cfg.backbone)
         members, encoders = [], []
         for k in range(cfg.n_members):
-            net = RewardNet(cfg.in_dim, cfg.heads, len(cfg.style_features), cfg.hidden, cfg.n_layers, cfg.dropout)
-            net.load_state_dict({n[len(f"m{k}.net."):]: v for n, v in state.items() if n.startswith(f"m{k}.net.")})
-            members.append(net)
+            net = RewardNet(cfg.in_dim, cfg.specs, len(cfg.style_features), cfg.hidden, cfg.n_layers, cfg.dropout)
+            enc = None
             if cfg.train_mode != "frozen":
                 import copy
 
                 enc = copy.deepcopy(base)
-                enc.load_state_dict({n[len(f"m{k}.encoder."):]: v for n, v in state.items()
-                                     if n.startswith(f"m{k}.encoder.")})
                 encoders.append(enc)
+            weights.load_member(k, net, enc)
+            members.append(net)
         if cfg.train_mode == "frozen":
             encoders = [base]
         pairwise = None
-        if cfg.pairwise and (run_dir / "pairwise.safetensors").is_file():
+        if cfg.pairwise and run.pairwise.is_file():
             from rm_lab.reward.pairwise import PairwiseNet
 
             pairwise = PairwiseNet(cfg.in_dim, len(cfg.style_features), **cfg.pairwise)
-            pairwise.load_state_dict(load_file(str(run_dir / "pairwise.safetensors")))
+            store.load_pairwise(run, pairwise)
         cache = EmbeddingCache(cache_dir, cfg.backbone_key) if cache_dir and cfg.train_mode == "frozen" else None
         return cls(cfg, members, tok, encoders, pairwise, cache)
 
@@ -363,12 +577,14 @@ class RewardModel:
                 o = net(e[i:i + batch_size], st[i:i + batch_size])
                 for h, v in o.items():
                     outs[h].append(v.numpy())
-            per_member.append({h: _transform(h, np.concatenate(v) if v else np.zeros(0, np.float32))
-                               for h, v in outs.items()})
+            member: dict[str, np.ndarray] = {}
+            for h, v in outs.items():
+                params = {k2: p.detach().cpu().numpy() for k2, p in net.head_params(h).items()}
+                member.update(net.specs[h].transform(np.concatenate(v) if v else np.zeros(0, np.float32), params))
+            per_member.append(member)
         result = {}
-        for h in self.heads:
-            stack = np.stack([m[h] for m in per_member])
-            name = OUTPUT_NAMES[h]
+        for name in per_member[0] if per_member else []:
+            stack = np.stack([m[name] for m in per_member])
             result[name] = stack.mean(0)
             if len(self.members) > 1:
                 result[f"{name}_std"] = stack.std(0)
@@ -376,7 +592,9 @@ class RewardModel:
 
     def score(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame,
               batch_size: int = 64) -> dict[str, np.ndarray]:
-        """Per reply: `score` (pointwise BT), `p_<signal>`, `depth`; `<name>_std` across an ensemble."""
+        """Per reply, every head's outputs (`outputs()`): `score` (pointwise BT), `p_<signal>`, `depth`, and
+        declared heads' (an ordinal head: its expected level and `<name>_p_ge_<v>` = P(level >= v)); with an
+        ensemble, `<output>_std` across the members."""
         texts, style = self.item_texts(contexts, replies, characters)
         return self.score_features(self.member_features(texts, batch_size), style, batch_size)
 
@@ -390,11 +608,3 @@ class RewardModel:
         tb, sb = self.item_texts(contexts, replies_b, characters)
         ea, eb = self.features(ta, 0, batch_size, base=True), self.features(tb, 0, batch_size, base=True)
         return self.pairwise.prob(ea, sa, eb, sb, batch_size)
-
-
-def _transform(head: str, logits: np.ndarray) -> np.ndarray:
-    if head == "preference":
-        return logits
-    if head == "depth":
-        return np.exp(logits)
-    return 1.0 / (1.0 + np.exp(-logits))

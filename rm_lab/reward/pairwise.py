@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rm_lab.reward.model import check_finite
+
 
 class PairwiseNet(nn.Module):
     def __init__(self, emb_dim: int, n_style: int, hidden: int = 256, n_layers: int = 2, dropout: float = 0.1):
@@ -27,7 +29,10 @@ class PairwiseNet(nn.Module):
         self.f = nn.Sequential(*layers, nn.Linear(d, 1))
 
     def set_style_stats(self, style: np.ndarray) -> None:
-        self.style_std.copy_(torch.as_tensor(style.std(0), dtype=torch.float32).clamp(min=1e-3))
+        # a column with no spread in training carries no information: it reads as 0 on any row (infinite
+        # scale), not as (x - mean) / tiny times an untrained weight when another source varies it
+        std = torch.as_tensor(style.std(0), dtype=torch.float32)
+        self.style_std.copy_(torch.where(std > 1e-6, std.clamp(min=1e-3), torch.full_like(std, float("inf"))))
 
     def _f(self, ea, sa, eb, sb):
         ds = (sa - sb) / self.style_std
@@ -61,11 +66,15 @@ class PairwiseLit(L.LightningModule):
     def training_step(self, batch, batch_idx):
         torch.manual_seed(self.seed * 100_003 + self.global_step + 7)  # resumable dropout draws
         loss, acc = self._loss(batch)
+        check_finite(loss, {"pairwise": loss}, f"epoch {self.current_epoch}, step {self.global_step} of the "
+                     "pairwise model", f"lr={self.lr:g}")
         self.log("train/pair_loss", loss, on_epoch=True, on_step=False, batch_size=len(batch["a_wins"]))
         return loss
 
     def validation_step(self, batch, batch_idx):
         loss, acc = self._loss(batch)
+        check_finite(loss, {"pairwise": loss}, f"validation of the pairwise model after epoch {self.current_epoch}",
+                     f"lr={self.lr:g}")
         self.log("val/pair_loss", loss, batch_size=len(batch["a_wins"]))
         self.log("val/pairwise_acc", acc, batch_size=len(batch["a_wins"]))
 

@@ -60,22 +60,23 @@ def _weighted_log_loss(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 
 def choose_c(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray, Cs=DEFAULT_CS, n_folds: int = 5,
              seed: int = 0, metric: str = "log_loss", patience: int = 3) -> tuple[float | None, dict]:
-    """The C with the best held-out score over group folds: the lowest weighted log loss, or the highest
-    mean fold AUC (`metric="auc"`, for a head used to rank replies; it favours strong shrinkage, whose
-    probabilities sit near the base rate until calibrated). Returns (C, {"log_loss", "auc"} at that C), or
+    """The C with the best held-out score over seeded group folds (`rm_lab.reward.folds`): the lowest
+    weighted log loss, or the highest mean fold AUC (`metric="auc"`, for a head used to rank replies; it
+    favours strong shrinkage, whose probabilities sit near the base rate until calibrated). Returns (C, {"log_loss", "auc"} at that C), or
     (None, {}) when no fold's training side holds both classes.
 
     The path runs from the strongest shrinkage up, each fold's fit warm-started from its previous C, and
     stops `patience` grid steps after the last improvement (the weakly penalised fits are the slow ones)."""
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import GroupKFold
     from sklearn.preprocessing import StandardScaler
+
+    from rm_lab.reward.folds import kfold_splits
 
     if metric not in METRICS:
         raise ValueError(f"refit metric {metric!r}: expected one of {METRICS}")
     Cs = sorted(Cs)
     folds = []
-    for tr, te in GroupKFold(n_splits=min(n_folds, len(np.unique(groups)))).split(X, y, groups):
+    for tr, te in kfold_splits(groups, n_folds, seed):
         if len(np.unique(y[tr])) < 2:
             continue
         sc = StandardScaler().fit(X[tr], sample_weight=w[tr])

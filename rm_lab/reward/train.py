@@ -2,9 +2,11 @@
 
 Frozen backbone (the CPU default): every (context, reply) is encoded once into the embedding cache and
 only the heads train, in seconds. `top_k` / `full` fine-tune encoder layers per member. Each member
-checkpoints every epoch (Lightning `.ckpt` in checkpoints/m<k>/); a killed run resumes from
+checkpoints every epoch (Lightning `.ckpt` in checkpoints/m<k>/); a killed or stopped run resumes from
 `last.ckpt` and, because data order and dropout depend only on (seed, epoch), ends where an
-uninterrupted run would. Final weights are safetensors next to `rm_config.json`.
+uninterrupted run would. SIGINT/SIGTERM stop training at the next batch or epoch boundary
+(`rm_lab.jobs`). Final weights are safetensors next to `rm_config.json`; the folder's files are named
+and read in `rm_lab.reward.store`, checkpoints never with code-running unpickling.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import copy
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -22,90 +24,89 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from rm_lab import io
-from rm_lab.config import ConfigError
+from rm_lab import io, jobs
+from rm_lab.config import MAX_SEED, ConfigError, check_fields, param
 from rm_lab.reward.data import (BINARY_HEADS, ITEM_HEADS, RewardData, build_reward_data, context_groups,
-                                read_record_folder, split_contexts, style_matrix)
+                                read_record_folder, split_contexts, style_matrix, context_fingerprints)
 from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key, default_cache_root
 from rm_lab.reward.inputs import (DEFAULT_INPUTS, ItemTexts, check_inputs, features, input_dim, item_texts,
                                   tabular_names, token_views)
 from rm_lab.reward.model import RewardLit, RewardNet, RMConfig, backbone_folder, load_backbone, set_trainable
 from rm_lab.reward.pairwise import PairwiseLit, PairwiseNet
+from rm_lab.reward import store
 from rm_lab.reward.refit import METRICS as REFIT_METRICS
 from rm_lab.schema import RecordError, Records
+
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_notebook", "fsdp", "deepspeed", "single_device")
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")
 
 
 @dataclass
 class TrainRMConfig:
     """train-rm: data, backbone, heads and optimisation (configs/train_rm.yaml)."""
 
-    data: str | None = None  # a folder of <kind>.parquet/.jsonl records; None: simulate `world`
-    world: dict = field(default_factory=dict)  # WorldConfig keys for an on-the-fly world
-    heads: list[str] | None = None  # None: every head the data has labels for
-    backbone: str | None = None  # a local HF encoder folder; None: packaged all-MiniLM-L6-v2
-    train_mode: Literal["frozen", "top_k", "full"] = "frozen"
-    # what the heads read (rm_lab.reward.inputs): joint, context, reply, product, relevance, conversation
-    inputs: list[str] = field(default_factory=lambda: list(DEFAULT_INPUTS))
-    unfreeze_top_k: int = 2
-    max_length: int = 256
-    card_max_tokens: int = 96
-    reply_max_tokens: int = 128
-    hidden: int = 256
-    n_layers: int = 2
-    dropout: float = 0.1
-    lr: float = 1e-3
-    encoder_lr: float = 2e-5
-    weight_decay: float = 1e-4
-    batch_size: int = 64
-    epochs: int = 30
-    seed: int = 0
-    n_ensemble: int = 1
-    val_fraction: float = 0.2
-    # what is held out whole: contexts, characters, or conversations (context.conversation_id; each context
-    # without one is its own conversation), so correlated turns never sit on both sides
-    val_split: Literal["context", "character", "conversation"] = "context"
-    keep_best: bool = True  # final weights from the epoch with the lowest held-out loss (needs val_fraction > 0)
-    early_stopping: int = 0  # stop after this many epochs without a lower held-out loss (0: run every epoch)
-    # re-solve each binary head as a logistic regression on the trunk output (rm_lab.reward.refit), the L2
-    # penalty chosen over `refit_folds` folds of the val_split groups by held-out log_loss or auc
-    head_refit: bool = False
-    refit_folds: int = 5
-    refit_metric: Literal["log_loss", "auc"] = "log_loss"
-    loss_weights: dict = field(default_factory=dict)
-    aggregate: bool = True  # merge repeated (context, reply) rows into binomial counts
-    pairwise: bool = True
-    pairwise_epochs: int = 10
-    pairwise_hidden: int = 256
-    cache_dir: str | None = None  # None: shared cache ($RM_LAB_CACHE/embeddings); "run": in the run folder
-    embed_batch_size: int = 64
-    progress: bool = False
+    data: str | None = param(None, doc="a folder of <kind>.parquet/.jsonl records; null: simulate `world`")
+    world: dict = param({}, doc="WorldConfig keys for an on-the-fly world (when data is null)",
+                        schema="rm_lab.world.simulate:WorldConfig")
+    heads: list[str] | None = param(None, doc="the heads to train; null: every head the data has labels for")
+    backbone: str | None = param(None, doc="a local HF encoder folder; null: packaged all-MiniLM-L6-v2")
+    train_mode: Literal["frozen", "top_k", "full"] = param(
+        "frozen", doc="frozen: cached embeddings, heads only; top_k: also the top encoder layers; full: all")
+    inputs: list[str] = param(list(DEFAULT_INPUTS), doc="what the heads read (rm_lab.reward.inputs)",
+                              choices="rm_lab.reward.inputs:VIEWS", min_len=1)
+    unfreeze_top_k: int = param(2, doc="encoder layers fine-tuned in train_mode=top_k", ge=1, le=1000)
+    max_length: int = param(256, doc="tokens of the joint card + conversation + reply text", ge=16, le=8192)
+    card_max_tokens: int = param(96, doc="tokens kept of the character card", ge=0, le=8192)
+    reply_max_tokens: int = param(128, doc="tokens kept of the reply", ge=1, le=8192)
+    hidden: int = param(256, doc="width of the heads' trunk", ge=1, le=65_536)
+    n_layers: int = param(2, doc="hidden layers of the trunk (0: linear heads on the inputs)", ge=0, le=64)
+    dropout: float = param(0.1, doc="dropout in the trunk", ge=0, lt=1)
+    lr: float = param(1e-3, doc="learning rate of the heads (AdamW)", gt=0, le=10)
+    encoder_lr: float = param(2e-5, doc="learning rate of fine-tuned encoder layers", gt=0, le=1)
+    weight_decay: float = param(1e-4, doc="AdamW weight decay", ge=0, le=10)
+    batch_size: int = param(64, doc="training rows per batch", ge=1, le=65_536)
+    epochs: int = param(30, doc="training epochs per ensemble member", ge=1, le=100_000)
+    seed: int = param(0, doc="seed of the split, the data order, dropout and initial weights", ge=0, le=MAX_SEED)
+    n_ensemble: int = param(1, doc="ensemble members (their spread is score_std)", ge=1, le=1000)
+    val_fraction: float = param(0.2, doc="share of groups held out for validation", ge=0, lt=1)
+    val_split: Literal["context", "character", "conversation"] = param(
+        "context", doc="what is held out whole: contexts, characters, or conversations (context.conversation_id; "
+        "each context without one is its own conversation), so correlated turns never sit on both sides")
+    keep_best: bool = param(True, doc="final weights from the epoch with the lowest held-out loss "
+                            "(needs val_fraction > 0)")
+    early_stopping: int = param(0, doc="stop after this many epochs without a lower held-out loss "
+                                "(0: run every epoch)", ge=0, le=100_000)
+    head_refit: bool = param(False, doc="re-solve each binary head as a logistic regression on the trunk output "
+                             "(rm_lab.reward.refit), the L2 penalty chosen over refit_folds folds of the val_split "
+                             "groups by refit_metric")
+    refit_folds: int = param(5, doc="folds of the head refit's penalty search", ge=2, le=100)
+    refit_metric: Literal["log_loss", "auc"] = param("log_loss", doc="held-out metric of the head refit",
+                                                     choices=REFIT_METRICS)
+    loss_weights: dict = param({}, doc="head -> weight of its loss (default 1)", ge=0, le=1e6)
+    aggregate: bool = param(True, doc="merge repeated (context, reply) rows into binomial counts")
+    pairwise: bool = param(True, doc="also train the pairwise model (reads both replies)")
+    pairwise_epochs: int = param(10, doc="training epochs of the pairwise model", ge=1, le=100_000)
+    pairwise_hidden: int = param(256, doc="width of the pairwise model", ge=1, le=65_536)
+    cache_dir: str | None = param(None, doc="embedding cache; null: shared ($RM_LAB_CACHE/embeddings); "
+                                  "\"run\": in the run folder")
+    embed_batch_size: int = param(64, doc="texts encoded per batch when filling the cache", ge=1, le=65_536)
+    progress: bool = param(False, doc="show Lightning's progress bar")
     # scale-out: the same Lightning modules on GPUs or several machines
-    accelerator: str = "cpu"  # cpu | gpu | auto
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | fsdp
-    precision: str = "32-true"  # e.g. bf16-mixed on GPUs
+    accelerator: str = param("cpu", doc="Lightning accelerator", choices=ACCELERATORS)
+    devices: int = param(1, doc="devices per machine", ge=1, le=4096)
+    num_nodes: int = param(1, doc="machines", ge=1, le=4096)
+    strategy: str = param("auto", doc="Lightning strategy (ddp, fsdp on several devices)", choices=STRATEGIES)
+    precision: str = param("32-true", doc="Lightning precision, e.g. bf16-mixed on GPUs", choices=PRECISIONS)
 
     def __post_init__(self):
-        if self.n_ensemble < 1:
-            raise ValueError("n_ensemble must be >= 1")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError("val_fraction must be in [0, 1)")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
-        if self.early_stopping < 0:
-            raise ValueError("early_stopping must be >= 0 (epochs of patience; 0 turns it off)")
+        check_fields(self)
         if self.early_stopping and self.val_fraction == 0:
             raise ValueError("early_stopping needs held-out contexts: set val_fraction > 0")
-        if self.val_split not in ("context", "character", "conversation"):
-            raise ValueError(f"val_split={self.val_split!r}: expected 'context', 'character' or 'conversation'")
-        if self.refit_metric not in REFIT_METRICS:
-            raise ValueError(f"refit_metric={self.refit_metric!r}: expected one of {REFIT_METRICS}")
         self.inputs = check_inputs(self.inputs)
         if self.head_refit and self.train_mode != "frozen":
             raise ValueError("head_refit needs train_mode=frozen (it refits the heads on the cached features)")
-        if self.refit_folds < 2:
-            raise ValueError("refit_folds must be >= 2")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,15 +200,15 @@ def unit_loader(collator: UnitCollator, batch_size: int, seed: int, shuffle: boo
 class History(L.Callback):
     """Per-epoch metrics in a JSON file that survives a resume (later epochs are replaced)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows = json.loads(path.read_text()) if path.exists() else []
+    def __init__(self, member: store.MemberFiles):
+        self.member = member
+        self.rows = store.read_history(member)
 
     def on_train_epoch_end(self, trainer, pl_module):
         ep = trainer.current_epoch
         row = {"epoch": ep, **{k: round(float(v), 6) for k, v in trainer.callback_metrics.items()}}
         self.rows = [r for r in self.rows if r["epoch"] < ep] + [row]
-        io.write_json(self.path, self.rows)
+        store.write_history(self.member, self.rows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,10 +269,11 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
     return prep
 
 
-def _trainer(cfg: TrainRMConfig, epochs: int, ckpt_dir: Path, callbacks: list, monitor: str | None = None
-             ) -> L.Trainer:
+def _trainer(cfg: TrainRMConfig, epochs: int, member: store.MemberFiles, callbacks: list,
+             monitor: str | None = None) -> L.Trainer:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+    ckpt_dir = member.dir
     ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                            save_top_k=-1, every_n_epochs=1, save_last=True)
     if monitor and cfg.early_stopping:
@@ -279,43 +281,34 @@ def _trainer(cfg: TrainRMConfig, epochs: int, ckpt_dir: Path, callbacks: list, m
     return L.Trainer(max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                      strategy=cfg.strategy, precision=cfg.precision, logger=False,
                      enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
-                     callbacks=[ckpt, History(ckpt_dir / "history.json"), *callbacks], default_root_dir=str(ckpt_dir))
+                     callbacks=[ckpt, History(member), *callbacks, jobs.lightning_callback()],
+                     default_root_dir=str(ckpt_dir))
 
 
-def best_epoch(ckpt_dir: Path, monitor: str) -> int | None:
-    """The epoch with the lowest held-out `monitor` in history.json (None without held-out metrics)."""
-    path = ckpt_dir / "history.json"
-    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if monitor in r]
-    return min(rows, key=lambda r: (r[monitor], r["epoch"]))["epoch"] if rows else None
+def _fit(trainer: L.Trainer, lit: L.LightningModule, member: store.MemberFiles, **loaders) -> None:
+    """Fit, resuming from last.ckpt when there is one: verified first to hold tensors and plain values only,
+    and loaded by Lightning with weights_only=True too, so no checkpoint can run code."""
+    jobs.lightning_fit(trainer, lit, ckpt_path=store.checked_resume_path(member), weights_only=True, **loaders)
 
 
-def _restore_best(lit: L.LightningModule, ckpt_dir: Path, monitor: str) -> int | None:
+def _restore_best(lit: L.LightningModule, member: store.MemberFiles, monitor: str) -> int | None:
     """Load the weights of the best held-out epoch into `lit` (the checkpoint of every epoch is kept)."""
-    ep = best_epoch(ckpt_dir, monitor)
+    ep = store.best_epoch(member, monitor)
     if ep is None:
         return None
-    path = ckpt_dir / f"epoch{ep:03d}.ckpt"
+    path = member.epoch(ep)
     if not path.exists():
-        raise ConfigError(f"keep_best: {path} is missing (the run folder lost its per-epoch checkpoints)")
-    lit.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=False)["state_dict"])
+        raise store.RunFolderError(f"keep_best: {path} is missing (the run folder lost its per-epoch checkpoints); "
+                                   f"train into a new folder")
+    lit.load_state_dict(store.load_checkpoint(path)["state_dict"])
     return ep
-
-
-def _finished(ckpt_dir: Path, epochs: int) -> bool:
-    """A member is done when it ran every epoch or early stopping ended it (stopped.json)."""
-    hist = ckpt_dir / "history.json"
-    n = len(json.loads(hist.read_text())) if hist.exists() else 0
-    return n >= epochs or (ckpt_dir / "stopped.json").exists()
 
 
 def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, callbacks: list | None = None,
                  say=print) -> tuple[RewardNet, object, dict]:
     """Train (or resume, or reload a finished) member k; returns (net, encoder or None, last metrics)."""
-    from safetensors.torch import load_file, save_file
-
     seed = cfg.seed + k
-    ckpt_dir = run_dir / "checkpoints" / f"m{k}"
-    final = ckpt_dir / "final.safetensors"
+    member = store.TrainRun(run_dir).member(k)
     heads = prep.data.heads
     L.seed_everything(seed, workers=True, verbose=False)
     net = RewardNet(input_dim(int(prep.encoder.config.hidden_size), cfg.inputs), heads, prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout)
@@ -328,18 +321,15 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         say(f"member {k}: {n_train:,} trainable encoder parameters ({cfg.train_mode})")
         encoder.train()
     lit = RewardLit(net, encoder, cfg.lr, cfg.encoder_lr, cfg.weight_decay, cfg.loss_weights, seed, cfg.inputs)
-    hist_path = ckpt_dir / "history.json"
-    if final.exists() and hist_path.exists() and not _finished(ckpt_dir, cfg.epochs):
-        final.unlink()  # asked for more epochs than this member has: train on from last.ckpt
-    if final.exists():
-        state = load_file(str(final))
-        net.load_state_dict({n[4:]: v for n, v in state.items() if n.startswith("net.")})
-        if encoder is not None:
-            encoder.load_state_dict({n[8:]: v for n, v in state.items() if n.startswith("encoder.")})
-        hist = json.loads((ckpt_dir / "history.json").read_text()) if (ckpt_dir / "history.json").exists() else []
+    if member.final.exists() and member.history.exists() and not store.finished(member, cfg.epochs):
+        member.final.unlink()  # asked for more epochs than this member has: train on from last.ckpt
+    if member.final.exists():
+        store.load_member(member, net, encoder)
+        hist = store.read_history(member)
         metrics = dict(hist[-1]) if hist else {}
-        if (ckpt_dir / "refit.json").exists():
-            metrics["refit"] = json.loads((ckpt_dir / "refit.json").read_text())
+        refit = store.read_refit(member)
+        if refit is not None:
+            metrics["refit"] = refit
         return net, encoder, metrics
     if isinstance(prep.base_feats, np.ndarray) and cfg.train_mode == "frozen":
         feats = torch.tensor(prep.base_feats)
@@ -350,25 +340,20 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         raise RecordError(cfg.data, None, None, "0 training rows", f"labelled rows for heads {heads} in the training split")
     val = prep.data.subset(prep.val_ctx)
     va = UnitCollator(val, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
-    trainer = _trainer(cfg, cfg.epochs, ckpt_dir, callbacks or [], "val/loss" if va.n_units else None)
-    last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.exists() else None
+    trainer = _trainer(cfg, cfg.epochs, member, callbacks or [], "val/loss" if va.n_units else None)
     train_dl = unit_loader(tr, cfg.batch_size, seed, True)
-    if resume:
-        say(f"member {k}: resuming from {last}")
-    trainer.fit(lit, train_dataloaders=train_dl,
-                val_dataloaders=unit_loader(va, 256, seed, False) if va.n_units else None, ckpt_path=resume)
+    if member.last.exists():
+        say(f"member {k}: resuming from {member.last}")
+    _fit(trainer, lit, member, train_dataloaders=train_dl,
+         val_dataloaders=unit_loader(va, 256, seed, False) if va.n_units else None)
     if trainer.should_stop and trainer.current_epoch < cfg.epochs:
-        io.write_json(ckpt_dir / "stopped.json", {"epoch": trainer.current_epoch})
-    best = _restore_best(lit, ckpt_dir, "val/loss") if cfg.keep_best and va.n_units else None
+        store.mark_stopped_early(member, trainer.current_epoch)
+    jobs.safe_point()
+    best = _restore_best(lit, member, "val/loss") if cfg.keep_best and va.n_units else None
     refit = _refit(cfg, prep, train, net, k) if cfg.head_refit else None
     if refit is not None:  # before final.safetensors: a finished member always has its refit record
-        io.write_json(ckpt_dir / "refit.json", refit)
-    state = {f"net.{n}": v.detach().cpu().contiguous() for n, v in net.state_dict().items()}
-    if encoder is not None:
-        state.update({f"encoder.{n}": v.detach().cpu().contiguous() for n, v in encoder.state_dict().items()})
-    with io.atomic_path(final) as tmp:
-        save_file(state, str(tmp))
+        store.write_refit(member, refit)
+    store.save_member(member, net, encoder)
     metrics = {k2: float(v) for k2, v in trainer.callback_metrics.items()}
     metrics["epochs_done"] = trainer.current_epoch
     if best is not None:
@@ -415,14 +400,14 @@ def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print)
     train, val = prep.data.subset(prep.train_ctx), prep.data.subset(prep.val_ctx)
     net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
     lit = PairwiseLit(net, cfg.lr, cfg.weight_decay, cfg.seed)
-    ckpt_dir = run_dir / "checkpoints" / "pairwise"
-    trainer = _trainer(cfg, cfg.pairwise_epochs, ckpt_dir, [], "val/pair_loss" if len(val.pairs) else None)
-    last = ckpt_dir / "last.ckpt"
-    trainer.fit(lit, train_dataloaders=loader(train, True), val_dataloaders=loader(val, False) if len(val.pairs) else None,
-                ckpt_path=str(last) if last.exists() else None)
+    member = store.TrainRun(run_dir).pairwise_member
+    trainer = _trainer(cfg, cfg.pairwise_epochs, member, [], "val/pair_loss" if len(val.pairs) else None)
+    _fit(trainer, lit, member, train_dataloaders=loader(train, True),
+         val_dataloaders=loader(val, False) if len(val.pairs) else None)
+    jobs.safe_point()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.keep_best and len(val.pairs):
-        metrics["best_epoch"] = _restore_best(lit, ckpt_dir, "val/pair_loss")
+        metrics["best_epoch"] = _restore_best(lit, member, "val/pair_loss")
     return net, metrics
 
 
@@ -437,9 +422,9 @@ def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
     ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
     ident["data_sha1"] = prep.texts.digest()
     ident = json.loads(json.dumps(ident, default=str))
-    path = run_dir / "train_identity.json"
+    path = store.TrainRun(run_dir).identity
     if path.exists():
-        old = json.loads(path.read_text())
+        old = store.read_json(path, "the run's training identity")
         diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
         if diff:
             raise ConfigError(f"{run_dir} holds a reward model trained with other settings or data "
@@ -451,47 +436,49 @@ def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
 
 def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records | None = None,
                        callbacks: list | None = None, say: Callable[[str], None] = print) -> dict:
-    """Train every member (resuming what a killed run left) and write the model files into run_dir."""
-    from safetensors.torch import save_file
+    """Train every member (resuming what a killed run left) and write the model files into run_dir.
 
-    run_dir = Path(run_dir)
+    Inside a `rm_lab.jobs.Job`, SIGINT/SIGTERM stop training at the next batch or epoch boundary
+    (`jobs.Stopped`), leaving each member's last finished epoch in last.ckpt for a resume."""
+    run = store.TrainRun(Path(run_dir))
     t0 = time.time()
     records = records if records is not None else load_records(cfg, say)
-    if cfg.cache_dir == "run":
-        cache_root = run_dir / "embed_cache"
-    else:
-        cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root()
+    cache_root = run.embed_cache if cfg.cache_dir == "run" else (
+        Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root())
     prep = prepare(cfg, records, cache_root, say)
-    _claim_run_dir(cfg, prep, run_dir)
-    io.write_json(run_dir / "split.json", {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
-                                           "heldout_contexts": prep.val_ctx})
-    counts = prep.data.label_counts()
-    say(f"{len(prep.data.items)} items, labels per head: {counts}; heads {prep.data.heads}")
-    state, member_metrics = {}, []
-    for k in range(cfg.n_ensemble):
-        net, encoder, m = train_member(cfg, prep, k, run_dir, callbacks, say)
-        member_metrics.append(m)
-        state.update({f"m{k}.net.{n}": v.detach().contiguous() for n, v in net.state_dict().items()})
-        if encoder is not None:
-            state.update({f"m{k}.encoder.{n}": v.detach().contiguous() for n, v in encoder.state_dict().items()})
-        say(f"member {k}: " + ", ".join(f"{a}={b:.4f}" for a, b in sorted(m.items()) if a.startswith("val/")))
-    pair_cfg, pair_metrics = None, {}
-    if cfg.pairwise and "preference" in prep.data.heads:
-        pnet, pair_metrics = train_pairwise(cfg, prep, run_dir, say)
-        pair_cfg = {"hidden": cfg.pairwise_hidden, "n_layers": cfg.n_layers, "dropout": cfg.dropout}
-        with io.atomic_path(run_dir / "pairwise.safetensors") as tmp:
-            save_file({n: v.contiguous() for n, v in pnet.state_dict().items()}, str(tmp))
-        say("pairwise: " + ", ".join(f"{a}={b:.4f}" for a, b in sorted(pair_metrics.items())))
-    rmc = RMConfig(backbone=str(backbone_folder(cfg.backbone).resolve()) if cfg.backbone else None,
-                   backbone_key=prep.key, train_mode=cfg.train_mode, heads=prep.data.heads,
-                   emb_dim=int(prep.encoder.config.hidden_size), hidden=cfg.hidden, n_layers=cfg.n_layers,
-                   dropout=cfg.dropout, max_length=cfg.max_length, card_max_tokens=cfg.card_max_tokens,
-                   reply_max_tokens=cfg.reply_max_tokens, n_members=cfg.n_ensemble,
-                   seeds=[cfg.seed + k for k in range(cfg.n_ensemble)], style_features=tabular_names(cfg.inputs),
-                   pairwise=pair_cfg, inputs=list(cfg.inputs))
-    with io.atomic_path(run_dir / "model.safetensors") as tmp:
-        save_file(state, str(tmp))
-    io.write_json(run_dir / "rm_config.json", rmc.to_json())
+    with jobs.deferred():
+        _claim_run_dir(cfg, prep, run.root)
+        store.begin_training(run)
+        io.write_json(run.split, {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
+                                  "heldout_contexts": prep.val_ctx,  # and their content, for eval-rm to check
+                                  "heldout_fingerprints": context_fingerprints(
+                                      records["context"], records["character"], prep.val_ctx)})
+        counts = prep.data.label_counts()
+        say(f"{len(prep.data.items)} items, labels per head: {counts}; heads {prep.data.heads}")
+        members, member_metrics = [], []
+        for k in range(cfg.n_ensemble):
+            jobs.safe_point()
+            net, encoder, m = train_member(cfg, prep, k, run.root, callbacks, say)
+            members.append((net, encoder))
+            member_metrics.append(m)
+            say(f"member {k}: " + ", ".join(f"{a}={b:.4f}" for a, b in sorted(m.items()) if a.startswith("val/")))
+        pair_cfg, pair_metrics = None, {}
+        if cfg.pairwise and "preference" in prep.data.heads:
+            jobs.safe_point()
+            pnet, pair_metrics = train_pairwise(cfg, prep, run.root, say)
+            pair_cfg = {"hidden": cfg.pairwise_hidden, "n_layers": cfg.n_layers, "dropout": cfg.dropout}
+            store.save_pairwise(run, pnet)
+            say("pairwise: " + ", ".join(f"{a}={b:.4f}" for a, b in sorted(pair_metrics.items())))
+        rmc = RMConfig(backbone=str(backbone_folder(cfg.backbone).resolve()) if cfg.backbone else None,
+                       backbone_key=prep.key, train_mode=cfg.train_mode, heads=prep.data.heads,
+                       emb_dim=int(prep.encoder.config.hidden_size), hidden=cfg.hidden, n_layers=cfg.n_layers,
+                       dropout=cfg.dropout, max_length=cfg.max_length, card_max_tokens=cfg.card_max_tokens,
+                       reply_max_tokens=cfg.reply_max_tokens, n_members=cfg.n_ensemble,
+                       seeds=[cfg.seed + k for k in range(cfg.n_ensemble)],
+                       style_features=tabular_names(cfg.inputs), pairwise=pair_cfg, inputs=list(cfg.inputs))
+        jobs.safe_point()
+        store.save_model(run, members)
+        store.write_model_config(run, rmc.to_json())  # last: the model is complete
     metrics = {"n_items": len(prep.data.items), "labels": counts, "heads": prep.data.heads,
                "n_train_contexts": len(prep.train_ctx), "n_val_contexts": len(prep.val_ctx),
                "members": member_metrics, "pairwise": pair_metrics, "seconds": round(time.time() - t0, 2)}

@@ -14,6 +14,7 @@ import io as _io
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ import pandas as pd
 from rm_lab.schema import RecordError
 
 _KEY_RE = re.compile(r'"([^"\\]{1,64})"\s*:')
+# One CSV cell (Python's csv stops at 128 KiB by default, which a long reply or pasted document
+# exceeds): long texts are read whole, a cell beyond this is refused by name.
+MAX_FIELD_CHARS = 64 * 2**20
 
 
 def stable_id(*parts: Any, n: int = 10) -> str:
@@ -36,7 +40,10 @@ def read_text(path: Path) -> str:
         raise RecordError(str(path), None, None, "no such file", "an existing file")
     if path.is_dir():
         raise RecordError(str(path), None, None, "a folder", "a file")
-    return path.read_bytes().decode("utf-8", errors="surrogateescape")
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise RecordError(str(path), None, None, "NUL bytes", "UTF-8 text (NUL bytes: a binary file, or UTF-16 text?)")
+    return data.decode("utf-8", errors="surrogateescape")
 
 
 def _has_bad_bytes(s: str) -> bool:
@@ -152,6 +159,7 @@ def load_csv(path: Path, required: list[str]) -> tuple[list[str], list[tuple[int
     if not text.strip():
         raise RecordError(str(path), None, None, "empty file", "a CSV file with a header")
     rows: list[list[str]] = []
+    limit = csv.field_size_limit(sys.maxsize)  # the text is in memory already; fields are bounded below
     try:
         for rec in csv.reader(_io.StringIO(text, newline=""), strict=True):
             rows.append(rec)
@@ -162,6 +170,8 @@ def load_csv(path: Path, required: list[str]) -> tuple[list[str], list[tuple[int
         field = header[len(last) - 1] if 0 < len(last) <= len(header) else None
         raise RecordError(str(path), len(rows) + 1, field, (last[-1][-40:] if last else ""),
                           f"a complete CSV row ({e}; file truncated?)") from None
+    finally:
+        csv.field_size_limit(limit)
     header = [h.strip().lstrip("\ufeff") for h in rows[0]]
     check_utf8(path, 1, header)
     missing = [c for c in required if c not in header]
@@ -178,6 +188,10 @@ def load_csv(path: Path, required: list[str]) -> tuple[list[str], list[tuple[int
         if len(rec) > len(header):
             raise RecordError(str(path), r, None, rec[len(header):], f"{len(header)} values, found {len(rec)}")
         d = dict(zip(header, rec))
+        big = next((k for k, v in d.items() if len(v) > MAX_FIELD_CHARS), None)
+        if big is not None:
+            raise RecordError(str(path), r, big, f"{len(d[big]):,} characters",
+                              f"a field of at most {MAX_FIELD_CHARS:,} characters")
         check_utf8(path, r, d)
         out.append((r, d))
     if not out:

@@ -45,6 +45,12 @@ def _words(texts: list[str]) -> set[str]:
     return {w for t in texts for w in _WORD.findall(t.lower())} - _stop()
 
 
+def persona_keywords(persona: list[str]) -> list[str]:
+    """The persona's content words (stop words and words under 3 letters removed): the character's
+    keywords, so the `persona_hits` style feature counts them in a reply."""
+    return sorted(w for w in _words(persona) if len(w) > 2 and not w[0].isdigit())
+
+
 def _profile(path: Path, row: int, d: dict, key: str) -> list[str] | None:
     v = d.get(key)
     if v is None:
@@ -158,10 +164,11 @@ def _dialogue(f: Path, row: int, d: dict, chars, contexts, inters, dialogues, dr
     if bot_profile:
         character_id = "convai2:" + stable_id(*bot_profile)
         chars.setdefault(character_id, {"character_id": character_id, "name": f"ConvAI2 persona {character_id[8:]}",
-                                        "persona": bot_profile, "instructions": []})
+                                        "persona": bot_profile, "instructions": [],
+                                        "keywords": persona_keywords(bot_profile)})
     else:
         chars.setdefault(NO_PROFILE, {"character_id": NO_PROFILE, "name": "ConvAI2 bot without a profile",
-                                      "persona": [], "instructions": []})
+                                      "persona": [], "instructions": [], "keywords": []})
     policy = None
     p2 = d.get("participant2_id")
     p1 = d.get("participant1_id")

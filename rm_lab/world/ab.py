@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rm_lab.config import MAX_SEED, check_fields, param
 from rm_lab.world.characters import make_characters
 from rm_lab.world.contexts import make_contexts
 from rm_lab.world.engagement import GH_NODES, GH_WEIGHTS, Population, score_replies, sigmoid
@@ -86,21 +87,35 @@ def simulate_arm(q: np.ndarray, n_users: int, days: int, population: Population,
     return out
 
 
+def _presets() -> list[str]:
+    from rm_lab.world.policies import PRESETS
+
+    return sorted(PRESETS)
+
+
 @dataclass
 class ABConfig:
     """A simulated A/B test between two scripted policies (the `ab-test` command's config)."""
 
-    control: str = "baseline"
-    treatment: str = "improved"
-    eligible_users: int = 400_000
-    arm_share: float = 0.1  # share of eligible users per arm (paper: usually 10%)
-    days: int = 7
-    seed: int = 0
-    quality_contexts: int = 2000
-    spurious_emoji: bool = False
-    per_day: bool = True
-    experiment_id: str = "sim-ab"
-    records: str | None = None  # analyse stored ab_arm records (e.g. an ingested Upworthy run) instead
+    control: str = param("baseline", doc="scripted policy of the control arm", choices=_presets)
+    treatment: str = param("improved", doc="scripted policy of the treatment arm", choices=_presets)
+    eligible_users: int = param(400_000, doc="users eligible for the test", ge=1, le=1_000_000_000)
+    arm_share: float = param(0.1, doc="share of eligible users per arm (paper: usually 10%; two disjoint arms)",
+                             gt=0, le=0.5)
+    days: int = param(7, doc="length of the test in days", ge=1, le=3650)
+    seed: int = param(0, doc="seed of the arms' users and of the policies' replies", ge=0, le=MAX_SEED)
+    quality_contexts: int = param(2000, doc="fresh user contexts on which each policy's reply quality is measured",
+                                  ge=1, le=1_000_000)
+    spurious_emoji: bool = param(False, doc="the world with the emoji-lover confound planted")
+    per_day: bool = param(True, doc="also write a row per arm and day")
+    experiment_id: str = param("sim-ab", doc="experiment_id of the written ab_arm rows", min_len=1)
+    records: str | None = param(None, doc="analyse stored ab_arm records (e.g. an ingested Upworthy run) instead")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.eligible_users * self.arm_share < 1:
+            raise ValueError(f"eligible_users x arm_share = {self.eligible_users * self.arm_share:g} expected users "
+                             "per arm; each arm needs at least 1")
 
 
 def simulate_ab(cfg: ABConfig) -> tuple[pd.DataFrame, dict]:
@@ -112,7 +127,29 @@ def simulate_ab(cfg: ABConfig) -> tuple[pd.DataFrame, dict]:
     qt = policy_quality(ScriptedPolicy.preset(cfg.treatment), pop, cfg.quality_contexts, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     arms = run_ab(qc, qt, pop, cfg.eligible_users, cfg.arm_share, cfg.days, rng, cfg.experiment_id, cfg.per_day)
+    _check_simulated(arms, cfg)
     return arms, true_lifts(qc, qt, pop)
+
+
+# which setting produced each ab_arm field of a simulated test
+_SETTING_OF = {"users": "eligible_users, arm_share", "engaged_users": "eligible_users, arm_share",
+               "experiment_id": "experiment_id", "days": "days", "day": "days", "arm": "control, treatment",
+               "allocation": "arm_share"}
+
+
+def _check_simulated(arms: pd.DataFrame, cfg: ABConfig) -> None:
+    """Simulated arms that are not valid records (an arm that drew no users, say) are the settings'
+    fault: name the setting, not an internal arms.parquet."""
+    from rm_lab.config import ConfigError
+    from rm_lab.schema import AB_ARM, RecordError, validate_frame
+
+    try:
+        validate_frame(arms, AB_ARM, "simulated arms")
+    except RecordError as e:
+        keys = _SETTING_OF.get(e.field or "", "the ab-test settings")
+        shown = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys.split(", ") if hasattr(cfg, k)) or keys
+        raise ConfigError(f"ab-test settings {shown}: the simulated test is not a valid A/B record "
+                          f"({e.field or 'record'}: got {e.value!r}, expected {e.expected}); change {keys}") from None
 
 
 def run_ab(control: ArmQuality, treatment: ArmQuality, population: Population, eligible_users: int,

@@ -8,11 +8,12 @@ reads only the canonical columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from rm_lab.config import MAX_SEED, check_fields, param
 from rm_lab.schema import Records, validate_frame
 from rm_lab.world.characters import HARD_INSTRUCTIONS, make_characters
 from rm_lab.world.contexts import make_contexts
@@ -24,25 +25,22 @@ from rm_lab.world.policies import PRESETS, ScriptedPolicy
 class WorldConfig:
     """The world and the traffic `simulate` logs from it."""
 
-    seed: int = 0
-    n_characters: int = 24
-    n_contexts: int = 2000  # logged interactions (one per context)
-    n_preference_contexts: int = 2000  # contexts with a judged pair of replies
-    user_traffic_share: float = 0.7
-    logging_policies: list[str] = field(default_factory=lambda: ["baseline", "engaging", "emoji_heavy",
-                                                                 "preachy", "terse", "verbose", "improved"])
-    annotator_temperature: float = 0.05  # noise of the preference judge on the engagement scale
-    spurious_emoji: bool = False  # plant the emoji-lover confound in logged data
-    spurious_emoji_multiplier: float = 4.0  # how much more emoji emoji-lovers are shown
-    spurious_emoji_others: float = 0.25  # ... and how much fewer everyone else is shown
-    latent_sd: float = 0.8
+    seed: int = param(0, doc="seed of the world and of every draw from it", ge=0, le=MAX_SEED)
+    n_characters: int = param(24, doc="characters (personas with instructions) in the world", ge=1, le=100_000)
+    n_contexts: int = param(2000, doc="logged interactions (one per context)", ge=1, le=10_000_000)
+    n_preference_contexts: int = param(2000, doc="contexts with a judged pair of replies", ge=1, le=10_000_000)
+    user_traffic_share: float = param(0.7, doc="share of contexts from user (not internal) traffic", ge=0, le=1)
+    logging_policies: list[str] = param(
+        ["baseline", "engaging", "emoji_heavy", "preachy", "terse", "verbose", "improved"],
+        doc="scripted policies that write the logged replies", choices=lambda: sorted(PRESETS), min_len=1)
+    annotator_temperature: float = param(0.05, doc="noise of the preference judge on the engagement scale", gt=0)
+    spurious_emoji: bool = param(False, doc="plant the emoji-lover confound in logged data")
+    spurious_emoji_multiplier: float = param(4.0, doc="how much more emoji emoji-lovers are shown", ge=0)
+    spurious_emoji_others: float = param(0.25, doc="... and how much fewer everyone else is shown", ge=0)
+    latent_sd: float = param(0.8, doc="spread of the users' latent propensity to engage", ge=0)
 
     def __post_init__(self):
-        unknown = [p for p in self.logging_policies if p not in PRESETS]
-        if unknown:
-            raise ValueError(f"logging_policies: unknown {unknown}, expected names from {sorted(PRESETS)}")
-        if self.n_contexts < 1 or self.n_characters < 1:
-            raise ValueError("n_contexts and n_characters must be >= 1")
+        check_fields(self)
 
     def population(self) -> Population:
         return Population(latent_sd=self.latent_sd, spurious_emoji=self.spurious_emoji)

@@ -1,0 +1,106 @@
+"""Out-of-fold scores through the user path: for each group fold, `train_reward_model` (what
+`rm_lab train-rm` runs) on the records of the other folds, then `RewardModel.score` on the held-out rows.
+
+Why here and not in a figure script: every real-data figure (in-domain and transfer) is "train on these
+records, score those rows, never letting a dialogue or a query sit on both sides", and the records are
+the canonical ones `ingest` writes, so the figure measures exactly what a user gets. The folds are
+`rm_lab.reward.folds` over the conversation (or context) of each context, dealt over every group of
+the records, so all labels of one dataset share one split.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rm_lab.reward import folds
+from rm_lab.reward.data import context_groups
+from rm_lab.schema import Records
+
+KEPT_WHOLE = ("character", "head")  # frames that describe, not label: every fold keeps all of them
+
+
+def subset_records(records: Records, context_ids) -> Records:
+    """The records of these contexts: every frame with a `context_id` column filtered to them."""
+    keep = set(map(str, context_ids))
+    out = {}
+    for name, df in records.frames.items():
+        if name in KEPT_WHOLE or "context_id" not in df.columns:
+            out[name] = df
+        else:
+            out[name] = df[df["context_id"].astype(str).isin(keep)].reset_index(drop=True)
+    return Records(out)
+
+
+def context_folds(contexts: pd.DataFrame, k: int, seed: int, by: str = "conversation") -> pd.Series:
+    """Fold of every context (indexed by context_id): its group (`by`: context, character or
+    conversation, as train-rm's `val_split`) dealt into k seeded folds."""
+    ids = contexts["context_id"].astype(str).drop_duplicates()
+    g = context_groups(contexts.drop_duplicates("context_id"), by)
+    keys = ids.map(g).astype(str) if g is not None else ids
+    return pd.Series(folds.fold_index(keys.tolist(), k, seed), index=ids.to_numpy(), name="fold")
+
+
+def score_rows(model, records: Records, rows: pd.DataFrame) -> pd.DataFrame:
+    """`model.score` of the (context_id, response) rows, one output column per key, aligned to `rows`."""
+    ctx = records["context"].drop_duplicates("context_id").set_index("context_id")
+    ctx = ctx.loc[rows["context_id"].astype(str)].reset_index()
+    out = model.score(ctx, rows["response"].astype(str).tolist(), records["character"])
+    return pd.DataFrame({k: np.asarray(v, float) for k, v in out.items()}, index=rows.index)
+
+
+def train_and_score(cfg, train: Records | Sequence[Records], score_on: Records, rows: pd.DataFrame, work: Path,
+                    say: Callable[[str], None] = lambda *_: None) -> tuple[pd.DataFrame, dict]:
+    """Train a fresh model on `train` (records, or a list of sources for multi-source training) into
+    `work` and score `rows` (whose contexts are in `score_on`). Returns (outputs, training metrics)."""
+    from rm_lab.reward.embed_cache import default_cache_root
+    from rm_lab.reward.model import RewardModel
+    from rm_lab.reward.train import train_reward_model
+
+    work = Path(work)
+    if work.exists():  # a finished member in the folder would be reloaded, not retrained
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    metrics = train_reward_model(replace(cfg, data=None), work, records=train, say=say)
+    cache = work / "embed_cache" if cfg.cache_dir == "run" else Path(cfg.cache_dir or default_cache_root())
+    model = RewardModel.load(work, cache_dir=cache)  # the training run's cache: no text is encoded twice
+    return score_rows(model, score_on, rows), metrics
+
+
+def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int = 5, seed: int = 0,
+                   by: str = "conversation", only: Sequence[int] | None = None, also: Sequence[Records] = (),
+                   say: Callable[[str], None] = lambda *_: None) -> tuple[pd.DataFrame, pd.Series, list[dict]]:
+    """Out-of-fold outputs for `rows` ((context_id, response) of `records`).
+
+    For each fold f (all of them, or `only`): train on the records whose contexts are in other folds
+    (plus every source in `also`, whole: multi-source training, a list of sources), score the rows of
+    fold f. Returns (outputs aligned to rows, NaN for folds not run; the fold of each row; per-fold info)."""
+    fold_of = context_folds(records["context"], k, seed, by)
+    row_fold = rows["context_id"].astype(str).map(fold_of)
+    if row_fold.isna().any():
+        missing = rows.loc[row_fold.isna(), "context_id"].iloc[0]
+        raise ValueError(f"rows: context_id {missing!r} is not in the context records")
+    row_fold = row_fold.astype(int)
+    outs, info = [], []
+    for f in (list(range(k)) if only is None else list(only)):
+        t0 = time.time()
+        test = rows[row_fold.to_numpy() == f]
+        train = subset_records(records, fold_of.index[fold_of.to_numpy() != f])
+        source = [train, *also] if also else train
+        out, metrics = train_and_score(cfg, source, records, test, Path(work) / f"fold{f}", say)
+        outs.append(out)
+        refit = [r for m in metrics.get("members", []) for r in m.get("refit", [])]
+        info.append({"fold": f, "n_rows": len(test), "n_train_contexts": metrics.get("n_train_contexts"),
+                     "refit": refit, "seconds": round(time.time() - t0, 1)})
+        say(f"fold {f}: {len(test)} rows scored ({info[-1]['seconds']} s)")
+    scored = pd.concat(outs) if outs else pd.DataFrame(index=rows.index[:0])
+    return scored.reindex(rows.index), row_fold, info
+
+
+__all__ = ["subset_records", "context_folds", "score_rows", "train_and_score", "cross_validate"]

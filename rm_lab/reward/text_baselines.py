@@ -1,0 +1,98 @@
+"""Reply-text baselines that every reward-model figure is reported beside: reply length alone, and
+TF-IDF word 1-2 grams, each with a logistic regression (binary labels) or a ridge regression (graded
+or continuous labels).
+
+Why: a reward model that cannot beat "longer replies are better" or a bag of words has learnt nothing
+a surface rule would not; and in transfer, when a model trained on one dataset is scored on another,
+the same two baselines trained on the same source show how much of the transfer a surface rule gets.
+They read the reply only (what the style baseline in `baseline.py` reads too, without its features).
+`score` returns a ranking score: the log-odds (binary) or the predicted value (graded).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+_WORD = re.compile(r"[A-Za-z0-9']+")
+KINDS = ("binary", "graded")
+
+
+def log_words(texts: Sequence[str]) -> np.ndarray:
+    """log(1 + words) of each text, as a one-column matrix."""
+    return np.log1p(np.array([len(_WORD.findall(str(t))) for t in texts], float))[:, None]
+
+
+@dataclass
+class TextBaseline:
+    """One baseline: `features` 'length' or 'tfidf', `kind` 'binary' (logistic) or 'graded' (ridge)."""
+
+    features: Literal["length", "tfidf"] = "tfidf"
+    kind: Literal["binary", "graded"] = "binary"
+    C: float = 1.0  # logistic regression's inverse penalty
+    alpha: float = 1.0  # ridge penalty
+    min_df: int = 2
+
+    def __post_init__(self):
+        if self.features not in ("length", "tfidf"):
+            raise ValueError(f"features={self.features!r}: expected 'length' or 'tfidf'")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r}: expected one of {KINDS}")
+        self.vectorizer = self.model = None
+
+    @property
+    def name(self) -> str:
+        return {"length": "length only", "tfidf": "TF-IDF"}[self.features] + (
+            " + logistic regression" if self.kind == "binary" else " + ridge")
+
+    def _X(self, texts: Sequence[str], fit: bool = False):
+        texts = [str(t) for t in texts]
+        if self.features == "length":
+            return log_words(texts)
+        if fit:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=self.min_df, sublinear_tf=True)
+            return self.vectorizer.fit_transform(texts)
+        return self.vectorizer.transform(texts)
+
+    def fit(self, texts: Sequence[str], y, weight=None) -> "TextBaseline":
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        texts = list(texts)
+        y = np.asarray(y, float)
+        if len(y) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(y)} labels")
+        if not len(y):
+            raise ValueError(f"{self.name}: no training rows")
+        if not np.isfinite(y).all():
+            raise ValueError(f"{self.name}: labels must be finite numbers")
+        if self.kind == "binary":
+            if not set(np.unique(y)) <= {0.0, 1.0} or len(np.unique(y)) < 2:
+                raise ValueError(f"{self.name}: binary labels must be 0/1 with both classes present")
+            self.model = LogisticRegression(C=self.C, max_iter=2000)
+        else:
+            self.model = Ridge(alpha=self.alpha)
+        self.model.fit(self._X(texts, fit=True), y, sample_weight=weight)
+        return self
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """Log-odds (binary) or predicted label (graded) of each text: higher is better."""
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: fit the baseline first")
+        X = self._X(list(texts))
+        return np.asarray(self.model.decision_function(X) if self.kind == "binary" else self.model.predict(X), float)
+
+
+BASELINES = ("length", "tfidf")
+
+
+def fit_baselines(texts: Sequence[str], y, kind: str = "binary", weight=None) -> dict[str, TextBaseline]:
+    """Both baselines fitted on the same rows: {'length': ..., 'tfidf': ...}."""
+    return {f: TextBaseline(f, kind).fit(texts, y, weight) for f in BASELINES}
+
+
+__all__ = ["TextBaseline", "BASELINES", "fit_baselines", "log_words"]

@@ -1,0 +1,64 @@
+"""Out-of-fold scoring through the user path (rm_lab.reward.crossval): folds over whole conversations,
+training sides that never see a held-out context, every row scored once by a model that did not train on it."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from rm_helpers import tiny_world
+
+from rm_lab.reward import crossval
+from rm_lab.reward.train import TrainRMConfig
+
+
+def _with_conversations(world):
+    """Tiny-world contexts grouped two by two into conversations."""
+    ctx = world["context"].copy()
+    ids = sorted(ctx["context_id"].unique())
+    conv = {c: f"conv{i // 2}" for i, c in enumerate(ids)}
+    ctx["conversation_id"] = ctx["context_id"].map(conv)
+    return type(world)({**world.frames, "context": ctx}), conv
+
+
+def test_context_folds_keep_conversations_whole_and_subset_filters_every_labelled_frame():
+    world, conv = _with_conversations(tiny_world(seed=1, n=40))
+    f = crossval.context_folds(world["context"], 4, seed=3)
+    assert set(f.index) == set(world["context"]["context_id"])
+    by_conv = pd.DataFrame({"conv": f.index.map(conv), "fold": f.to_numpy()})
+    assert (by_conv.groupby("conv")["fold"].nunique() == 1).all() and set(f) == {0, 1, 2, 3}
+    by_ctx = crossval.context_folds(world["context"], 4, seed=3, by="context")
+    assert not by_ctx.equals(f)  # the grouping matters
+    keep = f.index[f.to_numpy() != 0]
+    sub = crossval.subset_records(world, keep)
+    for name, df in sub.frames.items():
+        if "context_id" in df.columns and name not in crossval.KEPT_WHOLE:
+            assert set(df["context_id"]) <= set(keep), name
+            assert len(df) == world[name]["context_id"].isin(set(keep)).sum(), name
+    assert sub["character"].equals(world["character"])
+
+
+def test_cross_validate_scores_each_row_out_of_fold(backbone, tmp_path, monkeypatch):
+    world, _ = _with_conversations(tiny_world(seed=2, n=40))
+    cfg = TrainRMConfig(backbone=str(backbone), epochs=1, hidden=16, batch_size=32, pairwise=False, max_length=64,
+                        cache_dir=str(tmp_path / "cache"), val_fraction=0.0, heads=["continue"])
+    seen = []
+    real = crossval.train_and_score
+
+    def spy(cfg, train, score_on, rows, work, say=lambda *_: None):
+        seen.append((set(train["context"]["context_id"]), set(rows["context_id"])))
+        return real(cfg, train, score_on, rows, work, say)
+
+    monkeypatch.setattr(crossval, "train_and_score", spy)
+    rows = world["interaction"][["context_id", "response"]].drop_duplicates().reset_index(drop=True)
+    out, fold, info = crossval.cross_validate(cfg, world, rows, tmp_path / "cv", k=3, seed=0)
+    assert len(seen) == 3 and [i["fold"] for i in info] == [0, 1, 2]
+    for train_ctx, test_ctx in seen:
+        assert train_ctx and test_ctx and train_ctx.isdisjoint(test_ctx)
+    assert out.index.equals(rows.index) and np.isfinite(out["p_continue"]).all()
+    assert sum(i["n_rows"] for i in info) == len(rows) and set(fold) == {0, 1, 2}
+    part, _, info1 = crossval.cross_validate(cfg, world, rows, tmp_path / "cv1", k=3, seed=0, only=[1])
+    assert part["p_continue"].notna().to_numpy().tolist() == (fold == 1).tolist()  # other folds stay empty
+    assert np.allclose(part.loc[fold == 1, "p_continue"], out.loc[fold == 1, "p_continue"])  # same fit, same scores
+    bad = pd.DataFrame({"context_id": ["nope"], "response": ["hi"]})
+    with pytest.raises(ValueError, match="'nope' is not in the context records"):
+        crossval.cross_validate(cfg, world, bad, tmp_path / "cv2", k=3)
