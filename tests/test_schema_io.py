@@ -39,15 +39,25 @@ SAMPLES = {
         "day": pd.array([None, None], dtype="Int64"), "days": [7, 7], "users": [100, 120],
         "engaged_users": [10, 15], "text": ["head A", None],
     }),
+    "label": pd.DataFrame({
+        "context_id": ["x1", "x1", "x2"], "response": ["a", "a", ""], "name": ["engaging", "engaging", "engaged"],
+        "value": [4.0, 2.0, 1.0], "scale_min": [1.0, 1.0, None], "scale_max": [5.0, 5.0, None],
+        "source": ["pe", "pe", None],
+    }),
+    "head": pd.DataFrame({
+        "name": ["engaging", "engaged"], "kind": ["ordinal", "binomial"], "record": ["label", None],
+        "levels": pd.array([5, None], dtype="Int64"), "min": [1.0, None],
+    }),
 }
 
 # (kind, column, bad value, words expected in the message) — one defect per case
 WRONG_TYPE = {"interaction": ("continued", "yes"), "ab_arm": ("users", "many"), "character": ("persona", "x"),
-              "context": ("traffic", 3), "preference": ("source", "robot"), "steer_label": ("followed", "no")}
+              "context": ("traffic", 3), "preference": ("source", "robot"), "steer_label": ("followed", "no"),
+              "label": ("value", "high"), "head": ("kind", "logistic")}
 NAN_FIELD = {"interaction": "response", "ab_arm": "users", "character": "name", "context": "context_id",
-             "preference": "chosen", "steer_label": "response"}
+             "preference": "chosen", "steer_label": "response", "label": "value", "head": "kind"}
 TEXT_FIELD = {"interaction": "response", "ab_arm": "arm", "character": "name", "context": "character_id",
-              "preference": "rejected", "steer_label": "instruction_id"}
+              "preference": "rejected", "steer_label": "instruction_id", "label": "name", "head": "name"}
 
 
 def _assert_names(err: RecordError, path, row, field):

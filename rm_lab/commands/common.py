@@ -85,18 +85,17 @@ def _schema(spec: Any) -> type:
     return cfgmod._resolve(spec)
 
 
-def config_keys_table(schema: type):
-    from rich.markup import escape
-    from rich.table import Table
+def config_keys_help(schema: type):
+    """Each key as `key: type = default` over its indented doc (readable at any terminal width)."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
 
-    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=True)
-    table.add_column("key", no_wrap=True, style="bold cyan")
-    table.add_column("type", style="yellow", overflow="fold", max_width=24)
-    table.add_column("default", overflow="fold", max_width=28)
-    table.add_column("what it is", ratio=1, overflow="fold")
+    items = []
     for d in cfgmod.describe(schema):
-        table.add_row(*(escape(x) for x in (d.key, d.type, d.default, d.doc)))
-    return table
+        head = Text.assemble((d.key, "bold cyan"), ": ", (d.type, "yellow"), " = ", d.default)
+        items += [head, Padding(Text(d.doc), (0, 0, 0, 4))]
+    return Group(*items)
 
 
 class StageCommand(typer.core.TyperCommand):
@@ -111,13 +110,12 @@ class StageCommand(typer.core.TyperCommand):
         from rich.panel import Panel
 
         schema = _schema(self.schema_spec)
-        title = f"Config keys ({schema.__name__}; key=value on the command line, or in the -c YAML"
-        title += f", default configs/{self.default_config}.yaml)" if self.default_config else ")"
+        title = f"Config keys ({schema.__name__}): key=value, or in the -c YAML"
         from typer import rich_utils
 
         console = Console(width=rich_utils.MAX_WIDTH)  # as wide as Typer's own panels above
         with console.capture() as cap:
-            console.print(Panel(config_keys_table(schema), title=title, title_align="left", border_style="dim"))
+            console.print(Panel(config_keys_help(schema), title=title, title_align="left", border_style="dim"))
         formatter.write(cap.get())
 
 

@@ -314,23 +314,21 @@ def _hits(spec: HeadSpec, src: Source) -> tuple[int, pd.DataFrame | None]:
     return len(rows), rows
 
 
-def _no_labels(spec: HeadSpec, sources: Sequence[Source], declared: bool) -> RecordError | ConfigError:
-    """The error for a head asked for (or declared) whose labels no source holds: where it looked, and what is there."""
+def _no_labels(spec: HeadSpec, sources: Sequence[Source], declared: bool) -> ConfigError:
+    """The error for a head asked for (or declared) whose labels no source holds: where it looked, what is there."""
     found = []
     for s in sources:
         frame = s.records[spec.record] if spec.record in s.records else None
         if frame is None:
-            found.append(f"{s.folder or s.name} has no {spec.record} records")
+            found.append(f"{s.folder or 'the data'} has no {spec.record} records")
         elif spec.record == "label":
-            found.append(f"{s.path('label')}: label names {label_names(frame)}")
+            found.append(f"{s.path('label') or 'label records'}: field 'name' holds {label_names(frame)}")
         else:
-            found.append(f"{s.path(spec.record)}: columns {sorted(c for c in frame.columns if c != '_source')}")
+            found.append(f"{s.path(spec.record) or spec.record + ' records'}: no field '{spec.col}' with values "
+                         f"(fields {sorted(c for c in frame.columns if c != '_source')})")
     what = "declared" if declared else "asked for"
-    s0 = sources[0]
-    field = "name" if spec.record == "label" else spec.col
-    return RecordError(s0.path(spec.record) if len(sources) == 1 else None, None, field, "no labels",
-                       f"labels for the {what} {spec.likelihood} head '{spec.name}' ({spec.describe()}); "
-                       + "; ".join(found))
+    return ConfigError(f"heads.{spec.name}: the {what} {spec.likelihood} head has no labels: it reads "
+                       f"{spec.describe()}; " + "; ".join(found))
 
 
 def resolve_heads(records: Records | Sequence[Source], heads=None) -> list[tuple[HeadSpec, list]]:

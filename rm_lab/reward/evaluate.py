@@ -1,6 +1,8 @@
 """`eval-rm`: a trained reward model against held-out records (and the world's hidden truth when the
-records carry it): pairwise accuracy, AUC/log-loss/ECE per binary head before and after calibration,
-Spearman for depth, the style-artifact report with counterfactual edits next to the true effect.
+records carry it): every head with the metric of its likelihood (rm_lab.reward.heads): pairwise accuracy
+for the preference head, AUC/log-loss/ECE per binary head before and after calibration, Spearman, Kendall
+tau and MAE of the expected level for ordinal heads, Spearman and RMSE for gaussian heads, Spearman for
+counts; the style-artifact report with counterfactual edits next to the true effect.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import numpy as np
 
 from rm_lab import io
 from rm_lab.config import MAX_SEED, ConfigError, check_fields, param
-from rm_lab.reward.data import (BINARY_HEADS, build_reward_data, check_heldout_content, item_inputs,
-                                read_record_folder)
-from rm_lab.reward.model import OUTPUT_NAMES, RewardModel
+from rm_lab.reward.data import (build_reward_data, check_heldout_content, item_inputs, labelled_heads,
+                                merge_sources, read_sources)
+from rm_lab.reward.heads import COUNT_LIKELIHOODS
+from rm_lab.reward.model import RewardModel
 from rm_lab.schema import RecordError, Records
 
 
@@ -24,7 +27,8 @@ class EvalRMConfig:
     """eval-rm: which model, which records, which split (configs/eval_rm.yaml)."""
 
     model: str | None = param(None, doc="a train-rm run folder (required)")
-    data: str | None = param(None, doc="a records folder; null: simulate `world`")
+    data: str | list[str] | None = param(None, doc="a records folder, or a list of them (as train-rm's); "
+                                         "null: simulate `world`")
     world: dict = param({}, doc="WorldConfig keys of the world simulated when data is null",
                         schema="rm_lab.world.simulate:WorldConfig")
     split: str = param("heldout", doc="heldout: only the contexts the model held out (split.json); all: every row",
@@ -128,27 +132,30 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
     if not cfg.model and rm is None:
         raise ConfigError("model: give a train-rm run folder, e.g. model=runs/train-rm/<id>")
     rm = rm or RewardModel.load(cfg.model, cfg.cache_dir or default_cache_root())
+    sources = None
     if records is None:
         if cfg.data:
-            records = read_record_folder(cfg.data)
-            world_cfg = _data_world_config(Path(cfg.data))
+            sources = read_sources(cfg.data)
+            records = merge_sources(sources)
+            world_cfg = _data_world_config(Path(cfg.data)) if isinstance(cfg.data, (str, Path)) else None
         else:
             records, world_cfg = _world_records(cfg)
-    data = build_reward_data(records, None)
-    missing = [h for h in data.heads if h not in rm.heads]
-    heads = [h for h in data.heads if h in rm.heads]
+    labelled = labelled_heads(sources or records)
+    data = build_reward_data(sources or records, list(rm.specs.values()))  # the model's heads, as it was trained
+    heads = [h for h in rm.heads if h in data.heads]
+    missing = [h for h in labelled if h not in rm.heads]
     if not heads:
-        raise ConfigError(f"data: labels for {data.heads} but the model has heads {rm.heads}: nothing to evaluate")
+        raise ConfigError(f"data: labels for {labelled} but the model has heads {rm.heads}: nothing to evaluate")
     if cfg.split == "heldout":
         split_file = Path(cfg.model or "") / "split.json"
         if not split_file.is_file():
             raise ConfigError(f"split=heldout: {split_file} not found (use split=all for a model without a split)")
         split = io.read_json(split_file)
         held = set(split["heldout_contexts"])
-        check_heldout_content(split, records, cfg.data or "the simulated world (world=...)", say)
+        check_heldout_content(split, records, str(cfg.data) if cfg.data else "the simulated world (world=...)", say)
         data = data.subset([c for c in data.items["context_id"].unique() if c in held])
         if len(data.items) == 0:
-            raise RecordError(cfg.data, None, "context_id", "no held-out context in the data",
+            raise RecordError(str(cfg.data), None, "context_id", "no held-out context in the data",
                               "records of the contexts the model held out (or split=all)")
     items = data.items
     ctx_rows = records["context"].drop_duplicates("context_id").set_index("context_id").loc[items["context_id"]].reset_index()
@@ -175,26 +182,35 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
             p = rm.pairwise.prob(pf[c_idx], style[c_idx], pf[r_idx], style[r_idx], cfg.batch_size)
             metrics["pairwise_accuracy"]["pairwise_model"] = M.pairwise_accuracy(p, 1 - p)
     plots = []
-    for h in heads:
-        if h not in BINARY_HEADS:
+    for h in heads:  # every item head with the metric of its likelihood
+        spec = data.spec(h)
+        if spec.is_pairwise:
             continue
-        has = items[f"{h}_n"].to_numpy() > 0
-        p = np.clip(scores[OUTPUT_NAMES[h]][has], 1e-6, 1 - 1e-6)
-        y, pe = _expand(items[f"{h}_k"].to_numpy()[has], items[f"{h}_n"].to_numpy()[has], p)
-        if len(y) < 4 or y.min() == y.max():
-            metrics[h] = {"n": int(len(y)), "note": "too few rows or one class only"}
-            continue
-        rep = M.calibration_report(y, np.log(pe / (1 - pe)), seed=cfg.seed, n_bins=cfg.n_bins, with_probs=True)
-        path = out_dir / f"reliability_{h}.png"
-        M.reliability_plot(rep.pop("eval_y"), rep.pop("eval_probs"), path, cfg.n_bins, title=f"p({h})")
-        plots.append(path.name)
-        metrics[h] = rep
-    if "depth" in heads:
-        has = items["depth_n"].to_numpy() > 0
-        rate = items["depth_k"].to_numpy()[has] / items["depth_n"].to_numpy()[has]
-        mu = scores["depth"][has]
-        metrics["depth"] = {"spearman": M.spearman(mu, rate), "n": int(has.sum()),
-                            "poisson_deviance": M.poisson_deviance(rate, mu)}
+        col = lambda s: items[f"{h}_{s}"].to_numpy(float)  # noqa: E731
+        has = col("n") > 0
+        if spec.likelihood == "binomial":
+            p = np.clip(scores[spec.out][has], 1e-6, 1 - 1e-6)
+            y, pe = _expand(col("k")[has], col("n")[has], p)
+            if len(y) < 4 or y.min() == y.max():
+                metrics[h] = {"likelihood": spec.likelihood, "n": int(len(y)), "note": "too few rows or one class only"}
+                continue
+            rep = M.calibration_report(y, np.log(pe / (1 - pe)), seed=cfg.seed, n_bins=cfg.n_bins, with_probs=True)
+            path = out_dir / f"reliability_{h}.png"
+            M.reliability_plot(rep.pop("eval_y"), rep.pop("eval_probs"), path, cfg.n_bins, title=f"p({h})")
+            plots.append(path.name)
+            metrics[h] = {"likelihood": spec.likelihood, **rep}
+        elif spec.likelihood in COUNT_LIKELIHOODS:
+            metrics[h] = {"likelihood": spec.likelihood, **M.count_metrics(col("n"), col("k"), scores[spec.out])}
+        elif spec.likelihood == "ordinal":
+            counts = np.stack([col(f"c{j}") for j in range(spec.levels)], 1)[has]
+            m = int(has.sum())
+            ge = [np.ones(m)] + [scores[o][has] for o in spec.outputs()[1:]] + [np.zeros(m)]
+            probs = np.stack([ge[j] - ge[j + 1] for j in range(spec.levels)], 1)
+            metrics[h] = {"likelihood": spec.likelihood, "levels": spec.level_values(),
+                          **M.ordinal_metrics(counts, scores[spec.out][has], probs, spec.level_values())}
+        elif spec.likelihood == "gaussian":
+            metrics[h] = {"likelihood": spec.likelihood,
+                          **M.regression_metrics(col("n"), col("mean"), col("m2"), scores[spec.out])}
 
     # hidden truth of a simulated world (never used in training)
     truth: dict = {}
@@ -235,7 +251,8 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
         metrics["truth"] = truth
 
     # style artifacts: observational correlations + counterfactual edits
-    score_cols = {OUTPUT_NAMES[h]: scores[OUTPUT_NAMES[h]] for h in heads if h in ("preference", "continue", "thumb_up")}
+    score_cols = {data.spec(h).out: scores[data.spec(h).out] for h in heads
+                  if h in ("preference", "continue", "thumb_up") or data.spec(h).likelihood in ("ordinal", "gaussian")}
     _, _, kws = item_inputs(items["context_id"].tolist(), items["response"].tolist(), records["context"],
                             records["character"])
     art = A.style_artifact_report(items["response"].tolist(), score_cols, kws,
@@ -290,15 +307,22 @@ def summary_lines(m: dict) -> list[str]:
     if "pairwise_accuracy" in m:
         lines.append("pairwise accuracy: " + ", ".join(f"{k}={v:.3f}" for k, v in m["pairwise_accuracy"].items()
                                                         if k != "n"))
-    for h in BINARY_HEADS:
+    for h in m.get("heads_evaluated", []):
         r = m.get(h)
-        if isinstance(r, dict) and "raw" in r:
+        if not isinstance(r, dict):
+            continue
+        if "raw" in r:
             lines.append(f"{h}: AUC {r['raw']['auc']:.3f}, log-loss {r['raw']['log_loss']:.3f} -> "
                          f"{r['temperature_scaled']['log_loss']:.3f} (T={r['temperature']:.2f}), "
                          f"ECE {r['raw']['ece']:.3f} -> {r['temperature_scaled']['ece']:.3f} / "
                          f"{r['isotonic']['ece']:.3f} (isotonic)")
-    if "depth" in m:
-        lines.append(f"depth: Spearman {m['depth']['spearman']:.3f}")
+        elif r.get("likelihood") == "ordinal":
+            lines.append(f"{h} (ordinal, {len(r['levels'])} levels): Spearman {r['spearman']:.3f}, Kendall tau "
+                         f"{r['kendall_tau']:.3f}, MAE of the expected level {r['mae']:.3f} ({r['n']} ratings)")
+        elif r.get("likelihood") == "gaussian":
+            lines.append(f"{h} (gaussian): Spearman {r['spearman']:.3f}, RMSE {r['rmse']:.3f} ({r['n_items']} items)")
+        elif "spearman" in r:
+            lines.append(f"{h}: Spearman {r['spearman']:.3f}")
     for k, v in m.get("truth", {}).items():
         lines.append(f"truth {k}: {v:.3f}" if isinstance(v, float) else f"truth {k}: {v}")
     for e, row in m.get("style_artifacts", {}).get("counterfactual", {}).items():

@@ -1,4 +1,5 @@
-"""Reward-model metrics: discrimination, calibration, calibrators, pairwise agreement.
+"""Reward-model metrics: discrimination, calibration, calibrators, pairwise agreement, and the rank and
+error metrics of graded (ordinal), continuous (gaussian) and count heads.
 
 User-signal heads are used to *select* data by thresholding probabilities (DESIGN.md, "Pre-herding"),
 so their calibration matters as much as their ranking: AUC says whether a head ranks, ECE and the
@@ -121,6 +122,75 @@ def spearman(a, b) -> float:
     if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(stats.spearmanr(a, b).statistic)
+
+
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-b (ties counted on both sides, as graded ratings have many); NaN when either side is
+    constant or too short."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    _check_same_length(a, b)
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.kendalltau(a, b, variant="b").statistic)
+
+
+def expand_counts(counts, values) -> tuple[np.ndarray, np.ndarray]:
+    """Items with counts per level (N, K) -> (item index, level value) of every single rating."""
+    counts = np.rint(np.asarray(counts, float)).astype(int)
+    n, k = counts.shape
+    item = np.repeat(np.repeat(np.arange(n), k), counts.ravel())
+    level = np.repeat(np.tile(np.asarray(values, float), n), counts.ravel())
+    return item, level
+
+
+def ordinal_metrics(counts, expected, level_probs=None, values=None) -> dict[str, float]:
+    """An ordinal head against ratings: `counts` (N items, K levels) of observed ratings, `expected` the
+    predicted expected level per item, `level_probs` (N, K) the predicted P(level) per item.
+
+    Per rating (each item's prediction repeated for each of its ratings): Spearman and Kendall tau-b of
+    the expected level with the rating, the MAE of the expected level, the log loss of the predicted
+    level probabilities; and Spearman of the expected level with each item's mean rating."""
+    counts = np.asarray(counts, float)
+    values = np.arange(1, counts.shape[1] + 1, dtype=float) if values is None else np.asarray(values, float)
+    expected = np.asarray(expected, float)
+    _check_same_length(counts, expected)
+    item, y = expand_counts(counts, values)
+    e = expected[item]
+    out = {"spearman": spearman(e, y), "kendall_tau": kendall_tau(e, y),
+           "mae": float(np.mean(np.abs(e - y))) if len(y) else float("nan"), "n": int(len(y)),
+           "n_items": int((counts.sum(1) > 0).sum()), "mean_rating": float(y.mean()) if len(y) else float("nan")}
+    has = counts.sum(1) > 0
+    out["spearman_item_mean"] = spearman(expected[has], (counts[has] @ values) / counts[has].sum(1))
+    if level_probs is not None and len(y):
+        lp = np.clip(np.asarray(level_probs, float), EPS, 1.0)
+        out["log_loss"] = float(-(counts * np.log(lp)).sum() / counts.sum())
+    return out
+
+
+def regression_metrics(n, mean, m2, pred) -> dict[str, float]:
+    """A gaussian head against values summarised per item (n values, their mean, within-item sum of squares):
+    Spearman of the prediction with the item means, RMSE and MAE of the prediction over the item means, and
+    the RMSE over every single value (exact from the summaries)."""
+    n, mean, m2, pred = (np.asarray(x, float) for x in (n, mean, m2, pred))
+    has = n > 0
+    n, mean, m2, pred = n[has], mean[has], m2[has], pred[has]
+    if not len(n):
+        nan = float("nan")
+        return {"spearman": nan, "rmse": nan, "mae_item_mean": nan, "rmse_values": nan, "n": 0, "n_items": 0}
+    return {"spearman": spearman(pred, mean), "rmse": float(np.sqrt(np.mean((pred - mean) ** 2))),
+            "mae_item_mean": float(np.mean(np.abs(pred - mean))),
+            "rmse_values": float(np.sqrt((m2.sum() + (n * (mean - pred) ** 2).sum()) / n.sum())),
+            "n": int(n.sum()), "n_items": int(len(n))}
+
+
+def count_metrics(n, k, mu) -> dict[str, float]:
+    """A count head (`depth`): Spearman of the predicted mean with each item's observed rate, and the mean
+    Poisson deviance of the rate (a scale for both count likelihoods)."""
+    n, k, mu = (np.asarray(x, float) for x in (n, k, mu))
+    has = n > 0
+    rate = k[has] / n[has]
+    return {"spearman": spearman(mu[has], rate), "n": int(has.sum()),
+            "poisson_deviance": poisson_deviance(rate, mu[has]) if has.any() else float("nan")}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -179,8 +179,8 @@ def check_finite(loss: torch.Tensor, parts: dict[str, torch.Tensor], where: str,
     """Raise NonFiniteLoss naming the heads whose loss is not finite (one sync per step)."""
     if bool(torch.isfinite(loss)):
         return
-    bad = [f"{h}={float(v):g}" for h, v in parts.items() if not bool(torch.isfinite(v))]
-    raise NonFiniteLoss(f"training diverged at {where}: the {', '.join(bad) if bad else f'total={float(loss):g}'} "
+    bad = [f"{h}={float(v.detach()):g}" for h, v in parts.items() if not bool(torch.isfinite(v))]
+    raise NonFiniteLoss(f"training diverged at {where}: the {', '.join(bad) if bad else f'total={float(loss.detach()):g}'} "
                         f"loss is not finite ({lrs}); use a smaller learning rate (e.g. lr=1e-3) or smaller "
                         f"loss_weights")
 

@@ -133,6 +133,10 @@ def refit_heads(net, heads: list[str], emb: np.ndarray, style: np.ndarray, count
     groups = np.asarray(groups).astype(str)
     rng = np.random.default_rng(seed)
     results = []
+    not_binomial = [h for h in heads if h in getattr(net, "specs", {}) and net.specs[h].likelihood != "binomial"]
+    if not_binomial:  # the refit is a logistic regression: only heads with a binomial likelihood have one
+        raise ValueError(f"head refit: {not_binomial} are not binomial heads "
+                         f"({', '.join(net.specs[h].likelihood for h in not_binomial)})")
     for h in heads:
         rows, y, w = binomial_rows(counts[f"{h}_n"], counts[f"{h}_k"])
         g = groups[rows]

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from rm_lab import io, jobs
 from rm_lab.config import MAX_SEED, ConfigError, check_fields, param
-from rm_lab.reward.data import (BINARY_HEADS, ITEM_HEADS, RewardData, build_reward_data, context_groups,
-                                read_record_folder, split_contexts, style_matrix, context_fingerprints)
+from rm_lab.reward.data import (RewardData, Source, build_reward_data, context_groups, merge_sources, read_sources,
+                                split_contexts, style_matrix, context_fingerprints)
+from rm_lab.reward.heads import SOURCE_SEP
 from rm_lab.reward.embed_cache import EmbeddingCache, backbone_key, default_cache_root
 from rm_lab.reward.inputs import (DEFAULT_INPUTS, ItemTexts, check_inputs, features, input_dim, item_texts,
                                   tabular_names, token_views)
@@ -47,10 +48,15 @@ PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-t
 class TrainRMConfig:
     """train-rm: data, backbone, heads and optimisation (configs/train_rm.yaml)."""
 
-    data: str | None = param(None, doc="a folder of <kind>.parquet/.jsonl records; null: simulate `world`")
+    data: str | list[str] | None = param(
+        None, doc="a folder of <kind>.parquet/.jsonl records, or a list of folders (one model, a shared trunk, a head "
+        "per source where two sources label the same head); null: simulate `world`")
     world: dict = param({}, doc="WorldConfig keys for an on-the-fly world (when data is null)",
                         schema="rm_lab.world.simulate:WorldConfig")
-    heads: list[str] | None = param(None, doc="the heads to train; null: every head the data has labels for")
+    heads: list[str] | dict | None = param(
+        None, doc="null: every head the data has labels for (built-in or declared by the data); a list: these heads; "
+        "a mapping: declare heads on top of those, e.g. {engaging: {column: human_score, kind: ordinal, levels: 5}} "
+        "(rm_lab.reward.heads; false leaves a head out)")
     backbone: str | None = param(None, doc="a local HF encoder folder; null: packaged all-MiniLM-L6-v2")
     train_mode: Literal["frozen", "top_k", "full"] = param(
         "frozen", doc="frozen: cached embeddings, heads only; top_k: also the top encoder layers; full: all")
@@ -84,7 +90,8 @@ class TrainRMConfig:
     refit_folds: int = param(5, doc="folds of the head refit's penalty search", ge=2, le=100)
     refit_metric: Literal["log_loss", "auc"] = param("log_loss", doc="held-out metric of the head refit",
                                                      choices=REFIT_METRICS)
-    loss_weights: dict = param({}, doc="head -> weight of its loss (default 1)", ge=0, le=1e6)
+    loss_weights: dict = param({}, doc="head -> weight of its loss (default 1; a head's name also weighs its "
+                               "per-source heads)", ge=0, le=1e6)
     aggregate: bool = param(True, doc="merge repeated (context, reply) rows into binomial counts")
     pairwise: bool = param(True, doc="also train the pairwise model (reads both replies)")
     pairwise_epochs: int = param(10, doc="training epochs of the pairwise model", ge=1, le=100_000)
@@ -139,16 +146,15 @@ class UnitCollator:
         self.feats = feats  # (N, D) float tensor of assembled features, or {text view: token-id lists}
         self.style = torch.tensor(np.asarray(style), dtype=torch.float32)
         self.rows = data.items["feat_row"].to_numpy()
-        self.pairs = (data.pairs[["chosen", "rejected"]].to_numpy() if "preference" in heads
-                      else np.zeros((0, 2), int))
-        self.margin = data.pairs["margin"].to_numpy(np.float32) if "preference" in heads else np.zeros(0, np.float32)
-        self.item_heads = [h for h in heads if h in ITEM_HEADS]
+        pairwise = any(data.spec(h).is_pairwise for h in heads)
+        self.pairs = data.pairs[["chosen", "rejected"]].to_numpy() if pairwise else np.zeros((0, 2), int)
+        self.margin = data.pairs["margin"].to_numpy(np.float32) if pairwise else np.zeros(0, np.float32)
+        self.item_heads = [h for h in heads if not data.spec(h).is_pairwise]
         labelled = np.zeros(len(data.items), bool)
         for h in self.item_heads:
             labelled |= data.items[f"{h}_n"].to_numpy() > 0
         self.labelled = np.flatnonzero(labelled)
-        self.counts = {f"{h}_{s}": data.items[f"{h}_{s}"].to_numpy(np.float32)
-                       for h in ITEM_HEADS for s in ("n", "k")}
+        self.counts = {c: data.items[c].to_numpy(np.float32) for h in self.item_heads for c in data.spec(h).columns()}
 
     @property
     def n_units(self) -> int:
@@ -174,9 +180,8 @@ class UnitCollator:
         batch = {"style": self.style[rows], "pair_c": torch.tensor(pc, dtype=torch.long),
                  "pair_r": torch.tensor(pr, dtype=torch.long), "pair_margin": torch.tensor(pm, dtype=torch.float32)}
         own = torch.tensor([it in labelled_items for it in items], dtype=torch.float32)
-        for h in ITEM_HEADS:  # labels count once per epoch: only for the item's own unit
-            batch[f"{h}_n"] = torch.as_tensor(self.counts[f"{h}_n"][items]) * own
-            batch[f"{h}_k"] = torch.as_tensor(self.counts[f"{h}_k"][items]) * own
+        for c, v in self.counts.items():  # labels count once per epoch: only for the item's own unit
+            batch[c] = torch.as_tensor(v[items]) * own
         if isinstance(self.feats, torch.Tensor):
             batch["emb"] = self.feats[rows]
         else:
@@ -214,9 +219,13 @@ class History(L.Callback):
 # ----------------------------------------------------------------------------------------------
 # training
 
-def load_records(cfg: TrainRMConfig, say: Callable[[str], None] = print) -> Records:
+def load_records(cfg: TrainRMConfig, say: Callable[[str], None] = print) -> Records | list[Source]:
+    """The records of `data` (one Source per folder), or a world simulated from `world`."""
     if cfg.data:
-        return read_record_folder(cfg.data)
+        sources = read_sources(cfg.data)
+        if len(sources) > 1:
+            say("sources: " + ", ".join(f"{s.name} ({s.folder})" for s in sources))
+        return sources
     from rm_lab import config as cfgmod
     from rm_lab.world.simulate import WorldConfig, simulate
 
@@ -238,12 +247,29 @@ class Prepared:
     val_ctx: list[str]
     groups: dict | None  # context -> its character or conversation (val_split), held out and refitted as a whole
     base_feats: np.ndarray | None = None  # assembled inputs from the untrained encoder (frozen / pairwise)
+    records: Records | None = None  # every source's records in one bundle (contexts and characters merged)
+    loss_weights: dict = dataclasses.field(default_factory=dict)  # per trained head
 
 
-def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -> Prepared:
+def head_loss_weights(weights: dict, heads: list[str]) -> dict[str, float]:
+    """`loss_weights` per trained head: a key names a head, or a head name whose per-source heads it weighs."""
+    out, unknown = {}, []
+    for key, w in weights.items():
+        hit = [h for h in heads if h == key or h.split(SOURCE_SEP)[0] == key]
+        if not hit:
+            unknown.append(key)
+        out.update({h: float(w) for h in hit if h not in out or h == key})
+    if unknown:
+        raise ConfigError(f"loss_weights: no trained head named {unknown}; heads: {heads}")
+    return out
+
+
+def prepare(cfg: TrainRMConfig, records: Records | list[Source], cache_root: Path, say=print) -> Prepared:
     data = build_reward_data(records, cfg.heads, cfg.aggregate)
+    records = merge_sources(records) if isinstance(records, list) else records
+    weights = head_loss_weights(cfg.loss_weights, data.heads)
     if len(data.items) == 0:
-        raise RecordError(cfg.data, None, None, "0 items", "at least one (context, reply) with a label")
+        raise RecordError(str(cfg.data), None, None, "0 items", "at least one (context, reply) with a label")
     data.items["feat_row"] = np.arange(len(data.items))
     groups = context_groups(records["context"], cfg.val_split)
     train_ctx, val_ctx = split_contexts(data.items["context_id"], cfg.val_fraction, cfg.seed, groups)
@@ -255,7 +281,8 @@ def prepare(cfg: TrainRMConfig, records: Records, cache_root: Path, say=print) -
                             records["character"], tok, cfg.inputs, cfg.max_length, cfg.card_max_tokens,
                             cfg.reply_max_tokens)
     style = texts.tabular(style_matrix(data.items["response"], kws))
-    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx, groups)
+    prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx, groups,
+                    records=records, loss_weights=weights)
     if cfg.train_mode == "frozen" or cfg.pairwise:  # the untrained encoder's features
         from rm_lab.models import embed
 
@@ -311,16 +338,18 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     member = store.TrainRun(run_dir).member(k)
     heads = prep.data.heads
     L.seed_everything(seed, workers=True, verbose=False)
-    net = RewardNet(input_dim(int(prep.encoder.config.hidden_size), cfg.inputs), heads, prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout)
+    net = RewardNet(input_dim(int(prep.encoder.config.hidden_size), cfg.inputs), [prep.data.spec(h) for h in heads],
+                    prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout)
     train = prep.data.subset(prep.train_ctx)
     net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
+    net.init_heads(train.items)
     encoder = None
     if cfg.train_mode != "frozen":
         encoder = copy.deepcopy(prep.encoder)
         n_train = set_trainable(encoder, cfg.train_mode, cfg.unfreeze_top_k)
         say(f"member {k}: {n_train:,} trainable encoder parameters ({cfg.train_mode})")
         encoder.train()
-    lit = RewardLit(net, encoder, cfg.lr, cfg.encoder_lr, cfg.weight_decay, cfg.loss_weights, seed, cfg.inputs)
+    lit = RewardLit(net, encoder, cfg.lr, cfg.encoder_lr, cfg.weight_decay, prep.loss_weights, seed, cfg.inputs)
     if member.final.exists() and member.history.exists() and not store.finished(member, cfg.epochs):
         member.final.unlink()  # asked for more epochs than this member has: train on from last.ckpt
     if member.final.exists():
@@ -337,7 +366,8 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
         feats = token_views(prep.texts, prep.tokenizer, cfg.max_length)
     tr = UnitCollator(train, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
     if tr.n_units == 0:
-        raise RecordError(cfg.data, None, None, "0 training rows", f"labelled rows for heads {heads} in the training split")
+        raise RecordError(str(cfg.data), None, None, "0 training rows",
+                          f"labelled rows for heads {heads} in the training split")
     val = prep.data.subset(prep.val_ctx)
     va = UnitCollator(val, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
     trainer = _trainer(cfg, cfg.epochs, member, callbacks or [], "val/loss" if va.n_units else None)
@@ -372,8 +402,8 @@ def _refit(cfg: TrainRMConfig, prep: Prepared, train: RewardData, net: RewardNet
     rows = train.items["feat_row"].to_numpy()
     ctx = train.items["context_id"].astype(str).to_numpy()
     groups = np.array([str(prep.groups.get(c, c)) for c in ctx]) if prep.groups else ctx
-    counts = {f"{h}_{s}": train.items[f"{h}_{s}"].to_numpy(np.float64) for h in BINARY_HEADS for s in ("n", "k")}
-    heads = [h for h in prep.data.heads if h in BINARY_HEADS]
+    heads = [h for h in prep.data.heads if prep.data.spec(h).likelihood == "binomial"]
+    counts = {f"{h}_{s}": train.items[f"{h}_{s}"].to_numpy(np.float64) for h in heads for s in ("n", "k")}
     res = refit_heads(net, heads, prep.base_feats[rows], prep.style[rows], counts, groups,
                       n_folds=cfg.refit_folds, seed=cfg.seed + k, bootstrap=cfg.n_ensemble > 1,
                       metric=cfg.refit_metric)
@@ -452,7 +482,7 @@ def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records
         io.write_json(run.split, {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
                                   "heldout_contexts": prep.val_ctx,  # and their content, for eval-rm to check
                                   "heldout_fingerprints": context_fingerprints(
-                                      records["context"], records["character"], prep.val_ctx)})
+                                      prep.records["context"], prep.records["character"], prep.val_ctx)})
         counts = prep.data.label_counts()
         say(f"{len(prep.data.items)} items, labels per head: {counts}; heads {prep.data.heads}")
         members, member_metrics = [], []
@@ -475,7 +505,8 @@ def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records
                        dropout=cfg.dropout, max_length=cfg.max_length, card_max_tokens=cfg.card_max_tokens,
                        reply_max_tokens=cfg.reply_max_tokens, n_members=cfg.n_ensemble,
                        seeds=[cfg.seed + k for k in range(cfg.n_ensemble)],
-                       style_features=tabular_names(cfg.inputs), pairwise=pair_cfg, inputs=list(cfg.inputs))
+                       style_features=tabular_names(cfg.inputs), pairwise=pair_cfg, inputs=list(cfg.inputs),
+                       head_specs={h: prep.data.spec(h).to_json() for h in prep.data.heads})
         jobs.safe_point()
         store.save_model(run, members)
         store.write_model_config(run, rmc.to_json())  # last: the model is complete

@@ -1,11 +1,23 @@
-"""ConvAI2 human–bot chats: bot turns become interactions with real user signals.
+"""ConvAI2 human–bot chats: bot turns become interactions with real user signals, and the users'
+judgements of the whole dialogue become labels.
+
+What each field is, and where it goes:
+- `evaluation_score` on a bot turn (data_intermediate.json) is the user's thumb on that reply, given as
+  the chat went on: a user signal of one reply -> `interaction.thumb` (1 -> 1, 0 -> -1, null -> null).
+- Whether (and how often) the human wrote again after a bot turn is what the user did next ->
+  `interaction.continued` / `interaction.depth`.
+- `eval_score` (1-5) is the user's rating of the whole dialogue, asked once it ended; `profile_match`
+  (0/1; '' -> null) says whether the user, shown the bot's profile and another one, picked the bot's:
+  judgements of the dialogue, not behaviour and not one instruction's verdict. They become `label`
+  records `rating` (scale 1-5) and `persona_match` (0/1) on every bot turn of the dialogue (the turns'
+  contexts share the dialogue's `conversation_id`, so a split by conversation keeps them together),
+  with `head` records declaring `rating` ordinal (5 levels) and `persona_match` binomial. They are also
+  kept as columns on the interactions (provenance).
 
 Rules:
 - Every bot turn is an interaction; its context is the dialogue before it (human -> `user`,
   bot -> `assistant`), traffic `user`. `continued` = a human turn comes later in the dialogue;
-  `depth` = how many human turns come later. `thumb` = the turn's evaluation_score, 1 -> 1, 0 -> -1,
-  null -> null. The dialogue's `eval_score` (1–5) and `profile_match` (0/1; '' -> null) are kept as
-  columns on every interaction of that dialogue.
+  `depth` = how many human turns come later.
 - Who is the bot: `sender_class` when every turn has one (data_intermediate.json). The exports have no
   roles: when a bot profile is given, the participant whose content words (stop words removed) overlap
   the bot profile more, minus their overlap with the user profile, is the bot; ties and dialogues
@@ -23,11 +35,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from rm_lab.schema import CHARACTER, CONTEXT, INTERACTION, RecordError, Records, validate_frame
+from rm_lab.schema import CHARACTER, CONTEXT, HEAD, INTERACTION, LABEL, RecordError, Records, validate_frame
 from rm_lab.sources._common import (dropped_frame, files_in, load_json_list, need, number_cell,
                                     stable_id, text_cell)
 
 NO_PROFILE = "convai2:no-profile"
+SOURCE = "convai2"
+# the dialogue-level judgements as labels: (interaction column, label name, scale) and the heads they train
+LABELS = (("eval_score", "rating", 1.0, 5.0), ("profile_match", "persona_match", 0.0, 1.0))
+HEADS = [
+    {"name": "rating", "kind": "ordinal", "record": "label", "column": "rating", "levels": 5, "min": 1.0,
+     "doc": "the user's 1-5 rating of the dialogue the reply was part of (ConvAI2 eval_score)"},
+    {"name": "persona_match", "kind": "binomial", "record": "label", "column": "persona_match",
+     "doc": "the user picked the bot's own profile after the dialogue (ConvAI2 profile_match)"},
+]
 _WORD = re.compile(r"[a-z0-9']+")
 _STOP: frozenset[str] | None = None
 
@@ -96,8 +117,25 @@ def load(path: str | Path, limit: int | None = None) -> Records:
     dlg = pd.DataFrame(dialogues)
     for c in ("eval_score", "profile_match"):
         dlg[c] = pd.array(dlg[c].tolist(), dtype="Int64")
-    return Records({"character": character, "context": context, "interaction": interaction,
-                    "dialogues": dlg, "dropped": dropped_frame(dropped)})
+    frames = {"character": character, "context": context, "interaction": interaction}
+    labels = dialogue_labels(interaction)
+    if len(labels):
+        frames["label"] = validate_frame(labels, LABEL, str(path))
+        used = set(labels["name"])
+        frames["head"] = validate_frame(pd.DataFrame([h for h in HEADS if h["name"] in used]), HEAD, str(path))
+    return Records({**frames, "dialogues": dlg, "dropped": dropped_frame(dropped)})
+
+
+def dialogue_labels(interaction: pd.DataFrame) -> pd.DataFrame:
+    """`rating` and `persona_match` labels on each bot turn of the dialogues that have them."""
+    parts = []
+    for col, name, lo, hi in LABELS:
+        rows = interaction[interaction[col].notna()]
+        parts.append(pd.DataFrame({"context_id": rows["context_id"], "response": rows["response"], "name": name,
+                                   "value": rows[col].astype(float), "scale_min": lo, "scale_max": hi,
+                                   "source": SOURCE, "dialogue_id": rows["dialogue_id"],
+                                   "source_file": rows["source_file"]}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def _dialogue(f: Path, row: int, d: dict, chars, contexts, inters, dialogues, dropped) -> None:
