@@ -62,3 +62,24 @@ def test_cross_validate_scores_each_row_out_of_fold(backbone, tmp_path, monkeypa
     bad = pd.DataFrame({"context_id": ["nope"], "response": ["hi"]})
     with pytest.raises(ValueError, match="'nope' is not in the context records"):
         crossval.cross_validate(cfg, world, bad, tmp_path / "cv2", k=3)
+
+
+def test_fold_metric_pools_and_averages_folds():
+    y = np.array([0, 1, 0, 1, 0, 1, 1, 1])
+    s = np.array([0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.5, 0.6])
+    fold = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    m = crossval.fold_metric(y, s, fold, "auc")
+    assert m["per_fold"][0] == 1.0 and m["per_fold"][1] == 0.0 and np.isnan(m["per_fold"][2])  # one class: no AUC
+    assert m["fold_mean"] == 0.5 and m["n"] == 8
+    only = crossval.fold_metric(y, s, fold, "auc", folds=[0])
+    assert only["pooled"] == 1.0 and only["n"] == 4
+    assert crossval.fold_metric([1, 2, 3, 4], [4, 3, 2, 1], [0, 0, 1, 1], "spearman")["pooled"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="metric 'mae'"):
+        crossval.fold_metric(y, s, fold, "mae")
+
+
+def test_as_source_tags_frames_for_multi_source_training():
+    world = tiny_world(seed=3, n=10)
+    src = crossval.as_source("world", world)
+    assert src.name == "world" and all((df["_source"] == "world").all() for df in src.records.frames.values())
+    assert "_source" not in world["context"].columns  # the caller's frames are untouched

@@ -205,8 +205,12 @@ def _stop_after_first_epoch(run: Path) -> None:
     io.write_json(run / "status.json", {**st, "status": "stopped"})
 
 
-def test_resume_dot_inside_the_run_folder(finished_run, runs_dir, monkeypatch):
-    run = finished_run
+def test_resume_dot_inside_the_run_folder(data, backbone, cache, runs_dir, monkeypatch):
+    monkeypatch.chdir(data.parent)  # the run names its data by a relative path
+    res = runner.invoke(app, ["train-rm", f"data={data.name}", f"backbone={backbone}", f"cache_dir={cache}",
+                              "epochs=1", *TINY])
+    assert res.exit_code == 0, (res.output, res.exception)
+    run = _only_run(runs_dir)
     _stop_after_first_epoch(run)
     monkeypatch.delenv("RM_LAB_RUNS")  # the registry is the one of the runs root the folder is in
     monkeypatch.chdir(run / "checkpoints")  # `.` may also be a folder inside the run

@@ -101,6 +101,14 @@ def test_impossible_ab_arms_are_refused(name, df, row, field, words, tmp_path):
     assert str(path) in str(e.value)
 
 
+def test_a_multi_day_test_without_user_days_is_not_analysed(tmp_path, runs_dir, capsys, monkeypatch):
+    df = _arms(days=[7, 7, 7])  # a valid record of totals, but breadth needs active user-days
+    path = io.write_records(df, tmp_path / "arms.jsonl", "ab_arm")
+    code, err = _main(["ab-test", f"records={path}"], capsys, monkeypatch)  # was: an empty table, exit 0
+    line = _one_error_line(err)
+    assert code == 2 and f"file {path}, row 1, field 'engaged_user_days'" in line and "7-day test" in line
+
+
 def test_mixed_per_day_and_whole_test_rows():
     arms = _sim_arms()
     mixed = arms[~(arms["is_control"] & arms["day"].isna())].reset_index(drop=True)  # control: per-day rows only
@@ -139,6 +147,11 @@ def test_user_moments_must_give_a_variance():
 def test_valid_arms_still_analyse(tmp_path):
     res = analyze(_arms())
     assert list(res["treatment"]) == ["b", "c"] and res["breadth_lift"].iloc[0] == pytest.approx(1.0)
+    from rm_lab.world.report import ab_table
+
+    no_clicks = analyze(_arms(engaged_users=[0, 20, 30]))  # possible, but the lift is undefined:
+    table = ab_table(no_clicks)  # shown as such, never dropped into an empty table
+    assert table.count("breadth (") == 2 and "n/a" in table and "nan%" not in table
     arms = _sim_arms()
     back = io.read_records(io.write_records(arms, tmp_path / "ab_arm.parquet", "ab_arm"), "ab_arm")
     pd.testing.assert_frame_equal(analyze(back), analyze(arms))

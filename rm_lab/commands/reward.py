@@ -16,7 +16,9 @@ TRAIN_KIND = "train-rm"
 def _train_config(cls, config, overrides, options, resume=None):
     """A new run: configs/train_rm.yaml (or -c) + overrides. --resume: the run's own config.yaml + overrides."""
     if not resume:
-        return cfgmod.load(cls, config or "train_rm", overrides, options=options)
+        from rm_lab.reward.train import with_absolute_paths
+
+        return with_absolute_paths(cfgmod.load(cls, config or "train_rm", overrides, options=options))
     if config:
         raise ConfigError("--resume continues a run with the config.yaml in its folder; drop -c/--config "
                           "(give changes as key=value)")

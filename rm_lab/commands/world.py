@@ -21,7 +21,7 @@ def _stored_arms(cfg):
     if not cfg.records:
         return None
     arms = io.read_records(cfg.records, "ab_arm")
-    return arms, analyze(arms)
+    return arms, analyze(arms, source=cfg.records)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from rm_lab.schema import AB_ARM, validate_frame
+from rm_lab.schema import AB_ARM, RecordError, validate_frame
 
 Z95 = 1.959963984540054
 
@@ -94,6 +94,15 @@ def analyze(arms: pd.DataFrame, srm_alpha: float = 0.001, source: str | None = N
     repeated or self-compared arms, a missing or second control, a lone arm are RecordErrors, never
     a table of lifts."""
     arms = validate_frame(arms, AB_ARM, source)
+    whole = arms["day"].isna().to_numpy() if "day" in arms else np.ones(len(arms), bool)
+    no_days = arms["engaged_user_days"].isna().to_numpy() if "engaged_user_days" in arms else True
+    blind = np.flatnonzero(whole & (arms["days"].to_numpy() > 1) & no_days)
+    if len(blind):  # breadth is a per-day rate: without user-days a multi-day test measures nothing
+        i, lines = int(blind[0]), arms.attrs.get("line_numbers")
+        raise RecordError(source, lines[i] if lines else i, "engaged_user_days", None,
+                          f"a number on the whole-test row of a {int(arms['days'].iloc[i])}-day test "
+                          "to analyse it: breadth is engaged_user_days / (users x days), engaged_users alone "
+                          "does not give it")
     rows = []
     for exp_id, g in totals(arms).groupby("experiment_id", sort=False):
         ctrl = g[g["is_control"]]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rm_lab.reward import folds
-from rm_lab.reward.data import context_groups
+from rm_lab.reward.data import Source, context_groups
 from rm_lab.schema import Records
 
 KEPT_WHOLE = ("character", "head")  # frames that describe, not label: every fold keeps all of them
@@ -36,6 +36,12 @@ def subset_records(records: Records, context_ids) -> Records:
         else:
             out[name] = df[df["context_id"].astype(str).isin(keep)].reset_index(drop=True)
     return Records(out)
+
+
+def as_source(name: str, records: Records) -> Source:
+    """Records held in memory as one source of a multi-source training set (its frames tagged `_source`,
+    as `read_sources` tags the frames of a folder)."""
+    return Source(name, Records({k: df.assign(_source=name) for k, df in records.frames.items()}))
 
 
 def context_folds(contexts: pd.DataFrame, k: int, seed: int, by: str = "conversation") -> pd.Series:
@@ -55,7 +61,7 @@ def score_rows(model, records: Records, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({k: np.asarray(v, float) for k, v in out.items()}, index=rows.index)
 
 
-def train_and_score(cfg, train: Records | Sequence[Records], score_on: Records, rows: pd.DataFrame, work: Path,
+def train_and_score(cfg, train: Records | Sequence[Source], score_on: Records, rows: pd.DataFrame, work: Path,
                     say: Callable[[str], None] = lambda *_: None) -> tuple[pd.DataFrame, dict]:
     """Train a fresh model on `train` (records, or a list of sources for multi-source training) into
     `work` and score `rows` (whose contexts are in `score_on`). Returns (outputs, training metrics)."""
@@ -74,13 +80,15 @@ def train_and_score(cfg, train: Records | Sequence[Records], score_on: Records, 
 
 
 def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int = 5, seed: int = 0,
-                   by: str = "conversation", only: Sequence[int] | None = None, also: Sequence[Records] = (),
-                   say: Callable[[str], None] = lambda *_: None) -> tuple[pd.DataFrame, pd.Series, list[dict]]:
+                   by: str = "conversation", only: Sequence[int] | None = None, also: Sequence[Source] = (),
+                   name: str = "data", say: Callable[[str], None] = lambda *_: None
+                   ) -> tuple[pd.DataFrame, pd.Series, list[dict]]:
     """Out-of-fold outputs for `rows` ((context_id, response) of `records`).
 
     For each fold f (all of them, or `only`): train on the records whose contexts are in other folds
-    (plus every source in `also`, whole: multi-source training, a list of sources), score the rows of
-    fold f. Returns (outputs aligned to rows, NaN for folds not run; the fold of each row; per-fold info)."""
+    (plus every source in `also`, whole: multi-source training, with `records` as the source `name`),
+    score the rows of fold f. Returns (outputs aligned to rows, NaN for folds not run; the fold of each
+    row; per-fold info)."""
     fold_of = context_folds(records["context"], k, seed, by)
     row_fold = rows["context_id"].astype(str).map(fold_of)
     if row_fold.isna().any():
@@ -92,7 +100,7 @@ def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int
         t0 = time.time()
         test = rows[row_fold.to_numpy() == f]
         train = subset_records(records, fold_of.index[fold_of.to_numpy() != f])
-        source = [train, *also] if also else train
+        source = [as_source(name, train), *also] if also else train
         out, metrics = train_and_score(cfg, source, records, test, Path(work) / f"fold{f}", say)
         outs.append(out)
         refit = [r for m in metrics.get("members", []) for r in m.get("refit", [])]
@@ -103,4 +111,33 @@ def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int
     return scored.reindex(rows.index), row_fold, info
 
 
-__all__ = ["subset_records", "context_folds", "score_rows", "train_and_score", "cross_validate"]
+# ----------------------------------------------------------------------------------------------
+# reading out-of-fold scores
+
+def fold_metric(y, score, fold, metric: str = "auc", folds: Sequence[int] | None = None) -> dict:
+    """`metric` ('auc' or 'spearman') of out-of-fold scores: pooled over the rows of the folds run, per
+    fold, and the mean over folds (pooling mixes folds whose models differ in intercept, so the fold mean is
+    the figure for AUC). A fold whose rows hold one class has no AUC (left out of the mean)."""
+    from sklearn.metrics import roc_auc_score
+
+    from rm_lab.reward.metrics import spearman
+
+    y, score, fold = np.asarray(y, float), np.asarray(score, float), np.asarray(fold)
+    run = sorted(set(fold.tolist())) if folds is None else list(folds)
+
+    def m(mask) -> float:
+        yy, ss = y[mask], score[mask]
+        if metric == "spearman":
+            return float(spearman(ss, yy))
+        if metric != "auc":
+            raise ValueError(f"metric {metric!r}: expected 'auc' or 'spearman'")
+        return float(roc_auc_score(yy, ss)) if len(np.unique(yy)) == 2 else float("nan")
+
+    per = {int(f): m(fold == f) for f in run}
+    vals = [v for v in per.values() if np.isfinite(v)]
+    return {"pooled": m(np.isin(fold, run)), "per_fold": per, "fold_mean": float(np.mean(vals)) if vals else float("nan"),
+            "n": int(np.isin(fold, run).sum())}
+
+
+__all__ = ["subset_records", "as_source", "context_folds", "score_rows", "train_and_score", "cross_validate",
+           "fold_metric"]

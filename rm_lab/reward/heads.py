@@ -257,6 +257,9 @@ def declare(name: str, decl: dict | None, where: str = "heads", base: HeadSpec |
     for key in ("record", "column", "output", "doc"):
         if key in decl and not isinstance(decl[key], str):
             raise ConfigError(f"{where}.{name}.{key}: expected a string, got {decl[key]!r}")
+    if str(decl.get("column", "")).startswith("truth_"):
+        raise ConfigError(f"{where}.{name}.column: {decl['column']!r}: the world's hidden truth_* columns never "
+                          f"train a head (they judge it in eval-rm)")
     record = decl.get("record", base.record if base else "label")
     if record not in LABEL_RECORDS and not (kind == "bradley_terry" and record == "preference"):
         raise ConfigError(f"{where}.{name}.record: {record!r}: expected one of {list(LABEL_RECORDS)}")

@@ -95,4 +95,20 @@ def fit_baselines(texts: Sequence[str], y, kind: str = "binary", weight=None) ->
     return {f: TextBaseline(f, kind).fit(texts, y, weight) for f in BASELINES}
 
 
-__all__ = ["TextBaseline", "BASELINES", "fit_baselines", "log_words"]
+def cross_fit(texts: Sequence[str], y, fold, kind: str = "binary", folds: Sequence[int] | None = None,
+              train_mask=None) -> dict[str, np.ndarray]:
+    """Out-of-fold scores of both baselines: for each fold f, fitted on the rows of the other folds (those
+    with `train_mask`, when given: e.g. only rows that carry this label) and scored on the rows of f.
+    Rows of folds not run stay NaN."""
+    texts = np.asarray([str(t) for t in texts], dtype=object)
+    y, fold = np.asarray(y, float), np.asarray(fold)
+    usable = np.ones(len(y), bool) if train_mask is None else np.asarray(train_mask, bool)
+    out = {f: np.full(len(y), np.nan) for f in BASELINES}
+    for k in (sorted(set(fold.tolist())) if folds is None else folds):
+        tr, te = (fold != k) & usable, fold == k
+        for name, b in fit_baselines(texts[tr].tolist(), y[tr], kind).items():
+            out[name][te] = b.score(texts[te].tolist())
+    return out
+
+
+__all__ = ["TextBaseline", "BASELINES", "fit_baselines", "cross_fit", "log_words"]

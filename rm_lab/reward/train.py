@@ -447,6 +447,20 @@ _NOT_IDENTITY = ("progress", "cache_dir", "embed_batch_size", "accelerator", "de
                  "epochs", "pairwise_epochs", "early_stopping")
 
 
+PATH_KEYS = ("data", "backbone", "cache_dir")  # folders named in the config ("run" for cache_dir is no path)
+
+
+def with_absolute_paths(cfg: TrainRMConfig) -> TrainRMConfig:
+    """The config with its relative folders made absolute: what a new run records in config.yaml, so that
+    `train-rm --resume` from another working folder (`--resume .` inside the run) reads the same files."""
+    def absolute(v):
+        if isinstance(v, list):
+            return [absolute(x) for x in v]
+        return str(Path(v).expanduser().absolute()) if isinstance(v, str) and v and v != "run" else v
+
+    return dataclasses.replace(cfg, **{k: absolute(getattr(cfg, k)) for k in PATH_KEYS})
+
+
 def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
     """Checkpoints in run_dir are resumed only by the same config on the same data, never silently reused."""
     ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}

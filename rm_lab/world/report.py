@@ -6,7 +6,7 @@ import pandas as pd
 
 
 def fmt_pct(x: float) -> str:
-    return f"{100 * x:+.2f}%"
+    return "n/a" if pd.isna(x) else f"{100 * x:+.2f}%"
 
 
 def ab_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
@@ -15,8 +15,8 @@ def ab_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in analysis.iterrows():
         for m in ("breadth", "depth"):
-            if pd.isna(r[f"{m}_lift"]) and not truth:
-                continue  # e.g. click tests have no depth
+            if pd.isna(r[f"{m}_control"]) and pd.isna(r[f"{m}_treatment"]) and not truth:
+                continue  # not measured: e.g. click tests have no depth
             t = truth.get(f"{m}_lift") if truth else None
             covered = "" if t is None else ("yes" if r[f"{m}_ci_low"] <= t <= r[f"{m}_ci_high"] else "NO")
             lines.append(
