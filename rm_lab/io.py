@@ -169,7 +169,8 @@ def read_jsonl(path: str | os.PathLike) -> pd.DataFrame:
     lines: list[int] = []
     with open(path, "rb") as fh:
         if b"\x00" in fh.read(8192):
-            raise RecordError(str(path), None, None, "NUL bytes", "UTF-8 JSON Lines text (NUL bytes: a binary file, or UTF-16 text?)")
+            raise RecordError(str(path), None, None, "NUL bytes",
+                              "UTF-8 JSON Lines text (NUL bytes: a binary file, or UTF-16 text?)")
         fh.seek(0)
         for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), start=1):
             if len(raw) > MAX_LINE_BYTES:
@@ -277,7 +278,8 @@ def _check_text(path: Path, table: pa.Table) -> None:
                 cell = chunk.slice(hi - 1, 1)
                 shown = (cell.cast(pa.large_binary())[0].as_py()[:60]
                          if pa.types.is_string(cell.type) or pa.types.is_large_string(cell.type) else "text")
-                raise RecordError(str(path), start + hi - 1, name, shown, "UTF-8 text (found non-UTF-8 bytes)") from None
+                raise RecordError(str(path), start + hi - 1, name, shown,
+                                  "UTF-8 text (found non-UTF-8 bytes)") from None
             start += len(chunk)
 
 

@@ -234,11 +234,19 @@ def test_declared_head_errors_name_file_row_and_field(tmp_path):
 
 
 def test_train_rm_cli_reports_a_bad_declaration_in_one_line(tmp_path, runs_dir):
+    """The real entry point, as a user runs it: exit status 2 and one `error:` line, no traceback."""
+    import os
+    import subprocess
+    import sys
+
     folder = _folder(tmp_path / "d", _label_records([[4.0], [9.0]], "engaging").frames)
-    res = runner.invoke(app, ["train-rm", f"data={folder}", "heads={engaging: {kind: ordinal, levels: 5}}"])
-    assert res.exit_code == 2, res.output
-    lines = [x for x in res.output.strip().splitlines() if x.strip()]
-    assert lines[-1].startswith("error:") and "row 1" in lines[-1] and "'value'" in lines[-1]
+    p = subprocess.run([sys.executable, "-m", "rm_lab.cli", "train-rm", f"data={folder}",
+                        "heads={engaging: {kind: ordinal, levels: 5}}"], capture_output=True, text=True,
+                       env={**os.environ, "RM_LAB_RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, p.stderr
+    assert "label.parquet" in lines[0] and "row 1" in lines[0] and "'value'" in lines[0] and "[1, 5]" in lines[0]
 
 
 # ---------------------------------------------------------------------------------------- train, save, load
@@ -298,7 +306,10 @@ def test_declared_heads_train_save_and_load(backbone, tmp_path):
 
 def test_multi_source_per_source_heads_and_id_collisions(backbone, tmp_path, runs_dir):
     a = _folder(tmp_path / "world_a", tiny_world(0, 24).frames)
-    b = _folder(tmp_path / "world_b", _world_with_grades(1).frames)
+    wb = _world_with_grades(1).frames  # another world: its characters renamed, as their cards differ from a's
+    wb["character"] = wb["character"].assign(character_id="b-" + wb["character"]["character_id"])
+    wb["context"] = wb["context"].assign(character_id="b-" + wb["context"]["character_id"])
+    b = _folder(tmp_path / "world_b", wb)
     sources = read_sources([a, b])
     assert [s.name for s in sources] == ["world_a", "world_b"]
     heads = {spec.name: spec for spec, _ in resolve_heads(sources)}
@@ -335,7 +346,11 @@ def test_multi_source_per_source_heads_and_id_collisions(backbone, tmp_path, run
     assert "raw" in m["continue@world_a"] and "raw" in m["continue@world_b"]
     assert m["grade"]["likelihood"] == "ordinal" and {"spearman", "kendall_tau", "mae"} <= set(m["grade"])
 
-    # ids that two sources use for different records are an error naming both
+    # ids that two sources use for different records are an error naming both (b before its renaming)
+    with pytest.raises(RecordError, match=r"world_b2.*character\.parquet.*character_id.*world_a"):
+        from rm_lab.reward.data import merge_sources
+
+        merge_sources(read_sources([a, _folder(tmp_path / "world_b2", _world_with_grades(1).frames)]))
     clash = tiny_world(0, 24).frames
     ctx = clash["context"].copy()
     ctx.loc[0, "history"] = [[{"role": "user", "content": "something else entirely"}]]
