@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from rm_lab import config as cfgmod, sources  # noqa: E402
 from rm_lab.commands.ingest import IngestConfig, ingest  # noqa: E402
 from rm_lab.io import write_json, write_text  # noqa: E402
-from rm_lab.reward.crossval import cross_validate, fold_metric  # noqa: E402
+from rm_lab.reward.crossval import cross_validate, fold_metric, mean_by  # noqa: E402
 from rm_lab.reward.data import read_record_folder  # noqa: E402
 from rm_lab.reward.folds import leak_report  # noqa: E402
 from rm_lab.reward.text_baselines import cross_fit  # noqa: E402
@@ -43,7 +43,7 @@ PE_PEER = "Eng_Score_MeanPooling"
 INTERMEDIATE = "data_intermediate.json"
 # the settings beyond configs/train_rm.yaml, per dataset. ConvAI2: ~350 training thumbs support only linear
 # heads with strong shrinkage, chosen by the head refit on folds of whole training dialogues (AUC).
-PE_RM: list[str] = []
+PE_RM = ["pairwise=false"]  # no figure reads the separate pairwise model
 CONVAI2_RM = ["n_layers=0", "head_refit=true", "refit_metric=auc", "val_split=conversation"]
 # ConvAI2 figures: their names and the RM output each reads
 TASKS = {"thumb_up": "p(thumb up)", "continue": "p(continue)", "rating": "rating >= 4",
@@ -85,7 +85,7 @@ def run_pe(a, root: Path, work: Path) -> dict:
             "queries": int(ev.loc[ev["fold"].isin(run), "context_id"].nunique()), "columns": cols,
             "spearman": {c: fold_metric(ev["value"], ev[c], ev["fold"], "spearman", run)
                          for c in cols if ev[c].notna().any()},
-            "leaks": leak_report(ev, ["context_id", "response"]), "folds": info}
+            "leaks": leak_report(ev, ["context_id"]), "folds": info}
 
 
 def convai2_tasks(recs) -> dict[str, pd.DataFrame]:
@@ -117,9 +117,7 @@ def run_convai2(a, root: Path, work: Path) -> dict:
                        **cross_fit(ev["response"], ev["y"], ev["fold"], "binary", folds=run))
         unit = "dialogue" if task in ("rating", "persona") else "bot turn"
         if unit == "dialogue":  # one prediction per dialogue: the mean log-odds of its bot turns
-            ev = ev.groupby("dialogue", as_index=False).agg(
-                y=("y", "first"), fold=("fold", "first"), ours=("ours", "mean"), length=("length", "mean"),
-                tfidf=("tfidf", "mean"))
+            ev = mean_by(ev, "dialogue", ["ours", "length", "tfidf"])
         ev = ev[ev["fold"].isin(run)]
         res[task] = {"unit": unit, "n": len(ev), "positive_rate": float(ev["y"].mean()),
                      "auc": {c: fold_metric(ev["y"], ev[c], ev["fold"], "auc", run) for c in ("ours", "length", "tfidf")},

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rm_lab.schema import KINDS, RecordError, RecordKind, Records, kind, validate_frame
+from rm_lab.schema import KINDS, RecordError, RecordKind, Records, check_references, kind, validate_frame
 
 
 @contextmanager
@@ -296,7 +296,9 @@ def read_records(path: str | os.PathLike, record: RecordKind | str) -> pd.DataFr
         df = read_jsonl(path)
     else:
         raise RecordError(str(path), None, None, path.suffix, "a .parquet or .jsonl file")
-    return validate_frame(df, record, str(path), row_numbers=df.attrs.get("line_numbers"))
+    out = validate_frame(df, record, str(path), row_numbers=df.attrs.get("line_numbers"))
+    out.attrs["path"] = str(path)  # where later checks (references, heads) say a row is
+    return out
 
 
 def _decode_json_cell(path: Path, row: int, field: str, v: Any) -> Any:
@@ -311,7 +313,8 @@ def _decode_json_cell(path: Path, row: int, field: str, v: Any) -> Any:
 
 
 def read_record_folder(folder: str | os.PathLike, kinds=None) -> Records:
-    """Every canonical record file `<kind>.parquet` (or `.jsonl`) in a run folder, validated.
+    """Every canonical record file `<kind>.parquet` (or `.jsonl`) in a run folder, validated, with every
+    reference between them (`schema.check_references`: a label's context, a context's character) found.
 
     The hand-over format between stages: simulate, ingest and curate write such folders, and
     curate, train-rm and eval-rm read them.
@@ -332,4 +335,5 @@ def read_record_folder(folder: str | os.PathLike, kinds=None) -> Records:
     if not frames:
         raise RecordError(str(folder), None, None, f"files {sorted(p.name for p in folder.iterdir())}",
                           f"files named <kind>.parquet or <kind>.jsonl, kinds {sorted(kinds or KINDS)}")
+    check_references(frames, str(folder))  # a label of a missing context is named here, not in training
     return Records(frames)

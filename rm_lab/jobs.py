@@ -66,18 +66,20 @@ class Job:
         self._active = False
 
     def __enter__(self) -> "Job":
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():  # only there can Python handle signals
             for s in SIGNALS:
                 self._old[s] = signal.getsignal(s)
                 signal.signal(s, self._handle)
             self._active = True
-        _STACK.append(self)
+            _STACK.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
+        if not self._active:
+            return
         _STACK.remove(self)
         for s, h in self._old.items():
-            signal.signal(s, h)
+            signal.signal(s, h if h is not None else signal.SIG_DFL)  # None: a handler not set from Python
         self._old.clear()
         self._active = False
 

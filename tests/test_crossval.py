@@ -83,3 +83,11 @@ def test_as_source_tags_frames_for_multi_source_training():
     src = crossval.as_source("world", world)
     assert src.name == "world" and all((df["_source"] == "world").all() for df in src.records.frames.values())
     assert "_source" not in world["context"].columns  # the caller's frames are untouched
+
+
+def test_mean_by_averages_scores_per_dialogue_and_refuses_mixed_labels():
+    ev = pd.DataFrame({"dialogue": ["a", "a", "b"], "y": [1, 1, 0], "fold": [0, 0, 1], "s": [1.0, 3.0, -1.0]})
+    out = crossval.mean_by(ev, "dialogue", ["s"])
+    assert out.to_dict("list") == {"dialogue": ["a", "b"], "y": [1, 0], "fold": [0, 1], "s": [2.0, -1.0]}
+    with pytest.raises(ValueError, match=r"\['y'\] differ within one dialogue"):
+        crossval.mean_by(ev.assign(y=[1, 0, 0]), "dialogue", ["s"])

@@ -201,7 +201,7 @@ def test_declared_head_errors_name_file_row_and_field(tmp_path):
     src = read_sources(folder)
     ordinal = {"kind": "ordinal", "levels": 5}
     # no labels: the column it reads is not there; the message names the file and what it holds
-    with pytest.raises(ConfigError, match=r"heads\.engaging.*human_score.*label\.parquet.*\['engaging'\]"):
+    with pytest.raises(ConfigError, match=r"\['engaging'\] declared.*human_score.*label\.parquet.*\['engaging'\]"):
         build_reward_data(src, {"engaging": {**ordinal, "column": "human_score"}})
     # levels outside the declared range: file, row and field of the first bad rating
     with pytest.raises(RecordError) as e:
@@ -375,11 +375,12 @@ def test_ingest_predictive_engagement_then_train_and_eval(shared_data, tmp_path,
     assert heads.set_index("name").loc["engaging", "kind"] == "ordinal"
     lab = pd.read_parquet(ing / "label.parquet")
     assert set(lab["name"]) == {"engaging", "engaged"} and lab.loc[lab["name"] == "engaging", "value"].between(1, 5).all()
-    res = runner.invoke(app, ["train-rm", f"data={ing}", "heads=[engaging, preference]", "epochs=3", "hidden=32",
-                              "pairwise=false", f"cache_dir={tmp_path / 'cache'}"])
+    res = runner.invoke(app, ["train-rm", f"data={ing}", "epochs=3", "hidden=32", "pairwise=false",
+                              f"cache_dir={tmp_path / 'cache'}"])
     assert res.exit_code == 0, res.output
     run = next((runs_dir / "train-rm").iterdir())
-    assert json.loads((run / "rm_config.json").read_text())["heads"] == ["engaging", "preference"]
+    # the first 240 rows hold no two rated replies to one query, so no preference pair: the declared heads only
+    assert json.loads((run / "rm_config.json").read_text())["heads"] == ["engaging", "engaged"]
     res = runner.invoke(app, ["eval-rm", f"model={run}", f"data={ing}", f"cache_dir={tmp_path / 'cache'}",
                               "n_counterfactual=16"])
     assert res.exit_code == 0, res.output

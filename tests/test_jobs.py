@@ -117,6 +117,27 @@ def test_a_signal_stops_train_rm_resumably(sig, data, backbone, cache, reference
     _assert_same_weights(reference, run / "model.safetensors")
 
 
+def test_a_signal_stops_any_command_and_its_records_are_refused(tmp_path):
+    """simulate has no checkpoints: it stops at once, says nothing is resumable, and its folder is never read."""
+    from rm_lab.reward.data import read_record_folder
+
+    runs = tmp_path / "runs"
+    p = _cli(["simulate", "n_contexts=50000", "n_preference_contexts=50000"], runs)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not list(runs.glob("simulate/*/status.json")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert p.poll() is None, "simulate ended before the signal could be sent"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (p.returncode, err[-2000:])
+    assert "stopped by SIGINT" in err and "nothing of it is resumable" in err and "Traceback" not in err
+    (row,) = Registry(runs / "registry.sqlite").runs("simulate")
+    assert row["status"] == "stopped"
+    with pytest.raises(ConfigError, match="was stopped before it finished"):
+        read_record_folder(row["path"])
+
+
 class SendSignal(L.Callback):
     """Deliver a real signal to this process after `after` optimizer steps (inside an epoch)."""
 

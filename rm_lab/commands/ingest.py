@@ -17,7 +17,8 @@ from rm_lab import io
 from rm_lab.commands.common import stage_command
 from rm_lab.config import ConfigError, check_fields, param
 from rm_lab.runs import Run
-from rm_lab.schema import KINDS, RecordError, Records
+from rm_lab.schema import KINDS, RecordError, Records, check_references, drop_dangling, row_number
+from rm_lab.sources._common import dropped_frame
 
 RECORDS = "records"
 
@@ -63,8 +64,15 @@ def load_records(path: Path, kind: str | None, limit: int | None) -> Records:
         twins = [q.name for q, kk in pairs if kk == k]
         if len(twins) > 1:  # which one holds the records? (and keys would repeat across them)
             raise RecordError(str(path), None, None, twins, f"one {k} file in the folder")
-        frames[k] = _head(io.read_records(p, k), k, limit)
-    return Records(frames)
+        frames[k] = io.read_records(p, k)
+    check_references(frames, str(path))  # the whole input: a dangling id is the file's, not the limit's
+    if limit is None:
+        return Records(frames)
+    kept, cut = drop_dangling({k: _head(df, k, limit) for k, df in frames.items()})  # rows stay positions
+    dropped = [{"source_file": Path(frames[k].attrs["path"]).name, "row": row_number(frames[k], int(i)),
+                "reason": f"limit: its {ref.kind} ({ref.field}) is not among the first {limit}"}
+               for k, i, ref, _ in cut]
+    return Records({**{k: df for k, df in kept.items() if len(df)}, "dropped": dropped_frame(dropped)})
 
 
 def _head(df: pd.DataFrame, kind: str, limit: int | None) -> pd.DataFrame:
@@ -97,6 +105,7 @@ def ingest(source: str, path: Path, cfg: IngestConfig) -> tuple[Run, dict[str, A
         records = SOURCES[source](path, limit=cfg.limit)
     else:
         raise ConfigError(f"unknown source '{source}', expected one of {source_names()}")
+    check_references(records.frames, str(path))  # what is written is a folder later stages read together
     run = Run("ingest", {"source": source, "path": str(path), **cfgmod.to_dict(cfg)})
     out_dir = Path(cfg.out) if cfg.out else run.path
     files = {}

@@ -114,6 +114,18 @@ def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int
 # ----------------------------------------------------------------------------------------------
 # reading out-of-fold scores
 
+def mean_by(frame: pd.DataFrame, key: str, scores: Sequence[str], first: Sequence[str] = ("y", "fold")
+            ) -> pd.DataFrame:
+    """One row per `key` (e.g. a dialogue judged as a whole): the mean of each score column over its rows
+    (for log-odds: the mean log-odds of its bot turns), and the `first` columns, which must be constant
+    within a key (its label, its fold)."""
+    g = frame.groupby(key, sort=True)
+    varying = [c for c in first if (g[c].nunique(dropna=False) > 1).any()]
+    if varying:
+        raise ValueError(f"mean_by: {varying} differ within one {key}")
+    return g.agg(**{c: (c, "first") for c in first}, **{c: (c, "mean") for c in scores}).reset_index()
+
+
 def fold_metric(y, score, fold, metric: str = "auc", folds: Sequence[int] | None = None) -> dict:
     """`metric` ('auc' or 'spearman') of out-of-fold scores: pooled over the rows of the folds run, per
     fold, and the mean over folds (pooling mixes folds whose models differ in intercept, so the fold mean is
@@ -140,4 +152,4 @@ def fold_metric(y, score, fold, metric: str = "auc", folds: Sequence[int] | None
 
 
 __all__ = ["subset_records", "as_source", "context_folds", "score_rows", "train_and_score", "cross_validate",
-           "fold_metric"]
+           "mean_by", "fold_metric"]

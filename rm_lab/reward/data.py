@@ -26,7 +26,7 @@ from rm_lab.config import ConfigError
 from rm_lab.features.style import FEATURES, style_frame
 from rm_lab.reward.heads import (BUILTIN, SOURCE_SEP, HeadSpec, declarations_from_records, declare, label_names,
                                  label_values, parse_config_heads)
-from rm_lab.schema import RecordError, Records, check_keys
+from rm_lab.schema import RecordError, Records, check_keys, check_references
 
 # record kinds whose rows label a (context, reply), in the order their items are laid out
 ITEM_LABEL_KINDS = ("interaction", "steer_label", "label")
@@ -314,21 +314,26 @@ def _hits(spec: HeadSpec, src: Source) -> tuple[int, pd.DataFrame | None]:
     return len(rows), rows
 
 
-def _no_labels(spec: HeadSpec, sources: Sequence[Source], declared: bool) -> ConfigError:
-    """The error for a head asked for (or declared) whose labels no source holds: where it looked, what is there."""
-    found = []
-    for s in sources:
-        frame = s.records[spec.record] if spec.record in s.records else None
-        if frame is None:
-            found.append(f"{s.folder or 'the data'} has no {spec.record} records")
-        elif spec.record == "label":
-            found.append(f"{s.path('label') or 'label records'}: field 'name' holds {label_names(frame)}")
-        else:
-            found.append(f"{s.path(spec.record) or spec.record + ' records'}: no field '{spec.col}' with values "
-                         f"(fields {sorted(c for c in frame.columns if c != '_source')})")
+def _no_labels(specs: Sequence[HeadSpec], sources: Sequence[Source], declared: bool,
+               labelled: Sequence[str]) -> ConfigError:
+    """The error for heads asked for (or declared) whose labels no source holds: where each was looked for,
+    what is there instead, and which heads do have labels."""
+    parts = []
+    for spec in specs:
+        found = []
+        for s in sources:
+            frame = s.records[spec.record] if spec.record in s.records else None
+            if frame is None:
+                found.append(f"{s.folder or 'the data'} has no {spec.record} records")
+            elif spec.record == "label":
+                found.append(f"{s.path('label') or 'label records'}: field 'name' holds {label_names(frame)}")
+            else:
+                found.append(f"{s.path(spec.record) or spec.record + ' records'}: no values in field '{spec.col}'")
+        parts.append(f"{spec.name} ({spec.likelihood}, from {spec.describe()}: {'; '.join(found)})")
+    names = [s.name for s in specs]
     what = "declared" if declared else "asked for"
-    return ConfigError(f"heads.{spec.name}: the {what} {spec.likelihood} head has no labels: it reads "
-                       f"{spec.describe()}; " + "; ".join(found))
+    return ConfigError(f"heads: {names} {what} but the data has no labels for {', '.join(parts)}; "
+                       f"labelled heads: {list(labelled)}")
 
 
 def resolve_heads(records: Records | Sequence[Source], heads=None) -> list[tuple[HeadSpec, list]]:
@@ -371,27 +376,25 @@ def resolve_heads(records: Records | Sequence[Source], heads=None) -> list[tuple
             expanded[name] = [(replace(sp, name=f"{name}{SOURCE_SEP}{s.name}", source=s.name,
                                        output=f"{sp.out}{SOURCE_SEP}{s.name}"), [(s, r)]) for s, sp, r in hits]
     final_names = {sp.name: (sp, h) for v in expanded.values() for sp, h in v}
+    labelled = list(final_names)
+    spec_named = lambda h: next(c[h] for c in cats if h in c)  # noqa: E731
     if asked is not None:
-        picked: list[tuple[HeadSpec, list]] = []
-        for h in asked:
-            if h in expanded:
-                picked += expanded[h]
-            elif h in final_names:
-                picked.append(final_names[h])
-            elif h in order:
-                spec = next(c[h] for c in cats if h in c)
-                raise _no_labels(spec, sources, declared=False)
-            else:
-                raise ConfigError(f"heads: unknown {h!r}; known heads: {order} (declare a new one as a mapping, "
-                                  f"e.g. heads: {{{h}: {{kind: ordinal, levels: 5}}}})")
+        unknown = [h for h in asked if h not in order and h not in final_names]
+        if unknown:
+            raise ConfigError(f"heads: unknown {unknown}; known heads: {order} (declare a new one as a mapping, "
+                              f"e.g. heads: {{{unknown[0]}: {{kind: ordinal, levels: 5}}}})")
+        empty = [h for h in asked if h not in expanded and h not in final_names]
+        if empty:
+            raise _no_labels([spec_named(h) for h in empty], sources, False, labelled)
+        picked = [x for h in asked for x in (expanded[h] if h in expanded else [final_names[h]])]
         return list({sp.name: (sp, hh) for sp, hh in picked}.values())
     for name, d in decls.items():
         if name not in order:
             raise ConfigError(f"heads.{name}: not a built-in head nor one the data declares; declare it with a kind "
                               f"(e.g. {{kind: ordinal, levels: 5, column: <label name>}}); known heads: {order}")
-        if name not in expanded:
-            spec = next(c[name] for c in cats if name in c)
-            raise _no_labels(spec, sources, declared=d is not None)
+    empty = [n for n in decls if n not in expanded]
+    if empty:
+        raise _no_labels([spec_named(n) for n in empty], sources, any(decls[n] is not None for n in empty), labelled)
     unknown = [h for h in excluded if h not in order]
     if unknown:
         raise ConfigError(f"heads: cannot leave out unknown {unknown}; known heads: {order}")
@@ -411,6 +414,7 @@ def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate
         for kind in ("character", "context"):  # records handed over in memory are checked like files
             if kind in s.records:
                 check_keys(s.records[kind], kind)
+        check_references(s.records.frames, s.folder)  # within each source: a label of a missing context
     given_specs = isinstance(heads, (list, tuple)) and heads and all(isinstance(h, HeadSpec) for h in heads)
     resolved = resolve_heads(sources, heads)
     item_specs = [sp for sp, _ in resolved if not sp.is_pairwise]
@@ -478,7 +482,7 @@ def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate
                               "margin": pd.Series(dtype=float), "context_id": pd.Series(dtype=object)})
     specs = {sp.name: sp for sp, _ in resolved}
     if "preference" in specs and not len(pairs) and not given_specs:
-        raise _no_labels(specs["preference"], sources, declared=False)
+        raise _no_labels([specs["preference"]], sources, False, [h for h in specs if h != "preference"])
     if not specs and not given_specs:
         raise ConfigError("no labels: the records carry no label for any head "
                           f"({', '.join(f'{h} from {s.describe()}' for h, s in BUILTIN.items())}, or declared heads "

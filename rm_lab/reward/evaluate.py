@@ -147,10 +147,12 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
     if not heads:
         raise ConfigError(f"data: labels for {labelled} but the model has heads {rm.heads}: nothing to evaluate")
     if cfg.split == "heldout":
-        split_file = Path(cfg.model or "") / "split.json"
+        from rm_lab.reward import store
+
+        split_file = store.TrainRun(Path(cfg.model or "")).split
         if not split_file.is_file():
             raise ConfigError(f"split=heldout: {split_file} not found (use split=all for a model without a split)")
-        split = io.read_json(split_file)
+        split = store.read_json(split_file, "the model's held-out split")
         held = set(split["heldout_contexts"])
         check_heldout_content(split, records, str(cfg.data) if cfg.data else "the simulated world (world=...)", say)
         data = data.subset([c for c in data.items["context_id"].unique() if c in held])

@@ -500,9 +500,11 @@ class RewardModel:
         raw.pop("format", None)  # written by models trained before `inputs` existed
         try:
             cfg = RMConfig(**raw)
-        except TypeError as e:
-            raise store.RunFolderError(f"{run.model_config}: not the model config of this rm_lab version ({e}); "
-                                       f"{run.resume_hint()}") from None
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise store.RunFolderError(f"{run.model_config}: not the model config of this rm_lab version "
+                                       f"({type(e).__name__}: {e}); {run.resume_hint()}") from None
         weights = store.ModelWeights(run)
         tok, base = load_backbone(cfg.backbone)
         members, encoders = [], []

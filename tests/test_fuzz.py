@@ -1,0 +1,334 @@
+"""Property-based fuzz of every command's config loading and every record loader (issue 10).
+
+Generated garbage goes through the real entry point (`rm_lab.cli.main`, in-process) and the loaders:
+
+- configs: for every key of every stage command (nested keys included), values its declaration refuses
+  (wrong type, out of range, NaN/inf, huge integers, unknown choices and keys, empty lists), given as
+  `key=value`, in a `-c` YAML file, or as an override on top of a valid YAML; conflicting dotted
+  overrides, malformed overrides, cross-field conflicts; and `-c` files that are no config at all
+  (binary, not UTF-8, broken YAML, a folder, a missing file, a list, deep nesting, repeated keys);
+- records: every record kind read by `rm_lab.io.read_records` from JSONL and Parquet with one defect
+  (wrong type, null, missing column, out of range, repeated key, impossible A/B rows, bad history) or a
+  damaged file (truncated, binary, not UTF-8, lines that are not objects, overlong lines, deep nesting),
+  the same files through `ingest records` and `ab-test records=`, and the four public-data sources.
+
+Each input must be refused with exit status 2 and exactly one `error:` line naming the source (the
+override, the YAML file and line, the file, row and field), never a traceback, never accepted; config
+loading is stopped by a tripwire the moment it accepts, so garbage that slips through is caught before
+any real work starts. Failing commands must leave no run folder that looks complete.
+
+Counts: `RM_LAB_FUZZ_REPORT=reports/fuzz.md` (or `.json`) writes the table of inputs tried per command and
+loader, tracebacks and silent acceptances. Examples are derandomised (the same inputs every run); set
+`RM_LAB_FUZZ_RANDOM=1` to explore new ones and `RM_LAB_FUZZ_SCALE=4` for four times as many.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+import fuzz_support as F
+from rm_lab import io
+from rm_lab.schema import KINDS, RecordError
+
+SCALE = float(os.environ.get("RM_LAB_FUZZ_SCALE", "1"))
+COMMANDS = F.discover_commands()
+
+
+def fuzz(n: int):
+    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, database=None,
+                    derandomize=not os.environ.get("RM_LAB_FUZZ_RANDOM"),
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                           HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fuzz_report():
+    """Write the tally when RM_LAB_FUZZ_REPORT names a file (the counts the README quotes)."""
+    yield F.TALLY
+    target = os.environ.get("RM_LAB_FUZZ_REPORT")
+    if target:
+        F.TALLY.write(target)
+
+
+def _check(section: str, target: str, outcome: str, detail: str) -> None:
+    F.TALLY.add(section, target, outcome, detail)
+    assert outcome == "refused", f"{target}: {outcome}: {detail}"
+
+
+def _run_config(command: F.Command, rest: list[str], tmp: Path, must_name: list[str],
+                must_not_name: list[str] = ()) -> None:
+    """`rm_lab COMMAND ... REST` with the tripwire on: refused, one line naming `must_name`, no run left."""
+    runs = tmp / "runs"
+    with F.tripwire():
+        res = F.cli(command.argv(tmp, rest), runs)
+    outcome, detail = F.judge(res, must_name, must_not_name)
+    left = F.incomplete_artifacts(runs) + [f"a run folder {p}" for p in F.run_folders(runs)]
+    if outcome == "refused" and left:
+        outcome, detail = "misnamed", f"{detail}; but left {left}"
+    _check("config", command.name, outcome, f"{' '.join(rest)[:200]} -> {detail}")
+
+
+# ----------------------------------------------------------------------------------------------
+# every command is fuzzed
+
+
+def test_every_registered_command_has_a_config_to_fuzz():
+    """A command built outside the stage-command factory would escape the shared validation (and this suite)."""
+    assert sorted(COMMANDS) == F.registered_commands()
+    assert {"simulate", "ab-test", "demo", "ingest", "curate", "train-rm", "eval-rm", "eval-steer"} <= set(COMMANDS)
+
+
+def test_the_oracle_refuses_what_the_declarations_refuse():
+    """The generators' notion of garbage is read from the declarations: spot checks that it agrees with them."""
+    from rm_lab.world.simulate import WorldConfig
+
+    case = next(c for c in F.cases(WorldConfig) if c.path == ("user_traffic_share",))
+    assert not F.type_accepts(case.tp, "x") and F.type_accepts(case.tp, 1) and not F.type_accepts(case.tp, math.nan)
+    assert not F.type_accepts(case.tp, 10**400) and not F.type_accepts(case.tp, True)
+    policies = next(c for c in F.cases(WorldConfig) if c.path == ("logging_policies",))
+    assert F.type_accepts(policies.tp, ["a"]) and not F.type_accepts(policies.tp, "a")
+    demo = [c.dotted for c in F.cases(COMMANDS["demo"].cls)]
+    assert {"world.n_contexts", "ab.arm_share", "train.lr", "train.world.seed"} <= set(demo)
+
+
+# ----------------------------------------------------------------------------------------------
+# config values: every key of every command, as an override, in a YAML file, and both together
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+@fuzz(60)
+@given(data=st.data())
+def test_bad_config_values_are_refused_naming_source_and_key(name, data):
+    command = COMMANDS[name]
+    case = data.draw(st.sampled_from(F.cases(command.cls)), label="key")
+    value = data.draw(F.bad_values(case), label="value")
+    mode = data.draw(st.sampled_from(["override", "yaml", "override on a yaml"]), label="mode")
+    with F.scratch() as tmp:
+        if mode == "yaml":
+            text, line = F.yaml_with(command.shipped(), case.path, value)
+            path = tmp / "bad.yaml"
+            path.write_text(text, encoding="utf-8")
+            where = f"{path}, line {line}" if not isinstance(value, (list, dict)) else f"{path}, line "
+            _run_config(command, ["-c", str(path)], tmp, [where, case.dotted])
+            return
+        assume(F.roundtrips(value))
+        item = f"{case.dotted}={F.dump(value)}"
+        rest, not_named = [item], []
+        if mode == "override on a yaml":  # the value comes from the command line: the file is not blamed
+            path = tmp / "good.yaml"
+            path.write_text(yaml.safe_dump(command.shipped() or {}), encoding="utf-8")
+            rest, not_named = ["-c", str(path), item], [str(path)]
+        _run_config(command, rest, tmp, [f"override '{item[:40]}", case.dotted], not_named)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+@fuzz(30)
+@given(data=st.data())
+def test_unknown_keys_conflicts_and_malformed_overrides_are_refused(name, data):
+    command = COMMANDS[name]
+    cls = command.cls
+    cases = F.cases(cls)
+    kinds = ["unknown key", "unknown key in yaml", "conflict", "malformed", "cross-field", "option"]
+    what = data.draw(st.sampled_from(kinds), label="what")
+    with F.scratch() as tmp:
+        if what in ("unknown key", "unknown key in yaml"):
+            mapping = [c for c in cases if F.nested_class(c) is not None]
+            parent = data.draw(st.sampled_from([None, *mapping]), label="under")
+            known = F.nested_class(parent) if parent else cls
+            key = data.draw(F.unknown_keys(known), label="key")
+            path = ((*parent.path, key) if parent else (key,))
+            dotted = ".".join(path)
+            if what == "unknown key":
+                item = f"{dotted}=1"
+                return _run_config(command, [item], tmp, [f"override '{item[:40]}", key])
+            text, line = F.yaml_with(command.shipped(), path, 1)
+            (tmp / "c.yaml").write_text(text)
+            return _run_config(command, ["-c", str(tmp / "c.yaml")], tmp, [f"{tmp / 'c.yaml'}, line {line}", key])
+        if what == "conflict":  # `k=v` and `k.sub=w`: k cannot be both a value and a mapping
+            case = data.draw(st.sampled_from(cases), label="key")
+            sub = data.draw(F.KEY, label="sub")
+            v = data.draw(st.one_of(st.integers(), F.TEXT.filter(lambda s: s.strip() and "=" not in s), st.booleans())
+                          .filter(lambda v: not isinstance(yaml.safe_load(F.dump(v) or "''"), dict)), label="v")
+            items = [f"{case.dotted}={F.dump(v)}", f"{case.dotted}.{sub}=1"]
+            if data.draw(st.booleans(), label="mapping first"):
+                items.reverse()
+            return _run_config(command, items, tmp, [f"override '{items[0][:40]}", f"override '{items[1][:40]}",
+                                                     case.dotted])
+        if what == "malformed":
+            item = data.draw(st.one_of(
+                F.KEY,  # no '='
+                st.tuples(F.KEY, st.sampled_from([" ", "..", "!", "/", "[0]", "@", "$", ":", "*"]), F.KEY)
+                .map(lambda t: f"{t[0]}{t[1]}{t[2]}=1"),
+                st.sampled_from(["=1", ".a=1", "a.=1", "1a=2", "a..b=3", " =4"])), label="item")
+            return _run_config(command, [item], tmp, [f"override '{item[:40]}"])
+        if what == "cross-field" and F.cross_field(name) is not None:
+            overrides, keys = data.draw(F.cross_field(name), label="values")
+            items = [f"{k}={F.dump(v)}" for k, v in overrides.items()]
+            return _run_config(command, items, tmp, [*keys, f"override '{items[0][:40]}"])
+        if what == "option" and command.value_options:
+            key, flag = data.draw(st.sampled_from(command.value_options), label="option")
+            rule = next(c for c in cases if c.path == (key,)).rule
+            if rule is not None and rule.choices is not None:
+                good = [str(c) for c in rule.choice_list()]
+                bad = data.draw(F.TEXT.filter(lambda s: s not in good and not s.startswith("-")), label="value")
+                return _run_config(command, [flag, bad], tmp, [f"option '{flag} {bad[:30]}", key])
+        # this command has no such rule or option: a malformed override instead
+        return _run_config(command, ["no_equals_sign"], tmp, ["override 'no_equals_sign'"])
+
+
+def _not_a_config(data) -> tuple[str, bytes | None]:
+    """(what, file content), or content None for a folder / a path that does not exist."""
+    what = data.draw(st.sampled_from(["binary", "not utf-8", "broken yaml", "not a mapping", "folder", "missing",
+                                      "deep nesting", "repeated key", "random text", "alias bomb"]), label="what")
+    if what == "binary":
+        body = data.draw(st.binary(max_size=300), label="bytes")
+        return what, body[: len(body) // 2] + b"\x00" + body[len(body) // 2:]
+    if what == "not utf-8":
+        text = data.draw(F.TEXT, label="text").encode()
+        return what, b"seed: 1\nname: " + text + data.draw(st.sampled_from([b"\xff", b"\xc3(", b"\xe9t\xe9", b"\x80"]))
+    if what == "broken yaml":
+        return what, data.draw(st.sampled_from(["a: [1, 2", "a: {b: 1", "a: 'open", "a: \"open", "\tseed: 1",
+                                                "a: b: c", "- a\nb: 1", "seed: @x", "a:\n  - b\n c: 1", "]", "{",
+                                                "key: |\n x\n  y\n z: 1", "? [a\n"]), label="text").encode()
+    if what == "not a mapping":
+        return what, data.draw(st.sampled_from(["- a\n- b\n", "42\n", "'text'\n", "[1, 2]\n", "true\n", "3.5\n"]),
+                               label="text").encode()
+    if what in ("folder", "missing"):
+        return what, None
+    if what == "deep nesting":
+        n = data.draw(st.integers(2_000, 20_000), label="depth")
+        return what, ("a: " + "[" * n + "]" * n + "\n").encode()
+    if what == "repeated key":
+        return what, b"seed: 1\nseed: 2\n"
+    if what == "alias bomb":  # billion laughs: references must not be expanded into memory
+        lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+        return what, ("\n".join(lines) + "\nbomb: *a8\n").encode()
+    text = data.draw(st.text(max_size=60), label="text")  # random text: garbage unless it is an empty config
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        parsed = "unparsable"
+    assume(parsed not in (None, {}))
+    return what, text.encode("utf-8", "surrogatepass")
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+@fuzz(25)
+@given(data=st.data())
+def test_config_files_that_are_not_configs_are_refused(name, data):
+    command = COMMANDS[name]
+    what, content = _not_a_config(data)
+    with F.scratch() as tmp:
+        path = tmp / "conf.yaml"
+        if what == "folder":
+            path.mkdir()
+        elif content is not None:
+            path.write_bytes(content)
+        try:
+            parsed = yaml.safe_load(content) if what == "random text" else None
+        except yaml.YAMLError:
+            parsed = None
+        if isinstance(parsed, dict):  # a mapping of random text: refused for its first unknown key
+            assume(not all(k in {f.name for f in dataclasses.fields(command.cls)} for k in parsed))
+        _run_config(command, ["-c", str(path)], tmp, [str(path)])
+
+
+# ----------------------------------------------------------------------------------------------
+# records: every kind, JSONL and Parquet
+
+
+def _write(defect_rows: list[dict], kind: str, fmt: str, tmp: Path, blank_after=frozenset()) -> tuple[Path, list]:
+    path = tmp / f"{kind}.{fmt}"
+    if fmt == "jsonl":
+        raw, lines = F.jsonl_bytes(defect_rows, set(blank_after))
+        path.write_bytes(raw)
+        return path, lines
+    F.write_parquet(defect_rows, path, kind)
+    return path, list(range(len(defect_rows)))
+
+
+def _read(path: Path, kind: str, row, field, section: str = "records") -> None:
+    """read_records must raise a RecordError naming the file, and the row and field where given."""
+    target = f"read_records {kind} ({path.suffix})"
+    try:
+        io.read_records(path, kind)
+    except RecordError as e:
+        named = str(path) in str(e) and (row is None or e.row == row) and (field is None or e.field == field)
+        outcome = "refused" if named else "misnamed"
+        detail = f"expected row {row} field {field!r}, got {e}"
+    except Exception as e:  # noqa: BLE001
+        outcome, detail = "traceback", f"{type(e).__name__}: {str(e)[:200]}"
+    else:
+        outcome, detail = "silent", f"accepted; expected an error at row {row} field {field!r}"
+    _check(section, target, outcome, detail)
+
+
+def _cli_records(argv: list[str], path: Path, row, field, target: str, tmp: Path) -> None:
+    """The same file through a command: exit 2, one line naming file, row and field; no completed run."""
+    runs = tmp / "runs"
+    res = F.cli(argv, runs)
+    must = [f"file {path}"] + ([f"row {row}"] if row is not None else []) + ([f"field '{field}'"] if field else [])
+    outcome, detail = F.judge(res, must)
+    left = F.incomplete_artifacts(runs)
+    if outcome == "refused" and left:
+        outcome, detail = "misnamed", f"{detail}; but left {left}"
+    _check("command records", target, outcome, detail)
+
+
+def test_every_record_kind_has_valid_rows_to_break():
+    assert sorted(F.VALID_ROWS) == sorted(KINDS)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_valid_records_are_read(kind, fmt, tmp_path):
+    """The controls: the rows the fuzz breaks are valid as they are, with blank lines and a 2 MB reply."""
+    rows = F.VALID_ROWS[kind]()
+    text_field = next(f.name for f in KINDS[kind].fields if f.kind == "str" and not f.choices and f.name in rows[0]
+                      and f.name not in KINDS[kind].key)
+    rows[-1][text_field] = "long " * 400_000
+    path, _ = _write(rows, kind, fmt, tmp_path, blank_after={0})
+    try:
+        df = io.read_records(path, kind)
+    except Exception as e:  # noqa: BLE001
+        F.TALLY.add("records", f"read_records {kind} (.{fmt})", "refused_valid", str(e))
+        raise
+    F.TALLY.add("records", f"read_records {kind} (.{fmt})", "accepted_valid")
+    assert len(df) == len(rows) and df[text_field].iloc[-1] == rows[-1][text_field]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@fuzz(40)
+@given(data=st.data())
+def test_bad_records_are_refused_naming_file_row_and_field(kind, fmt, data):
+    d = data.draw(F.record_defects(kind), label="defect")
+    blank = data.draw(st.sets(st.integers(0, 3), max_size=2), label="blank lines") if fmt == "jsonl" else set()
+    row = d.row
+    if fmt == "parquet" and not d.parquet_ok:  # a Parquet column has one type: the whole column is wrong
+        v = d.rows[row][d.field]
+        for r in d.rows:
+            r[d.field] = v
+        row = 0
+    with F.scratch() as tmp:
+        try:
+            path, lines = _write(d.rows, kind, fmt, tmp, blank)
+        except (OverflowError, ValueError, TypeError, ArithmeticError):  # not representable in Parquet
+            assume(False)
+        expect_row = None if row is None else lines[row]
+        _read(path, kind, expect_row, d.field)
+        if kind == "ab_arm":
+            _cli_records(["ab-test", f"records={path}"], path, expect_row, d.field, "ab-test records=", tmp)
+        _cli_records(["ingest", "records", str(path)], path, expect_row, d.field, "ingest records", tmp)
