@@ -173,7 +173,8 @@ def resolve_run_folder(path: str | Path, kind: str, marker: Callable[[Path], boo
     for cand in [folder, *folder.parents]:
         if _is_run_folder(cand, kind, marker):
             return cand
-    raise ConfigError(f"{option}: '{path}' ({folder}) is not a {kind} run folder (no {CONFIG_FILE} of a {kind} "
+    shown = f"'{path}'" if Path(str(path)) == folder else f"'{path}' ({folder})"
+    raise ConfigError(f"{option}: {shown} is not a {kind} run folder (no {CONFIG_FILE} of a {kind} "
                       f"run in it or above it); give the folder that `rm_lab {kind}` printed after 'wrote'")
 
 

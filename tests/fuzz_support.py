@@ -553,7 +553,7 @@ def yaml_with(base: dict, path: tuple[str, ...], value: Any) -> tuple[str, int]:
     rest = {k: v for k, v in base.items() if k != path[0]}
     head = yaml.safe_dump(rest, sort_keys=False, allow_unicode=True, width=10**9) if rest else ""
     block = yaml.safe_dump(nest(path, value), sort_keys=False, allow_unicode=True, width=10**9,
-                           default_flow_style=None)
+                           default_flow_style=False)
     return head + block, head.count("\n") + len(path)
 
 
