@@ -30,6 +30,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MAX_SEED = 2**31 - 1  # seeds are offset per draw and must stay in Lightning's seed range
 RULE = "rm_lab.rule"  # the key of a field's Rule in dataclasses.Field.metadata
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -295,11 +296,13 @@ def resolve_path(config: str | Path | None) -> Path | None:
     if config is None:
         return None
     p = Path(config)
-    if p.exists():
+    if p.is_file():
         return p
     for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
         if cand.is_file():
             return cand
+    if p.exists():  # a folder (or a device): load names it
+        return p
     raise ConfigError(f"config '{config}' not found (looked in the current folder and {CONFIG_DIR})")
 
 
@@ -434,6 +437,8 @@ def _coerce(tp: Any, value: Any, ctx: _Ctx, path: tuple) -> Any:
             return value
         raise ctx.error(path, f"expected an integer, got {_show(value)}")
     if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 f = float(value)

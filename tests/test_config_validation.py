@@ -221,6 +221,15 @@ def test_conflicting_dotted_overrides(overrides, fragment):
     assert fragment in str(e.value)
 
 
+def test_exponent_without_a_dot_is_a_number():
+    """YAML 1.1 reads `1e-3` as a string; a float key takes it as the number a user meant."""
+    from rm_lab.reward.train import TrainRMConfig
+
+    assert config.load(TrainRMConfig, None, ["lr=1e-3", "encoder_lr=5E-5"]).lr == 0.001
+    with pytest.raises(ConfigError, match=r"^override 'lr=1e500': lr: expected a finite number"):
+        config.load(TrainRMConfig, None, ["lr=1e500"])
+
+
 def test_overrides_that_merge_or_repeat_are_fine():
     assert config.parse_overrides(["w.a=1", "w.b=2", "w={c: 3}"]) == {"w": {"a": 1, "b": 2, "c": 3}}
     assert config.parse_overrides(["lr=1", "lr=2"]) == {"lr": 2}  # the last of the same key wins
@@ -413,3 +422,14 @@ def test_generated_values_load_or_fail_with_a_config_error(command, data):
         assert "\n" not in str(e) and str(e).startswith("override '"), str(e)
     else:
         assert isinstance(cfg, cls)
+
+
+def test_a_folder_named_like_a_shipped_config_does_not_shadow_it(tmp_path, monkeypatch):
+    """`cd runs && rm_lab simulate`: the folder runs/simulate/ is not taken for configs/simulate.yaml."""
+    from rm_lab.world.simulate import WorldConfig
+
+    (tmp_path / "simulate").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert config.load(WorldConfig, "simulate").n_contexts == 4000  # configs/simulate.yaml
+    with pytest.raises(ConfigError, match="is a folder"):
+        config.load(WorldConfig, tmp_path / "simulate")

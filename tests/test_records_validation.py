@@ -458,3 +458,159 @@ def test_an_output_path_that_is_a_folder_is_named(tmp_path, capsys, monkeypatch)
     assert code == 2 and "is a file" in _one_error_line(err)
     with pytest.raises(RecordError, match="not a folder"):
         io.write_json(folder, {"a": 1})
+
+
+# ----------------------------------------------------------------------------------------------
+# identity: references between the kinds of one folder
+
+def _label_folder(folder: Path, ext: str = ".parquet", **replace) -> Path:
+    """A valid folder of every kind that refers to another (contexts x1..x3 of character c1), with the
+    columns of `replace` ({kind: {column: values}}) swapped in after the valid files are made."""
+    frames = {
+        "character": _characters(), "context": _contexts(),
+        "interaction": pd.DataFrame({"context_id": ["x1", "x2", "x3"], "response": ["a", "b", "c"], "policy": "p",
+                                     "continued": [True, False, True]}),
+        "preference": pd.DataFrame({"context_id": ["x1", "x2"], "chosen": ["a", "b"], "rejected": ["z", "y"],
+                                    "source": "human"}),
+        "steer_label": pd.DataFrame({"context_id": ["x1", "x3"], "response": ["a", "c"], "instruction_id": "i",
+                                     "followed": [True, False], "violation": [False, True]}),
+        "label": pd.DataFrame({"context_id": ["x1", "x2", "x3"], "response": ["a", "b", "c"], "name": "engaging",
+                               "value": [1.0, 3.0, 5.0]}),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, df in frames.items():
+        for col, values in replace.get(k, {}).items():
+            df = df.assign(**{col: values})
+        io.write_records(df, folder / f"{k}{ext if k in replace else '.parquet'}", k)
+    return folder
+
+
+def test_every_reference_names_the_key_of_a_declared_kind():
+    refs = {(k.name, r.field, r.kind) for k in KINDS.values() for r in k.references}
+    assert refs == {("context", "character_id", "character"), ("interaction", "context_id", "context"),
+                    ("preference", "context_id", "context"), ("steer_label", "context_id", "context"),
+                    ("label", "context_id", "context")}
+    for k in KINDS.values():
+        for r in k.references:
+            assert r.field in k.columns and KINDS[r.kind].key == (r.target,), (k.name, r)
+
+
+DANGLING = [("interaction", "context_id", ["x1", "x9", "x3"], 1, "context"),
+            ("preference", "context_id", ["x1", "x9"], 1, "context"),
+            ("steer_label", "context_id", ["x1", "x9"], 1, "context"),
+            ("label", "context_id", ["x1", "x2", "x9"], 2, "context"),
+            ("context", "character_id", ["c1", "c1", "c9"], 2, "character")]
+
+
+@pytest.mark.parametrize("ext", [".parquet", ".jsonl"])
+@pytest.mark.parametrize("kind,field,values,pos,target", DANGLING)
+def test_a_dangling_reference_is_named_where_a_folder_is_read(kind, field, values, pos, target, ext, tmp_path):
+    from rm_lab.curate.pipeline import load_folder
+    from rm_lab.reward.data import read_record_folder, read_sources
+
+    folder = _label_folder(tmp_path / "d", ext, **{kind: {field: values}})
+    row = pos if ext == ".parquet" else pos + 1  # Parquet: 0-based row; JSONL: line number
+    for read in (io.read_record_folder, read_record_folder, load_folder, read_sources):
+        with pytest.raises(RecordError) as e:
+            read(folder)
+        _named(e.value, row, field)
+        msg = str(e.value)
+        assert e.value.path == str(folder / f"{kind}{ext}") and e.value.value == values[pos]
+        assert f"in {folder / f'{target}.parquet'}" in msg and f"no {target} record has it" in msg, msg
+
+
+def test_dangling_references_exit_2_in_every_command_that_reads_a_folder(tmp_path, runs_dir, capsys, monkeypatch):
+    folder = _label_folder(tmp_path / "d", ".jsonl", label={"context_id": ["x1", "x7", "x7"]})
+    want = f"file {folder / 'label.jsonl'}, row 2, field 'context_id': got 'x7'"
+    for argv in (["ingest", "records", str(folder)], ["curate", f"input={folder}"], ["train-rm", f"data={folder}"]):
+        code, err = _main(argv, capsys, monkeypatch)
+        line = _one_error_line(err)
+        assert code == 2 and want in line and str(folder / "context.parquet") in line, (argv, line)
+        assert "2 label rows name 1 missing context" in line
+
+
+def test_records_handed_to_training_in_memory_are_checked(tmp_path):
+    from rm_lab.reward.data import build_reward_data
+    from rm_lab.schema import Records
+
+    labels = pd.DataFrame({"context_id": ["x1", "x2"], "response": ["a", "b"], "policy": "p", "continued": [True, False]})
+    ok = Records({"character": _characters(), "context": _contexts(), "interaction": labels})
+    assert len(build_reward_data(ok)) == 2
+    orphan = Records({"character": _characters(("c2",)), "context": _contexts(), "interaction": labels})
+    with pytest.raises(RecordError) as e:  # a context of a missing character: the old code trained on
+        build_reward_data(orphan)
+    _named(e.value, 0, "character_id")
+    assert e.value.value == "c1" and "among those given" in str(e.value)
+
+
+def test_each_source_of_a_multi_source_set_is_checked_on_its_own(tmp_path):
+    """A label of source b whose context only source a has is b's error, not resolved by merging."""
+    from rm_lab.reward.data import build_reward_data, read_sources
+
+    a = _label_folder(tmp_path / "a")
+    b = tmp_path / "b"
+    b.mkdir()
+    io.write_records(_characters(), b / "character.parquet", "character")
+    io.write_records(_contexts(("y1", "y2")), b / "context.parquet", "context")
+    io.write_records(pd.DataFrame({"context_id": ["y1", "x3"], "response": ["r", "s"], "name": "engaging",
+                                   "value": [2.0, 4.0]}), b / "label.parquet", "label")
+    with pytest.raises(RecordError) as e:
+        read_sources([a, b])
+    _named(e.value, 1, "context_id")
+    assert e.value.path == str(b / "label.parquet") and str(b / "context.parquet") in str(e.value)
+    from rm_lab.reward.data import Source
+    from rm_lab.schema import Records
+
+    mem = [Source("a", io.read_record_folder(a)), Source("b", Records({k: io.read_records(b / f"{k}.parquet", k)
+                                                                       for k in ("character", "context", "label")}))]
+    with pytest.raises(RecordError, match="label.parquet, row 1"):
+        build_reward_data(mem)
+
+
+def test_ingest_limit_drops_what_refers_past_the_limit(tmp_path, runs_dir):
+    from rm_lab.commands.ingest import IngestConfig, ingest, load_records
+    from rm_lab.schema import check_references
+
+    folder = _label_folder(tmp_path / "d", ".jsonl", label={"context_id": ["x3", "x1", "x2"]},
+                           steer_label={"context_id": ["x1", "x3"]})
+    got = load_records(folder, None, limit=2)  # contexts x1, x2: the labels of x3 go, never dangle
+    assert list(got["label"]["context_id"]) == ["x1"] and list(got["steer_label"]["context_id"]) == ["x1"]
+    dropped = got["dropped"]
+    assert set(zip(dropped["source_file"], dropped["row"])) == {("label.jsonl", 1), ("steer_label.jsonl", 2)}
+    assert dropped["reason"].str.contains("context").all()
+    _, report = ingest("records", folder, IngestConfig(limit=2, out=str(tmp_path / "out")))
+    check_references(io.read_record_folder(tmp_path / "out").frames)
+    assert report["counts"]["label"] == 1 and sum(d["n"] for d in report["dropped"]) == 2
+
+
+def test_curate_never_writes_a_label_of_a_context_it_removed(tmp_path):
+    """Labels pass through curate untouched; a context removed as a duplicate takes its labels with it."""
+    from rm_lab.curate.pipeline import CurateConfig, curate
+    from rm_lab.schema import Records, check_references
+
+    ctx = _contexts(("x1", "x2", "x3")).assign(history=[[{"role": "user", "content": "the same words here"}]] * 2
+                                                + [[{"role": "user", "content": "something else entirely"}]])
+    labels = pd.DataFrame({"context_id": ["x1", "x2", "x3"], "response": ["a", "b", "c"], "name": "engaging",
+                           "value": [1.0, 2.0, 3.0]})
+    out, report = curate(Records({"character": _characters(), "context": ctx, "label": labels}),
+                         CurateConfig(scrub=False, pair_filter=False, diversity=False))
+    assert list(out["context"]["context_id"]) == ["x1", "x3"]  # x2 repeats x1's history
+    check_references(out.frames)
+    assert list(out["label"]["context_id"]) == ["x1", "x3"] and report["cascade"]["label_removed"] == 1
+
+
+def test_reference_check_is_vectorised():
+    """400k references against 100k contexts: a hash-set lookup per column, not a Python loop per row."""
+    import time
+
+    from rm_lab.schema import check_references
+
+    ids = [f"ctx{i}" for i in range(100_000)]
+    frames = {"context": pd.DataFrame({"context_id": pd.Series(ids, dtype="str")}),
+              "label": pd.DataFrame({"context_id": pd.Series(ids * 4, dtype="str")})}
+    t0 = time.perf_counter()
+    check_references(frames)
+    assert time.perf_counter() - t0 < 5.0  # ~0.1 s on a loaded 2-core machine; a per-row loop takes far longer
+    frames["label"].loc[399_999, "context_id"] = "gone"
+    with pytest.raises(RecordError, match="1 label row names 1 missing context"):
+        check_references(frames)

@@ -33,13 +33,9 @@ from rm_lab import config as cfgmod
 from rm_lab.config import ConfigError
 from rm_lab.schema import RecordError
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (a path, or a name in configs/)")
-OverridesArg = typer.Argument(None, help="key=value overrides, e.g. seed=3 n_contexts=500")
-RunsOpt = typer.Option(None, "--runs", help="runs root (default: $RM_LAB_RUNS or ./runs)")
-
 # What a user can get wrong: named in one `error:` line with exit status 2, never a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, RecordError, FileNotFoundError, IsADirectoryError,
-                                                NotADirectoryError, PermissionError)
+                                                NotADirectoryError, PermissionError, UnicodeDecodeError)
 RESERVED = ("cfg", "run", "inputs")  # body parameters the factory fills (not command-line parameters)
 
 

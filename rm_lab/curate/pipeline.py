@@ -28,7 +28,7 @@ import pandas as pd
 
 from rm_lab import io
 from rm_lab.config import MAX_SEED, check_fields, param
-from rm_lab.schema import TRAFFIC_SOURCES, RecordError, Records
+from rm_lab.schema import TRAFFIC_SOURCES, RecordError, Records, drop_dangling
 
 ITEM_KINDS = ("interaction", "preference", "context")
 
@@ -235,6 +235,9 @@ def _assemble(frames: dict[str, pd.DataFrame], items: dict[str, pd.DataFrame]) -
     for kind in frames:
         if kind not in out:
             out[kind] = frames[kind]
+    out, cut = drop_dangling(out)  # kinds passed through (label) follow their contexts, never dangle
+    for kind, *_ in cut:
+        cascade[f"{kind}_removed"] = cascade.get(f"{kind}_removed", 0) + 1
     return {k: out[k] for k in frames}, cascade
 
 
