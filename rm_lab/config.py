@@ -330,8 +330,15 @@ def _yaml_error(path: Path, e: yaml.YAMLError) -> ConfigError:
     return ConfigError(f"{where}: not valid YAML: {_clip(str(what), 200)}")
 
 
-def _key_lines(node: Any, path: Path, prefix: tuple, sources: Sources) -> None:
-    """Record the line of every mapping key and list item under `node`; a repeated key is an error."""
+def _key_lines(node: Any, path: Path, prefix: tuple, sources: Sources, walked: set | None = None) -> None:
+    """Record the line of every mapping key and list item under `node`; a repeated key is an error.
+
+    A node reached again through an alias is not walked again (its keys take the alias's line): walking
+    every path of nested aliases would expand a small "billion laughs" file into billions of entries."""
+    walked = set() if walked is None else walked
+    if id(node) in walked:
+        return
+    walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for k, v in node.value:
@@ -343,11 +350,11 @@ def _key_lines(node: Any, path: Path, prefix: tuple, sources: Sources) -> None:
                                   f"(first on line {seen[k.value]}); keep one")
             seen[k.value] = line
             sources.at[(*prefix, k.value)] = f"{path}, line {line}"
-            _key_lines(v, path, (*prefix, k.value), sources)
+            _key_lines(v, path, (*prefix, k.value), sources, walked)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             sources.at[(*prefix, i)] = f"{path}, line {v.start_mark.line + 1}"
-            _key_lines(v, path, (*prefix, i), sources)
+            _key_lines(v, path, (*prefix, i), sources, walked)
 
 
 def read_yaml(path: Path) -> tuple[dict, Sources]:

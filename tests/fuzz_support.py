@@ -426,7 +426,7 @@ def _numeric_base(case: Case) -> type | None:
             return a
         if origin in (list, dict) and args and args[-1] in (int, float):
             return args[-1]
-        if a is dict:  # untyped mapping with a range (loss_weights): its values are numbers
+        if a is dict and case.rule is not None and case.rule.range_text():  # untyped, with a range (loss_weights)
             return float
     return None
 
@@ -463,6 +463,9 @@ def bad_values(case: Case) -> st.SearchStrategy:
             strategies.append(_wrap(case, _above(hi, strict, integer)))
         if base is float:
             strategies.append(_wrap(case, st.sampled_from([math.nan, math.inf, -math.inf])))
+        if not any(a in (int, float) for a in alts):
+            # the items or values of a container with a range are numbers: other things are refused
+            strategies.append(_wrap(case, POOL.filter(lambda v: not type_accepts(base, v))))
         if rule.multiple_of:
             lo = int(rule.ge or 0)
             hi = int(rule.le if rule.le is not None else lo + 10**6)

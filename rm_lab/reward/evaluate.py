@@ -325,6 +325,8 @@ def summary_lines(m: dict) -> list[str]:
             lines.append(f"{h} (gaussian): Spearman {r['spearman']:.3f}, RMSE {r['rmse']:.3f} ({r['n_items']} items)")
         elif "spearman" in r:
             lines.append(f"{h}: Spearman {r['spearman']:.3f}")
+        elif "note" in r:
+            lines.append(f"{h}: {r['note']} (n={r['n']})")
     for k, v in m.get("truth", {}).items():
         lines.append(f"truth {k}: {v:.3f}" if isinstance(v, float) else f"truth {k}: {v}")
     for e, row in m.get("style_artifacts", {}).get("counterfactual", {}).items():
