@@ -495,10 +495,11 @@ def check_references(frames: Mapping[str, pd.DataFrame], source: str | None = No
             pos = np.flatnonzero(bad)
             i = int(pos[0])
             where = target.attrs.get("path") or source
+            where = f"in {where}" if where else "among those given"
             missing = values.iloc[pos].nunique()
             raise RecordError(df.attrs.get("path") or source, row_number(df, i), ref.field, _show(values.iloc[i]),
-                              f"a {ref.target} of a {ref.kind} record " + (f"in {where}" if where else "among those given")
-                              + f" (no {ref.kind} record has it; {len(pos)} {name} row{'s' * (len(pos) > 1)} "
+                              f"a {ref.target} of a {ref.kind} record {where}"
+                              f" (no {ref.kind} record has it; {len(pos)} {name} row{'s' * (len(pos) > 1)} "
                               f"name{'s' * (len(pos) == 1)} {missing} missing {ref.kind}{'s' * (missing > 1)})")
 
 
@@ -508,7 +509,7 @@ def drop_dangling(frames: Mapping[str, pd.DataFrame]) -> tuple[dict[str, pd.Data
     takes its contexts and their labels with it. For subsets taken by count (`ingest limit=`), where
     cutting each kind alone would leave dangling ids."""
     out, dropped = dict(frames), []
-    for name in [k for k in KINDS if k in out]:
+    for name in [k for k in KINDS if k in out]:  # KINDS lists referred-to kinds first
         df = out[name]
         for ref in KINDS[name].references:
             target = out.get(ref.kind)

@@ -493,6 +493,7 @@ def test_every_reference_names_the_key_of_a_declared_kind():
     for k in KINDS.values():
         for r in k.references:
             assert r.field in k.columns and KINDS[r.kind].key == (r.target,), (k.name, r)
+            assert list(KINDS).index(r.kind) < list(KINDS).index(k.name)  # drop_dangling: referred-to first
 
 
 DANGLING = [("interaction", "context_id", ["x1", "x9", "x3"], 1, "context"),
@@ -533,7 +534,8 @@ def test_records_handed_to_training_in_memory_are_checked(tmp_path):
     from rm_lab.reward.data import build_reward_data
     from rm_lab.schema import Records
 
-    labels = pd.DataFrame({"context_id": ["x1", "x2"], "response": ["a", "b"], "policy": "p", "continued": [True, False]})
+    labels = pd.DataFrame({"context_id": ["x1", "x2"], "response": ["a", "b"], "policy": "p",
+                           "continued": [True, False]})
     ok = Records({"character": _characters(), "context": _contexts(), "interaction": labels})
     assert len(build_reward_data(ok)) == 2
     orphan = Records({"character": _characters(("c2",)), "context": _contexts(), "interaction": labels})
