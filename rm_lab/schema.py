@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 TRAFFIC_SOURCES = ("internal", "user")
 PREFERENCE_SOURCES = ("human", "ai", "world")
 ROLES = ("system", "user", "assistant")
+INT64_LIMIT = 2**63  # int fields are stored as int64
 # likelihoods of reward-model heads (rm_lab.reward.heads): the `head` records a dataset declares use them
 HEAD_LIKELIHOODS = ("bradley_terry", "binomial", "poisson", "negative_binomial", "ordinal", "gaussian")
 
@@ -311,10 +312,16 @@ def _check_value(f: Field, v: Any) -> str | None:
             return "an integer"
         if isinstance(v, (float, np.floating)) and (not math.isfinite(v) or v != int(v)):
             return "an integer"
+        if not -INT64_LIMIT <= v < INT64_LIMIT:  # stored as int64: larger values would overflow or wrap
+            return "an integer within the 64-bit range (|n| < 2^63)"
     elif k == "float":
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer, float, np.floating)):
             return "a number"
-        if not math.isfinite(float(v)):
+        try:
+            finite = math.isfinite(float(v))
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
             return "a finite number"
     elif k == "json_list":
         if not isinstance(v, (list, tuple, np.ndarray)):
@@ -629,7 +636,7 @@ def _fast_bad_rows(f: Field, col: pd.Series) -> Iterable[int] | None:
             bad &= ~col.isna().to_numpy()
         if f.kind == "int":
             with np.errstate(invalid="ignore"):
-                bad |= np.isfinite(arr) & (arr != np.round(arr))
+                bad |= np.isfinite(arr) & ((arr != np.round(arr)) | (np.abs(arr) >= INT64_LIMIT))
         if f.min is not None:
             bad |= arr < f.min
         if f.max is not None:

@@ -347,7 +347,9 @@ def resolve_heads(records: Records | Sequence[Source], heads=None) -> list[tuple
         out = []
         for spec in heads:
             hits = []
-            for s in sources:  # a head of one source reads only rows tagged with it (label_values)
+            for s in sources:  # a head of one source reads only that source's records (folders are named)
+                if spec.source is not None and s.folder is not None and s.name != spec.source:
+                    continue
                 n, rows = _hits(spec, s)
                 if n:
                     hits.append((s, rows))
