@@ -107,6 +107,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise RecordError(str(path), None, None, f"byte offset {e.start}", "UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise RecordError(str(path), e.lineno, None, e.msg, "valid JSON") from None
+    except RecursionError:  # Python's parser gives up on deep nesting: that is bad input, not a crash
+        raise RecordError(str(path), None, None, "JSON nested too deeply", DEEP_JSON) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,6 +157,7 @@ def _scalar_null(v: Any) -> bool:
         return False
 
 
+DEEP_JSON = "JSON nested at most ~1000 levels deep"
 MAX_LINE_BYTES = 256 * 2**20  # one JSONL record: far above any real reply, short of exhausting memory
 
 
@@ -188,6 +191,8 @@ def read_jsonl(path: str | os.PathLike) -> pd.DataFrame:
             except json.JSONDecodeError as e:
                 what = "a complete JSON object (file truncated?)" if not raw.endswith(b"\n") else "a JSON object"
                 raise RecordError(str(path), lineno, None, line.strip()[:80], f"{what}: {e.msg}") from None
+            except RecursionError:
+                raise RecordError(str(path), lineno, None, line.strip()[:80], DEEP_JSON) from None
             if not isinstance(obj, dict):
                 raise RecordError(str(path), lineno, None, obj, "a JSON object per line")
             rows.append(obj)
@@ -203,7 +208,7 @@ def _field_with_bad_bytes(raw: bytes) -> str | None:
     """The top-level key whose value (or name) holds the undecodable bytes, when the line still parses."""
     try:
         obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
@@ -307,6 +312,8 @@ def _decode_json_cell(path: Path, row: int, field: str, v: Any) -> Any:
             return json.loads(v)
         except json.JSONDecodeError:
             raise RecordError(str(path), row, field, v, "JSON text (a list or an object)") from None
+        except RecursionError:
+            raise RecordError(str(path), row, field, v[:80], DEEP_JSON) from None
     if isinstance(v, np.ndarray):
         return v.tolist()
     return v

@@ -881,3 +881,272 @@ def bad_utf8_parquet(rows: list[dict], kind_name: str, field: str, i: int, path:
 
 def deep_json(depth: int = 100_000) -> str:
     return "[" * depth + "]" * depth
+
+
+# ----------------------------------------------------------------------------------------------
+# the public-data sources: a small valid file of each, and its defects (row and field as each names them:
+# Parquet row index, JSON list element, JSONL line, CSV spreadsheet row with the header as row 1)
+
+def upworthy_rows() -> list[dict]:
+    tests = [("t1", 3), ("t2", 2)]
+    rows = []
+    for t, n in tests:
+        for k in range(n):
+            rows.append({"clickability_test_id": t, "headline": f"Headline {t} {k}", "impressions": 1000 + k,
+                         "clicks": 10 + k, "lede": "<p>lede</p>", "excerpt": "excerpt", "eyecatcher_id": f"img{k}",
+                         "test_week": 201301, "significance": 1.5, "winner": k == 0, "first_place": k == 0})
+    return rows
+
+
+def convai2_dialogues() -> list[dict]:
+    def dialogue(i):
+        return {"dialog": [
+            {"id": 0, "sender": "participant1", "text": f"hello there {i}", "evaluation_score": None,
+             "sender_class": "Human"},
+            {"id": 1, "sender": "participant2", "text": "hi, i like cats", "evaluation_score": 1, "sender_class": "Bot"},
+            {"id": 2, "sender": "participant1", "text": "nice", "evaluation_score": None, "sender_class": "Human"}],
+            "bot_profile": ["i like cats", "i live in paris"], "user_profile": ["i like dogs"], "eval_score": 4,
+            "profile_match": 1, "participant1_id": {"class": "User", "user_id": "u1"},
+            "participant2_id": {"class": "Bot", "user_id": "bot1"}}
+    return [dialogue(i) for i in range(2)]
+
+
+def ifeval_prompts() -> list[dict]:
+    return [{"key": 1000 + i, "prompt": f"Write a poem about tea number {i}.",
+             "instruction_id_list": ["punctuation:no_comma", "length_constraints:number_words"],
+             "kwargs": [{}, {"relation": "less than", "num_words": 50}]} for i in range(3)]
+
+
+PE_HEADER = ["query", "response", "human_score", "Eng_Score_MeanPooling"]
+
+
+def pe_rows() -> list[list[str]]:
+    return [[f"how are you {i}", f"fine thanks {i}", str(1 + i), "0.5"] for i in range(3)]
+
+
+def csv_text(header: list[str], rows: list[list[str]]) -> str:
+    import csv
+
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+@dataclass
+class SourceDefect:
+    """A source file with one defect: its bytes (or rows for Parquet) and where the loader must say it is."""
+
+    what: str
+    content: Any  # bytes, or a list of row dicts for Parquet
+    row: int | None
+    field: str | None
+
+
+NOT_UTF8 = st.sampled_from([b"caf\xe9", b"\xff\xfe", b"\xc3(", b"x\x80y"])
+_MARK = "\u2603BAD\u2603"
+
+
+def _with_bad_bytes(text: str, bad: bytes) -> bytes:
+    return text.encode("utf-8").replace(_MARK.encode(), bad)
+
+
+@st.composite
+def upworthy_defects(draw) -> SourceDefect:
+    rows = upworthy_rows()
+    i = draw(st.integers(0, len(rows) - 1))
+    what = draw(st.sampled_from(["null text", "negative count", "fractional count", "null count", "text count",
+                                 "clicks above impressions", "missing column", "bad week", "negative significance",
+                                 "text winner", "a single package"]))
+    if what == "null text":
+        f = draw(st.sampled_from(["clickability_test_id", "headline"]))
+        rows[i][f] = None
+        return SourceDefect(what, rows, i, f)
+    if what in ("negative count", "fractional count", "null count"):
+        f = draw(st.sampled_from(["impressions", "clicks"]))
+        v = {"negative count": -draw(st.integers(1, 10**6)), "fractional count": draw(st.integers(0, 99)) + 0.5,
+             "null count": None}[what]
+        for r in rows:  # one column type
+            r[f] = float(r[f]) if what != "negative count" else r[f]
+        rows[i][f] = v
+        return SourceDefect(what, rows, i, f)
+    if what == "text count":
+        f = draw(st.sampled_from(["impressions", "clicks"]))
+        for r in rows:
+            r[f] = draw(st.sampled_from(["many", "1e", "ten", "-"]))
+        return SourceDefect(what, rows, 0, f)
+    if what == "clicks above impressions":
+        rows[i]["clicks"] = rows[i]["impressions"] + draw(st.integers(1, 10**6))
+        return SourceDefect(what, rows, i, "clicks")
+    if what == "missing column":
+        f = draw(st.sampled_from(["clickability_test_id", "headline", "impressions", "clicks"]))
+        for r in rows:
+            r.pop(f)
+        return SourceDefect(what, rows, 0, f)
+    if what == "bad week":
+        for r in rows:
+            r["test_week"] = float(r["test_week"])
+        rows[i]["test_week"] = 201301.5
+        return SourceDefect(what, rows, i, "test_week")
+    if what == "negative significance":
+        rows[i]["significance"] = -draw(st.floats(0.001, 1e6))
+        return SourceDefect(what, rows, i, "significance")
+    if what == "text winner":
+        for r in rows:
+            r["winner"] = "yes"
+        return SourceDefect(what, rows, 0, "winner")
+    return SourceDefect(what, rows[:-1], 3, "arm")  # t2 left with one package: no comparison
+
+
+@st.composite
+def convai2_defects(draw) -> SourceDefect:
+    dialogues = convai2_dialogues()
+    i = draw(st.integers(0, len(dialogues) - 1))
+    k = draw(st.integers(0, 2))
+    d = dialogues[i]
+    what = draw(st.sampled_from(["dialog not a list", "no dialog", "not an object", "turn text", "sender class",
+                                 "turn score", "score on a human turn", "eval score", "profile match",
+                                 "profile not a list", "profile item", "not utf-8", "not a list"]))
+    field: str | None
+    if what == "dialog not a list":
+        d["dialog"], field = draw(st.sampled_from(["x", 3, {"a": 1}])), "dialog"
+    elif what == "no dialog":
+        d.pop("dialog")
+        field = "dialog"
+    elif what == "not an object":
+        dialogues[i], field = draw(st.sampled_from(["text", 5, [1], None])), None
+    elif what == "turn text":
+        d["dialog"][k]["text"] = draw(st.sampled_from([5, None, "  ", ["x"]]))
+        field = f"dialog[{k}].text"
+    elif what == "sender class":
+        d["dialog"][k]["sender_class"] = draw(TEXT.filter(lambda s: s not in ("Human", "Bot")))
+        field = f"dialog[{k}].sender_class"
+    elif what == "turn score":
+        d["dialog"][1]["evaluation_score"] = draw(st.sampled_from([2, -1, 0.5, "up"]))
+        field = "dialog[1].evaluation_score"
+    elif what == "score on a human turn":
+        d["dialog"][0]["evaluation_score"] = 1
+        field = "dialog[0].evaluation_score"
+    elif what == "eval score":
+        d["eval_score"] = draw(st.sampled_from([0, 6, 2.5, "good", -3, 10**30]))
+        field = "eval_score"
+    elif what == "profile match":
+        d["profile_match"] = draw(st.sampled_from([2, -1, 0.5, "yes"]))
+        field = "profile_match"
+    elif what == "profile not a list":
+        d["bot_profile"], field = "i like cats", "bot_profile"
+    elif what == "profile item":
+        d["bot_profile"] = ["i like cats", draw(st.sampled_from([5, None, ""]))]
+        field = "bot_profile[1]"
+    elif what == "not utf-8":
+        d["dialog"][k]["text"] = _MARK
+        return SourceDefect(what, _with_bad_bytes(json.dumps(dialogues, ensure_ascii=False), draw(NOT_UTF8)), i,
+                            f"dialog[{k}].text")
+    else:
+        return SourceDefect(what, json.dumps(draw(st.sampled_from([{"dialog": []}, "x", 3]))).encode(), None, None)
+    return SourceDefect(what, json.dumps(dialogues).encode(), i, field)
+
+
+@st.composite
+def ifeval_defects(draw) -> SourceDefect:
+    rows = ifeval_prompts()
+    i = draw(st.integers(0, len(rows) - 1))
+    what = draw(st.sampled_from(["key", "repeated key", "no key", "prompt", "ids", "id item", "kwargs length",
+                                 "kwargs item", "not an object", "not utf-8"]))
+    field: str | None
+    row = i
+    if what == "key":
+        rows[i]["key"], field = draw(st.sampled_from(["x", 1.5, None, True, [1]])), "key"
+    elif what == "repeated key":
+        row = 1 + i % (len(rows) - 1)
+        rows[row]["key"], field = rows[0]["key"], "key"
+    elif what == "no key":
+        rows[i].pop("key")
+        field = "key"
+    elif what == "prompt":
+        rows[i]["prompt"], field = draw(st.sampled_from(["", "  ", 5, None, ["x"]])), "prompt"
+    elif what == "ids":
+        rows[i]["instruction_id_list"], field = draw(st.sampled_from([[], "x", None, {}])), "instruction_id_list"
+    elif what == "id item":
+        rows[i]["instruction_id_list"][1], field = draw(st.sampled_from([5, None, ""])), "instruction_id_list[1]"
+    elif what == "kwargs length":
+        rows[i]["kwargs"], field = draw(st.sampled_from([[], [{}], [{}, {}, {}], "x"])), "kwargs"
+    elif what == "kwargs item":
+        rows[i]["kwargs"][0], field = draw(st.sampled_from([5, "x", None, []])), "kwargs[0]"
+    elif what == "not an object":
+        lines = [json.dumps(r) for r in rows]
+        lines.insert(i, draw(st.sampled_from(["[1]", "3", '"x"', "null"])))
+        return SourceDefect(what, ("\n".join(lines) + "\n").encode(), i + 1, None)
+    else:
+        rows[i]["prompt"] = _MARK
+        text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
+        return SourceDefect(what, _with_bad_bytes(text, draw(NOT_UTF8)), i + 1, "prompt")
+    return SourceDefect(what, ("\n".join(json.dumps(r) for r in rows) + "\n").encode(), row + 1, field)
+
+
+@st.composite
+def pe_defects(draw) -> SourceDefect:
+    header, rows = list(PE_HEADER), pe_rows()
+    i = draw(st.integers(0, len(rows) - 1))
+    r = i + 2  # spreadsheet row
+    what = draw(st.sampled_from(["score", "empty text", "peer score", "missing column", "short row", "extra value",
+                                 "unclosed quote", "not utf-8"]))
+    if what == "score":
+        rows[i][2] = draw(st.sampled_from(["0", "6", "abc", "", "nan", "inf", "-1", "5.5", "1e400"]))
+        return SourceDefect(what, csv_text(header, rows).encode(), r, "human_score")
+    if what == "empty text":
+        c = draw(st.integers(0, 1))
+        rows[i][c] = draw(st.sampled_from(["", "  "]))
+        return SourceDefect(what, csv_text(header, rows).encode(), r, header[c])
+    if what == "peer score":
+        rows[i][3] = draw(st.sampled_from(["x", "", "nan", "--1"]))
+        return SourceDefect(what, csv_text(header, rows).encode(), r, "Eng_Score_MeanPooling")
+    if what == "missing column":
+        c = draw(st.integers(0, 2))
+        name = header.pop(c)
+        for row in rows:
+            row.pop(c)
+        return SourceDefect(what, csv_text(header, rows).encode(), 1, name)
+    if what == "short row":
+        n = draw(st.integers(1, 3))
+        rows[i] = rows[i][:n]
+        return SourceDefect(what, csv_text(header, rows).encode(), r, header[n])
+    if what == "extra value":
+        rows[i] = rows[i] + ["surplus"]
+        return SourceDefect(what, csv_text(header, rows).encode(), r, None)
+    if what == "unclosed quote":
+        text = csv_text(header, rows)
+        return SourceDefect(what, (text + '"an open quote,fine,3,0.5\n').encode(), None, None)
+    c = draw(st.integers(0, 1))
+    rows[i][c] = _MARK
+    return SourceDefect(what, _with_bad_bytes(csv_text(header, rows), draw(NOT_UTF8)), r, header[c])
+
+
+SOURCE_DEFECTS = {"upworthy": (upworthy_defects, "tests.parquet"), "convai2": (convai2_defects, "dialogues.json"),
+                  "ifeval": (ifeval_defects, "input_data.jsonl"),
+                  "predictive-engagement": (pe_defects, "Eng_Scores_queries_gen_gtruth_replies.csv")}
+
+
+def write_source(defect: SourceDefect, path: Path) -> Path:
+    if isinstance(defect.content, (bytes, bytearray)):
+        path.write_bytes(defect.content)
+        return path
+    import pandas as pd
+
+    pd.DataFrame(defect.content).to_parquet(path, index=False)
+    return path
+
+
+def valid_source(name: str, path: Path) -> Path:
+    if name == "upworthy":
+        import pandas as pd
+
+        pd.DataFrame(upworthy_rows()).to_parquet(path, index=False)
+    elif name == "convai2":
+        path.write_text(json.dumps(convai2_dialogues()))
+    elif name == "ifeval":
+        path.write_text("".join(json.dumps(r) + "\n" for r in ifeval_prompts()))
+    else:
+        path.write_text(csv_text(PE_HEADER, pe_rows()))
+    return path

@@ -26,7 +26,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -417,9 +417,5 @@ def label_names(frame: pd.DataFrame | None) -> list[str]:
     return sorted(frame["name"].astype(str).unique())
 
 
-def names_of(specs: Iterable[HeadSpec]) -> list[str]:
-    return [s.name for s in specs]
-
-
 __all__ = ["BUILTIN", "COUNT_LIKELIHOODS", "HeadSpec", "LIKELIHOODS", "LINKS", "SOURCE_SEP", "declare",
-           "declarations_from_records", "label_values", "parse_config_heads", "spec_of"]
+           "declarations_from_records", "label_names", "label_values", "parse_config_heads", "spec_of"]

@@ -12,7 +12,6 @@ heads read one shared trunk, so every head's labels shape the features the point
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence

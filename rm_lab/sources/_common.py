@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rm_lab.io import DEEP_JSON
 from rm_lab.schema import RecordError
 
 _KEY_RE = re.compile(r'"([^"\\]{1,64})"\s*:')
@@ -111,6 +112,8 @@ def load_json_list(path: Path) -> list[Any]:
             truncated = e.pos >= n - 1 or not text[e.pos:].strip()
             what = "a complete JSON element (file truncated?)" if truncated else f"valid JSON ({e.msg}, line {e.lineno})"
             raise RecordError(str(path), len(out), _last_key(frag), text[max(i, e.pos - 40):e.pos + 20], what) from None
+        except RecursionError:
+            raise RecordError(str(path), len(out), None, text[i:i + 40], DEEP_JSON) from None
         out.append(obj)
         i = j
         while i < n and text[i] in " \t\r\n":
@@ -144,6 +147,8 @@ def load_jsonl(path: Path) -> list[tuple[int, dict]]:
             last = lineno == len(lines)
             what = "a complete JSON object (file truncated?)" if last else f"a JSON object ({e.msg})"
             raise RecordError(str(path), lineno, _last_key(line[:e.pos]), line.strip()[:80], what) from None
+        except RecursionError:
+            raise RecordError(str(path), lineno, None, line.strip()[:80], DEEP_JSON) from None
         if not isinstance(obj, dict):
             raise RecordError(str(path), lineno, None, obj, "a JSON object per line")
         check_utf8(path, lineno, obj)
