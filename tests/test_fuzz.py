@@ -518,3 +518,222 @@ def test_bad_source_files_are_refused_naming_file_row_and_field(name, data):
         if outcome == "refused" and (F.incomplete_artifacts(runs) or F.run_folders(runs)):
             outcome, detail = "misnamed", f"{detail}; but left {F.run_folders(runs)}"
         _check("command records", f"ingest {name}", outcome, detail)
+
+
+# ----------------------------------------------------------------------------------------------
+# commands that fail once their run folder is open: the run is marked failed, nothing claims completion
+
+TRAIN_KINDS = ["character", "context", "interaction", "preference", "steer_label", "label", "head"]
+
+
+def _run_folder_check(section: str, target: str, res: F.Result, runs: Path, must: list[str]) -> None:
+    outcome, detail = F.judge(res, must)
+    left = F.incomplete_artifacts(runs)
+    if left:  # whatever the message, a failed command must not leave a run that looks complete
+        outcome, detail = "misnamed", f"{detail}; left {left}"
+    _check(section, target, outcome, detail)
+
+
+@pytest.mark.slow
+@fuzz(8)
+@given(data=st.data())
+def test_train_rm_on_bad_records_marks_its_run_failed(data):
+    """train-rm opens its run before reading `data`: a bad record file fails it with one line naming the
+    file, row and field, and the run is `failed` with no model in it (the first example imports torch)."""
+    kind = data.draw(st.sampled_from(TRAIN_KINDS), label="kind")
+    d = data.draw(F.record_defects(kind), label="defect")
+    with F.scratch() as tmp:
+        folder = tmp / "records"
+        folder.mkdir()
+        path, lines = _write(d.rows, kind, "jsonl", folder)
+        row = None if d.row is None else lines[d.row]
+        runs = tmp / "runs"
+        res = F.cli(["train-rm", f"data={folder}", "epochs=1", "pairwise=false", f"cache_dir={tmp / 'cache'}"], runs)
+        must = [f"file {path}"] + ([f"row {row}"] if row is not None else []) + ([f"field '{d.field}'"] if d.field else [])
+        _run_folder_check("run folders", "train-rm data=", res, runs, must)
+
+
+def _model_folder(data, tmp: Path) -> tuple[Path, str]:
+    """A folder given as eval-rm's model that holds no readable model: (folder, what the error must name)."""
+    folder = tmp / "model"
+    what = data.draw(st.sampled_from(["missing", "a file", "empty", "config only", "config bytes", "config json",
+                                      "config deep", "weights bytes", "weights truncated"]), label="model")
+    if what == "missing":
+        return folder, str(folder)
+    if what == "a file":
+        folder.write_bytes(data.draw(st.binary(max_size=50), label="bytes"))
+        return folder, str(folder)
+    folder.mkdir()
+    if what == "empty":
+        return folder, str(folder)
+    (folder / "config.yaml").write_text("lr: 0.001\n")
+    if what == "config only":
+        return folder, str(folder)
+    cfg = folder / "rm_config.json"
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"placeholder")
+    if what == "config bytes":
+        cfg.write_bytes(data.draw(st.binary(max_size=80), label="bytes"))
+        return folder, str(cfg)
+    if what == "config json":  # valid JSON that is not a model config
+        cfg.write_text(json.dumps(data.draw(st.one_of(st.lists(st.integers(), max_size=3), st.integers(), F.TEXT,
+                                                      st.dictionaries(F.KEY, st.integers(), max_size=3)), label="json")))
+        return folder, str(cfg)
+    if what == "config deep":
+        cfg.write_text(F.deep_json(100_000))
+        return folder, str(cfg)
+    cfg.write_text(json.dumps({"backbone": None, "backbone_key": "x", "train_mode": "frozen", "heads": ["preference"],
+                               "emb_dim": 384, "hidden": 8, "n_layers": 1, "dropout": 0.1, "max_length": 64,
+                               "card_max_tokens": 8, "reply_max_tokens": 8, "n_members": 1, "seeds": [0],
+                               "style_features": [], "inputs": ["reply"]}))
+    if what == "weights bytes":
+        weights.write_bytes(data.draw(st.binary(max_size=100), label="bytes"))
+    else:
+        from safetensors.torch import save_file
+        import torch
+
+        save_file({"m0.net.w": torch.zeros(16)}, str(weights))
+        raw = weights.read_bytes()
+        weights.write_bytes(raw[: data.draw(st.integers(0, len(raw) - 1), label="cut")])
+    return folder, str(weights)
+
+
+@pytest.mark.slow
+@fuzz(12)
+@given(data=st.data())
+def test_eval_rm_on_a_damaged_model_folder_marks_its_run_failed(data):
+    with F.scratch() as tmp:
+        folder, named = _model_folder(data, tmp)
+        runs = tmp / "runs"
+        res = F.cli(["eval-rm", f"model={folder}", "split=all"], runs)
+        _run_folder_check("run folders", "eval-rm model=", res, runs, [named])
+
+
+@fuzz(10)
+@given(data=st.data())
+def test_ingest_into_an_unwritable_out_marks_its_run_failed(data):
+    """The records are valid; the output folder is a file (or under one): the run is failed, no report."""
+    with F.scratch() as tmp:
+        path, _ = _write(F.VALID_ROWS["preference"](), "preference", "jsonl", tmp)
+        blocker = tmp / "a_file"
+        blocker.write_text("x")
+        out = data.draw(st.sampled_from([blocker, blocker / "sub", blocker / "a" / "b"]), label="out")
+        runs = tmp / "runs"
+        res = F.cli(["ingest", "records", str(path), f"out={out}"], runs)
+        _run_folder_check("run folders", "ingest out=", res, runs, [str(blocker)])
+
+
+# ----------------------------------------------------------------------------------------------
+# regressions: the defects this suite found, each pinned by the input that found it
+
+
+@fuzz(5)
+@given(value=st.one_of(st.integers(2**63, 10**40), st.integers(-10**40, -2**63 - 1)))
+@example(value=10**30)
+@example(value=2**63)
+def test_integers_beyond_int64_in_records_are_refused(value, tmp_path_factory):
+    """Was an OverflowError traceback (int fields are stored as int64; a Parquet float column wrapped silently)."""
+    tmp = tmp_path_factory.mktemp("int64")
+    for kind, field in (("ab_arm", "users"), ("ab_arm", "day"), ("head", "levels"), ("interaction", "thumb")):
+        rows = F.VALID_ROWS[kind]()
+        rows[1][field] = value
+        path, lines = _write(rows, kind, "jsonl", tmp)
+        with pytest.raises(RecordError) as e:
+            io.read_records(path, kind)
+        assert (e.value.row, e.value.field) == (lines[1], field)
+
+
+@example(value=10**400)
+@example(value=10**309)
+@fuzz(5)
+@given(value=st.integers(10**309, 10**500))
+def test_integers_beyond_any_float_in_records_are_refused(value, tmp_path_factory):
+    """Was `OverflowError: int too large to convert to float` from a JSON integer literal in a float field."""
+    tmp = tmp_path_factory.mktemp("float")
+    for kind, field in (("ab_arm", "messages"), ("label", "value"), ("interaction", "depth")):
+        rows = F.VALID_ROWS[kind]()
+        rows[2][field] = value
+        path, lines = _write(rows, kind, "jsonl", tmp)
+        with pytest.raises(RecordError, match="a finite number") as e:
+            io.read_records(path, kind)
+        assert (e.value.row, e.value.field) == (lines[2], field)
+
+
+def test_a_float_column_beyond_int64_is_refused_in_a_large_parquet(tmp_path):
+    """The vectorised pre-screen of >= 1000 rows let 1e19 through an int field (cast to int64: wrapped)."""
+    import pandas as pd
+
+    n = 1500
+    df = pd.DataFrame({"experiment_id": [f"e{i // 2}" for i in range(n)], "arm": ["a", "b"] * (n // 2),
+                       "is_control": [i % 2 == 0 for i in range(n)], "days": 1, "users": [1000.0] * n,
+                       "engaged_users": 10.0})
+    df.loc[777, "users"] = 1e19
+    path = tmp_path / "ab_arm.parquet"
+    df.to_parquet(path)
+    with pytest.raises(RecordError, match="64-bit") as e:
+        io.read_records(path, "ab_arm")
+    assert (e.value.row, e.value.field) == (777, "users")
+
+
+@example(depth=100_000)
+@fuzz(3)
+@given(depth=st.integers(5_000, 300_000))
+def test_json_nested_past_the_recursion_limit_is_refused(depth, tmp_path_factory):
+    """Was a RecursionError traceback: a JSONL line, a JSON cell in Parquet, the sources' JSON and JSONL,
+    and a run folder's rm_config.json."""
+    from rm_lab.sources import convai2, ifeval
+
+    tmp = tmp_path_factory.mktemp("deep")
+    deep = F.deep_json(depth)
+    jl = tmp / "context.jsonl"
+    jl.write_text(json.dumps(F.VALID_ROWS["context"]()[0]) + "\n" + '{"context_id": "x", "extra": ' + deep + "}\n")
+    with pytest.raises(RecordError, match="nested") as e:
+        io.read_records(jl, "context")
+    assert e.value.row == 2
+    rows = F.VALID_ROWS["context"]()
+    pq_path = tmp / "context.parquet"
+    F.write_parquet(rows, pq_path, "context")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pq_path)
+    hist = table.column("history").to_pylist()
+    hist[1] = deep
+    table = table.set_column(table.column_names.index("history"), "history", pa.array(hist))
+    pq.write_table(table, pq_path)
+    with pytest.raises(RecordError) as e:
+        io.read_records(pq_path, "context")
+    assert (e.value.row, e.value.field) == (1, "history")
+    src = tmp / "input_data.jsonl"
+    src.write_text(json.dumps(F.ifeval_prompts()[0])[:-1] + ', "x": ' + deep + "}\n")
+    with pytest.raises(RecordError, match="nested"):
+        ifeval.load(src)
+    dlg = tmp / "dialogues.json"
+    dlg.write_text("[" + deep + "]")
+    with pytest.raises(RecordError, match="nested"):
+        convai2.load(dlg)
+    model = tmp / "model"
+    model.mkdir()
+    (model / "rm_config.json").write_text(deep)
+    (model / "model.safetensors").write_bytes(b"x")
+    res = F.cli(["eval-rm", f"model={model}", "split=all"], tmp / "runs")
+    outcome, detail = F.judge(res, [str(model / "rm_config.json")])
+    assert outcome == "refused", detail
+
+
+def test_a_billion_laughs_config_is_refused_at_once(tmp_path):
+    """Was a MemoryError after ~40 s: the source-line walk expanded every alias path (10^9 of them)."""
+    import time
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nbomb: *a8\n")
+    t0 = time.perf_counter()
+    with F.tripwire():
+        res = F.cli(["simulate", "-c", str(path)], tmp_path / "runs")
+    assert F.judge(res, [f"{path}, line 1", "unknown key"])[0] == "refused", res
+    assert time.perf_counter() - t0 < 5
+    from rm_lab import config
+
+    data, sources = config.read_yaml(path)  # aliases stay shared references, their lines the alias's
+    assert data["bomb"] is data["a8"] and sources.label(("bomb", 3, 2)) == f"{path}, line 10"

@@ -150,6 +150,14 @@ def head_loss(spec: HeadSpec, pred: torch.Tensor, batch: dict, params: dict[str,
     raise ConfigError(f"head {name!r}: no loss for likelihood {spec.likelihood!r}")
 
 
+def label_weight(spec: HeadSpec, batch: dict) -> int:
+    """What a head's batch loss is a mean over (pairs, or its label count `<head>_n`): the weight that makes
+    the epoch mean of the logged per-batch losses the head's per-observation loss over the whole split."""
+    if spec.is_pairwise:
+        return int(batch["pair_c"].numel())
+    return int(round(float(batch[f"{spec.name}_n"].sum())))
+
+
 def multitask_loss(out: dict[str, torch.Tensor], batch: dict, weights: dict[str, float] | None = None,
                    net: "RewardNet | None" = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the losses of every head present in `out` that has labels in the batch.
@@ -354,7 +362,7 @@ class RewardLit(L.LightningModule):
         bs = int(batch["style"].shape[0])
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=bs)
         for h, v in parts.items():
-            self.log(f"train/{h}", v, on_step=False, on_epoch=True, batch_size=bs)
+            self.log(f"train/loss/{h}", v, on_step=False, on_epoch=True, batch_size=self._weight(h, batch))
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -363,12 +371,15 @@ class RewardLit(L.LightningModule):
         check_finite(loss, parts, f"validation after epoch {self.current_epoch}", self._lrs())
         bs = int(batch["style"].shape[0])
         self.log("val/loss", loss, on_epoch=True, batch_size=bs)
-        for h, v in parts.items():
-            self.log(f"val/{h}", v, on_epoch=True, batch_size=bs)
+        for h, v in parts.items():  # val/loss/<head>: `monitor=<head>` (train-rm) selects the epoch by it
+            self.log(f"val/loss/{h}", v, on_epoch=True, batch_size=self._weight(h, batch))
         if "preference" in out and batch["pair_c"].numel():
             s = out["preference"]
             acc = (s[batch["pair_c"]] > s[batch["pair_r"]]).float().mean()
             self.log("val/pair_acc", acc, on_epoch=True, batch_size=int(batch["pair_c"].numel()))
+
+    def _weight(self, head: str, batch: dict) -> int:
+        return label_weight(spec_of(head, self.net.specs), batch)
 
     def _lrs(self) -> str:
         return f"lr={self.lr:g}" + (f", encoder_lr={self.encoder_lr:g}" if self.encoder is not None else "")

@@ -171,7 +171,7 @@ def read_json(path: str | Path, what: str = "a JSON record", default: Any = ...)
         raise _broken(path, what, "missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
         raise _broken(path, what, f"not valid JSON ({e})") from None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,13 @@ class TrainRMConfig:
     val_split: Literal["context", "character", "conversation"] = param(
         "context", doc="what is held out whole: contexts, characters, or conversations (context.conversation_id; "
         "each context without one is its own conversation), so correlated turns never sit on both sides")
-    keep_best: bool = param(True, doc="final weights from the epoch with the lowest held-out loss "
+    keep_best: bool = param(True, doc="final weights from the epoch with the lowest held-out `monitor` loss "
                             "(needs val_fraction > 0)")
-    early_stopping: int = param(0, doc="stop after this many epochs without a lower held-out loss "
+    early_stopping: int = param(0, doc="stop after this many epochs without a lower held-out `monitor` loss "
                                 "(0: run every epoch)", ge=0, le=100_000)
+    monitor: str = param("loss", doc="the held-out loss keep_best and early_stopping watch: loss = the weighted sum "
+                         "over every head (val/loss); a trained head's name (e.g. engaging, continue@convai2) = that "
+                         "head's own loss (val/loss/<head>), when the other heads overfit earlier")
     head_refit: bool = param(False, doc="re-solve each binary head as a logistic regression on the trunk output "
                              "(rm_lab.reward.refit), the L2 penalty chosen over refit_folds folds of the val_split "
                              "groups by refit_metric")
@@ -114,6 +118,42 @@ class TrainRMConfig:
         self.inputs = check_inputs(self.inputs)
         if self.head_refit and self.train_mode != "frozen":
             raise ValueError("head_refit needs train_mode=frozen (it refits the heads on the cached features)")
+        check_monitor_name(self.monitor, self.heads)
+        if self.monitor != TOTAL_LOSS and self.val_fraction == 0:
+            raise ValueError(f"monitor={self.monitor} watches a held-out loss: set val_fraction > 0")
+
+
+# ----------------------------------------------------------------------------------------------
+# what keep_best and early stopping watch
+
+TOTAL_LOSS = "loss"  # `monitor` value of the summed held-out loss
+_MONITOR_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(" + re.escape(SOURCE_SEP) + r"[A-Za-z0-9_.\-]+)?$")
+
+
+def check_monitor_name(monitor: str, heads) -> None:
+    """Config-time check of `monitor`: "loss" or a head name; when `heads` lists the heads, one of them."""
+    if monitor == TOTAL_LOSS:
+        return
+    if not _MONITOR_NAME.match(monitor):
+        raise ValueError(f"monitor={monitor!r}: expected 'loss' or a head name (letters, digits and _, "
+                         f"optionally {SOURCE_SEP}source)")
+    if isinstance(heads, list) and monitor not in heads and monitor.split(SOURCE_SEP)[0] not in heads:
+        raise ValueError(f"monitor={monitor!r}: not among the heads trained (heads={heads}); use monitor=loss "
+                         f"or one of them")
+
+
+def monitor_key(monitor: str, heads: list[str], val: RewardData) -> str:
+    """The logged metric `monitor` names (rm_lab.reward.model.RewardLit logs `val/loss/<head>` per head), once
+    the trained heads are known: a head that is not trained, or has no held-out labels, is a ConfigError."""
+    if monitor == TOTAL_LOSS:
+        return "val/loss"
+    if monitor not in heads:
+        raise ConfigError(f"monitor={monitor!r}: no trained head of that name; trained heads: {heads} "
+                          f"(or monitor=loss, the summed loss)")
+    if val.label_counts()[monitor] == 0:
+        raise ConfigError(f"monitor={monitor!r}: the held-out contexts have no {monitor} labels; raise val_fraction, "
+                          f"or use monitor=loss")
+    return f"val/loss/{monitor}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,6 +289,7 @@ class Prepared:
     base_feats: np.ndarray | None = None  # assembled inputs from the untrained encoder (frozen / pairwise)
     records: Records | None = None  # every source's records in one bundle (contexts and characters merged)
     loss_weights: dict = dataclasses.field(default_factory=dict)  # per trained head
+    monitor: str = "val/loss"  # the held-out metric keep_best and early stopping watch (monitor_key)
 
 
 def head_loss_weights(weights: dict, heads: list[str]) -> dict[str, float]:
@@ -275,6 +316,7 @@ def prepare(cfg: TrainRMConfig, records: Records | list[Source], cache_root: Pat
     train_ctx, val_ctx = split_contexts(data.items["context_id"], cfg.val_fraction, cfg.seed, groups)
     if not train_ctx:
         raise ConfigError(f"val_fraction={cfg.val_fraction} leaves no training contexts")
+    monitor = monitor_key(cfg.monitor, data.heads, data.subset(val_ctx))
     tok, enc = load_backbone(cfg.backbone)
     key = backbone_key(backbone_folder(cfg.backbone), cfg.max_length)
     texts, kws = item_texts(data.items["context_id"].tolist(), data.items["response"].tolist(), records["context"],
@@ -282,7 +324,7 @@ def prepare(cfg: TrainRMConfig, records: Records | list[Source], cache_root: Pat
                             cfg.reply_max_tokens)
     style = texts.tabular(style_matrix(data.items["response"], kws))
     prep = Prepared(data, texts, style, tok, enc, key, EmbeddingCache(cache_root, key), train_ctx, val_ctx, groups,
-                    records=records, loss_weights=weights)
+                    records=records, loss_weights=weights, monitor=monitor)
     if cfg.train_mode == "frozen" or cfg.pairwise:  # the untrained encoder's features
         from rm_lab.models import embed
 
@@ -370,7 +412,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
                           f"labelled rows for heads {heads} in the training split")
     val = prep.data.subset(prep.val_ctx)
     va = UnitCollator(val, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
-    trainer = _trainer(cfg, cfg.epochs, member, callbacks or [], "val/loss" if va.n_units else None)
+    trainer = _trainer(cfg, cfg.epochs, member, callbacks or [], prep.monitor if va.n_units else None)
     train_dl = unit_loader(tr, cfg.batch_size, seed, True)
     if member.last.exists():
         say(f"member {k}: resuming from {member.last}")
@@ -379,7 +421,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     if trainer.should_stop and trainer.current_epoch < cfg.epochs:
         store.mark_stopped_early(member, trainer.current_epoch)
     jobs.safe_point()
-    best = _restore_best(lit, member, "val/loss") if cfg.keep_best and va.n_units else None
+    best = _restore_best(lit, member, prep.monitor) if cfg.keep_best and va.n_units else None
     refit = _refit(cfg, prep, train, net, k) if cfg.head_refit else None
     if refit is not None:  # before final.safetensors: a finished member always has its refit record
         store.write_refit(member, refit)
@@ -388,7 +430,8 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     metrics["epochs_done"] = trainer.current_epoch
     if best is not None:
         metrics["best_epoch"] = best
-        say(f"member {k}: kept epoch {best} (lowest held-out loss)")
+        say(f"member {k}: kept epoch {best} (lowest held-out {'' if cfg.monitor == TOTAL_LOSS else cfg.monitor + ' '}"
+            f"loss)")
     if refit is not None:
         metrics["refit"] = refit
         say(f"member {k}: refitted " + (", ".join(f"{r['head']} (C={r['C']:.3g})" for r in refit) or "no head"))
@@ -445,6 +488,9 @@ def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print)
 # (epochs may grow on resume: a finished member then trains on from its last checkpoint)
 _NOT_IDENTITY = ("progress", "cache_dir", "embed_batch_size", "accelerator", "devices", "num_nodes", "strategy",
                  "epochs", "pairwise_epochs", "early_stopping")
+# settings added after run folders existed: recorded only when not at this default, so an older folder's
+# identity (which lacks them) still matches a resume with the default
+_IDENTITY_SINCE = {"monitor": TOTAL_LOSS}
 
 
 PATH_KEYS = ("data", "backbone", "cache_dir")  # folders named in the config ("run" for cache_dir is no path)
@@ -463,7 +509,8 @@ def with_absolute_paths(cfg: TrainRMConfig) -> TrainRMConfig:
 
 def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
     """Checkpoints in run_dir are resumed only by the same config on the same data, never silently reused."""
-    ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
+    ident = {k: v for k, v in dataclasses.asdict(cfg).items()
+             if k not in _NOT_IDENTITY and not (k in _IDENTITY_SINCE and v == _IDENTITY_SINCE[k])}
     ident["data_sha1"] = prep.texts.digest()
     ident = json.loads(json.dumps(ident, default=str))
     path = store.TrainRun(run_dir).identity
