@@ -14,7 +14,8 @@ The design is fixed in advance and the same for every fit (`TRANSFER_RM`), chose
 same in both datasets: the reply's embedding, its cosines with the user's turn and with the context, and the
 reply's style features. The conversation-position features are left out: on single-turn PE the history is the
 query, so a PE model would read ConvAI2's dialogue length as query length. Linear heads (the refit chooses
-their penalty on folds of the training source) keep few source-specific degrees of freedom.
+the binary heads' penalty on folds of the training source) keep few source-specific degrees of freedom; the
+graded heads train 40 epochs on every row (no held-out epoch choice, as in reports/reward_realdata.md).
 
 Run: .venv/bin/python pipelines/rm_transfer.py [--folds 5] [--seed 0] [--limit N] [key=value ..]
 Writes reports/reward_transfer.md and reports/reward_transfer.json.
@@ -44,7 +45,7 @@ from rm_lab.reward.train import TrainRMConfig  # noqa: E402
 
 COMMAND = ".venv/bin/python pipelines/rm_transfer.py"
 TRANSFER_RM = ["inputs=[reply, relevance]", "n_layers=0", "head_refit=true", "refit_metric=auc",
-               "val_split=conversation", "pairwise=false"]
+               "val_split=conversation", "val_fraction=0", "epochs=40", "pairwise=false"]
 PE, C2 = "predictive_engagement", "convai2"
 # ConvAI2 labels a ConvAI2-trained model is read by on PE: (label rows, RM output, baseline kind)
 C2_READS = {"thumb_up": ("p_thumb_up", "binary"), "rating": ("rating", "graded"), "continue": ("p_continue", "binary")}

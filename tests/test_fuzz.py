@@ -35,7 +35,7 @@ from unittest import mock
 import pyarrow as pa
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 import fuzz_support as F
@@ -737,3 +737,118 @@ def test_a_billion_laughs_config_is_refused_at_once(tmp_path):
 
     data, sources = config.read_yaml(path)  # aliases stay shared references, their lines the alias's
     assert data["bomb"] is data["a8"] and sources.label(("bomb", 3, 2)) == f"{path}, line 10"
+
+
+# ----------------------------------------------------------------------------------------------
+# a known defect, routed: rm_config.json values are not checked before the model is built
+
+
+def _records_folder(tmp: Path) -> Path:
+    folder = tmp / "records"
+    folder.mkdir()
+    for kind in ("character", "context", "interaction", "preference"):
+        _write(F.VALID_ROWS[kind](), kind, "jsonl", folder)
+    return folder
+
+
+def _model_config_values(data) -> tuple[str, object]:
+    sizes = ["emb_dim", "hidden", "n_layers", "n_members", "max_length", "card_max_tokens", "reply_max_tokens"]
+    field = data.draw(st.sampled_from(sizes + ["dropout", "style_features", "seeds", "inputs", "train_mode"]),
+                      label="field")
+    if field in sizes:  # negative sizes or other types (huge sizes would build a huge model: left out here)
+        return field, data.draw(st.one_of(st.integers(-10**6, -1), st.sampled_from(["x", 1.5, None, [3], True])),
+                                label="value")
+    if field == "dropout":
+        return field, data.draw(st.one_of(st.floats(1, 1e6), st.floats(-1e6, -1e-6), st.just("x")), label="value")
+    return field, data.draw(st.sampled_from([5, "x", None, {"a": 1}, [None]]), label="value")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known defect: RewardModel.load builds RMConfig(**rm_config.json) without "
+                   "checking types or ranges (hidden=-1 -> RuntimeError, dropout=7 -> ValueError, emb_dim='x' -> "
+                   "TypeError, n_members=0 accepted); remove this mark once rm_config.json is validated")
+@settings(max_examples=max(1, int(8 * SCALE)), deadline=None, database=None, derandomize=True,
+          phases=[Phase.explicit, Phase.generate])
+@given(data=st.data())
+def test_eval_rm_refuses_bad_values_in_rm_config_json(data):
+    from safetensors.torch import save_file
+    import torch
+
+    field, value = _model_config_values(data)
+    with F.scratch() as tmp:
+        model = tmp / "model"
+        model.mkdir()
+        cfg = {"backbone": None, "backbone_key": "x", "train_mode": "frozen", "heads": ["preference"], "emb_dim": 384,
+               "hidden": 8, "n_layers": 1, "dropout": 0.1, "max_length": 64, "card_max_tokens": 8,
+               "reply_max_tokens": 8, "n_members": 1, "seeds": [0], "style_features": [], "inputs": ["reply"]}
+        cfg[field] = value
+        (model / "rm_config.json").write_text(json.dumps(cfg))
+        save_file({"m0.net.w": torch.zeros(4)}, str(model / "model.safetensors"))
+        runs = tmp / "runs"
+        res = F.cli(["eval-rm", f"model={model}", f"data={_records_folder(tmp)}", "split=all"], runs)
+        outcome, detail = F.judge(res, [str(model / "rm_config.json"), field])
+        _check("run folders", "eval-rm rm_config.json values (known defect, xfail)", outcome, f"{field}={value!r}: {detail}")
+
+
+@st.composite
+def _bad_head_declarations(draw) -> tuple[dict, str]:
+    """A `heads` mapping with one declaration its registry refuses, and the key the error must name."""
+    from rm_lab.schema import HEAD_LIKELIHOODS
+
+    name = draw(st.sampled_from(["engaging", "score", "x1"]))
+    what = draw(st.sampled_from(["bad name", "not a mapping", "unknown key", "unknown kind", "no kind",
+                                 "bradley_terry", "few levels", "fractional levels", "negative scale", "bad record",
+                                 "truth column", "empty range", "range on binomial", "text levels"]))
+    decl: object = {"kind": "binomial"}
+    if what == "bad name":
+        name = draw(st.sampled_from(["1x", "a-b", "a b", "é", "_"]))
+    elif what == "not a mapping":
+        decl = draw(st.sampled_from([5, "x", [1], 1.5]))
+    elif what == "unknown key":
+        decl = {"kind": "binomial", draw(F.KEY.filter(lambda k: k not in (
+            "kind", "likelihood", "record", "column", "levels", "min", "max", "equals", "scale", "output", "doc"))): 1}
+    elif what == "unknown kind":
+        decl = {"kind": draw(F.TEXT.filter(lambda s: s not in HEAD_LIKELIHOODS and s.strip()))}
+    elif what == "no kind":
+        decl = {"column": "c"}
+    elif what == "bradley_terry":
+        decl = {"kind": "bradley_terry"}
+    elif what == "few levels":
+        decl = {"kind": "ordinal", "levels": draw(st.integers(-10, 1))}
+    elif what == "fractional levels":
+        decl = {"kind": "ordinal", "levels": draw(st.floats(2.01, 9.99))}
+    elif what == "negative scale":
+        decl = {"kind": "gaussian", "scale": -draw(st.floats(0.001, 100))}
+    elif what == "bad record":
+        decl = {"kind": "binomial", "record": draw(F.TEXT.filter(lambda s: s not in ("label", "interaction",
+                                                                                    "steer_label")))}
+    elif what == "truth column":
+        decl = {"kind": "binomial", "column": "truth_engagement"}
+    elif what == "empty range":
+        decl = {"kind": "ordinal", "min": 3, "max": draw(st.integers(-5, 3))}
+    elif what == "range on binomial":
+        decl = {"kind": "binomial", "min": 0}
+    else:
+        decl = {"kind": "ordinal", "levels": draw(st.sampled_from(["five", True, [5], ".nan"]))}
+    return {name: decl}, "heads"
+
+
+@pytest.mark.slow
+@fuzz(10)
+@given(data=st.data())
+def test_train_rm_refuses_bad_head_declarations(data):
+    """heads and loss_weights are checked against the head registry and the data, after the run opens:
+    still one line naming the key, and a run marked failed. (These lines do not yet name the override.)"""
+    from rm_lab.reward.heads import BUILTIN
+
+    if data.draw(st.booleans(), label="loss_weights"):  # a weight for a head that is not trained
+        head = data.draw(F.KEY.filter(lambda k: k not in BUILTIN), label="head")
+        item, key = f"loss_weights.{head}=1", "loss_weights"
+    else:
+        heads, key = data.draw(_bad_head_declarations(), label="heads")
+        item = f"heads={F.dump(heads)}"
+    with F.scratch() as tmp:
+        runs = tmp / "runs"
+        res = F.cli(["train-rm", item, "world.n_contexts=30", "world.n_preference_contexts=30", "world.n_characters=3",
+                     "epochs=1", "pairwise=false", f"cache_dir={tmp / 'cache'}"], runs)
+        _run_folder_check("run folders", "train-rm heads=, loss_weights=", res, runs, [key])

@@ -25,8 +25,8 @@ def test_pe_folds_by_query_keep_every_rating_of_a_query_together(shared_data):
     eng = recs["engagement"].assign(fold=lambda d: d["context_id"].map(f))
     assert eng["fold"].notna().all()
     assert folds.leak_report(eng, ["context_id", "query"]) == {"context_id": 0, "query": 0}
-    sizes = eng.groupby("fold")["context_id"].nunique()
-    assert sizes.max() - sizes.min() <= 1  # folds hold the same number of queries, give or take one
+    sizes = f.value_counts()  # every query of the records (rated or judged 0/1) is dealt, one fold each
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == recs["context"]["context_id"].nunique()
     lab = recs["label"]
     assert set(lab.loc[lab["name"] == "engaging", "context_id"]) <= set(f.index)
 
@@ -79,3 +79,29 @@ def test_realdata_pipeline_pe_one_fold_through_ingest_and_train_rm(shared_data, 
     assert pe["spearman"]["Eng_Score_MeanPooling"]["pooled"] == pytest.approx(
         spearman(e["Eng_Score_MeanPooling"], e["human_score"]))
     assert np.isfinite(pe["spearman"]["ours"]["pooled"]) and "| **rm_lab `engaging`** (expected rating) |" in out["md"]
+
+
+@pytest.mark.realdata
+@pytest.mark.models
+@pytest.mark.slow
+def test_transfer_pipeline_runs_both_ways_with_baselines_from_the_source(shared_data, tmp_path):
+    from rm_lab.reward.text_baselines import TextBaseline
+
+    out = _run("rm_transfer.py", ["--data", str(shared_data), "--limit", "40", "--folds", "2", "epochs=2"], tmp_path)
+    res = out["json"]
+    t, ms = res["transfer"], res["multi_source"]
+    assert res["settings"][-1] == "epochs=2" and "inputs=[reply, relevance]" in res["settings"]
+    for lab in ("thumb_up", "rating_ge_4"):
+        assert {"ours", "length", "tfidf"} == set(t["pe_to_convai2"][lab])
+        assert all(0 <= v["pooled"] <= 1 for v in t["pe_to_convai2"][lab].values())
+        assert set(ms["convai2"][lab]) == {"convai2_only", "both", "pe_only"}
+    assert set(t["convai2_to_pe"]) == {"thumb_up", "rating", "continue"}
+    assert set(ms["pe"]) == {"pe_only", "both", "convai2_only"}
+    # the ConvAI2 -> PE length baseline is fitted on ConvAI2's thumbs and scored on PE's rated replies
+    c2 = sources.load("convai2", shared_data / "convai2", limit=40)["interaction"]
+    th = c2[c2["thumb"].notna()]
+    pe = sources.load("predictive-engagement", shared_data / "predictive_engagement", limit=40)["engagement"]
+    b = TextBaseline("length", "binary").fit(th["response"], (th["thumb"] == 1).astype(float))
+    assert t["convai2_to_pe"]["thumb_up"]["length"]["pooled"] == pytest.approx(
+        spearman(b.score(pe["response"]), pe["human_score"]))
+    assert "## One source -> the other" in out["md"] and "## Both sources at once vs one" in out["md"]
