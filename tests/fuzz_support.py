@@ -32,7 +32,7 @@ from rm_lab import config as cfgmod
 # ----------------------------------------------------------------------------------------------
 # the tally (what the README reports)
 
-OUTCOMES = ("refused", "traceback", "silent", "misnamed", "accepted_valid", "refused_valid")
+OUTCOMES = ("refused", "traceback", "silent", "misnamed", "left_run", "accepted_valid", "refused_valid")
 
 
 class Tally:
@@ -41,6 +41,8 @@ class Tally:
     refused: the promised refusal (exit 2 and one named line, or a RecordError naming file/row/field);
     traceback: any other exception; silent: garbage accepted (exit 0, or config loading returned);
     misnamed: refused, but the line does not name the source, row or field it should;
+    left_run: refused, but a run folder was left behind that is not marked failed (or, for config errors,
+    any run folder: config is checked before the run opens);
     accepted_valid / refused_valid: the valid controls (a valid input must still be accepted).
     """
 
@@ -73,7 +75,8 @@ class Tally:
                 indent=2) + "\n")
             return path
         lines = ["| section | command / loader | bad inputs tried | refused, named | tracebacks | silent acceptances "
-                 "| misnamed | valid controls accepted |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+                 "| misnamed | runs left looking complete | valid controls accepted |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         tot: Counter = Counter()
         for r in rows + [None]:
             if r is None:  # the total line
@@ -83,7 +86,8 @@ class Tally:
                 label = (r["section"], r["target"])
             valid = r["accepted_valid"] + r["refused_valid"]
             lines.append(f"| {label[0]} | {label[1]} | {r['tried'] - valid} | {r['refused']} | {r['traceback']} | "
-                         f"{r['silent']} | {r['misnamed']} | " + (f"{r['accepted_valid']}/{valid}" if valid else "-")
+                         f"{r['silent']} | {r['misnamed']} | {r['left_run']} | "
+                         + (f"{r['accepted_valid']}/{valid}" if valid else "-")
                          + " |")
         if self.examples:
             lines += ["", "Problems (first example of each):", ""]
@@ -134,19 +138,17 @@ def tripwire() -> Iterator[None]:
         cfgmod.load = real
 
 
-def cli(args: list[str], runs: Path, cwd: Path | None = None) -> Result:
+def cli(args: list[str], runs: Path) -> Result:
     """`rm_lab ARGS` through `rm_lab.cli.main` (as the console script runs it), with $RM_LAB_RUNS=runs;
-    the environment, argv and working folder are restored afterwards."""
+    the environment and argv are restored afterwards (`--runs` sets $RM_LAB_RUNS for the process)."""
     from rm_lab import cli as climod
 
-    env, argv, here = dict(os.environ), sys.argv, os.getcwd()
+    env, argv = dict(os.environ), sys.argv
     os.environ["RM_LAB_RUNS"] = str(runs)
     sys.argv = ["rm_lab", *args]
     out, err = _io.StringIO(), _io.StringIO()
     code, exc = None, None
     try:
-        if cwd is not None:
-            os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             climod.main()
         code = 0
@@ -157,7 +159,6 @@ def cli(args: list[str], runs: Path, cwd: Path | None = None) -> Result:
             raise
         exc = e
     finally:
-        os.chdir(here)
         sys.argv = argv
         os.environ.clear()
         os.environ.update(env)
@@ -774,7 +775,8 @@ def _ab_rules() -> list[tuple[str, Callable]]:
 
     return [
         ("clicks above impressions", setv("engaged_users", lambda r, d: r["users"] + d)),
-        ("fewer user-days than engaged users", setv("engaged_user_days", lambda r, d: r["engaged_users"] - min(d, 100))),
+        ("fewer user-days than engaged users",
+         setv("engaged_user_days", lambda r, d: r["engaged_users"] - min(d, 100))),
         ("more user-days than days allow", setv("engaged_user_days", lambda r, d: r["engaged_users"] * r["days"] + d)),
         ("fewer messages than engaged users", setv("messages", lambda r, d: r["engaged_users"] - min(d, 100))),
         ("a day beyond the test", setv("day", lambda r, d: r["days"] + d - 1)),
@@ -903,7 +905,8 @@ def convai2_dialogues() -> list[dict]:
         return {"dialog": [
             {"id": 0, "sender": "participant1", "text": f"hello there {i}", "evaluation_score": None,
              "sender_class": "Human"},
-            {"id": 1, "sender": "participant2", "text": "hi, i like cats", "evaluation_score": 1, "sender_class": "Bot"},
+            {"id": 1, "sender": "participant2", "text": "hi, i like cats", "evaluation_score": 1,
+             "sender_class": "Bot"},
             {"id": 2, "sender": "participant1", "text": "nice", "evaluation_score": None, "sender_class": "Human"}],
             "bot_profile": ["i like cats", "i live in paris"], "user_profile": ["i like dogs"], "eval_score": 4,
             "profile_match": 1, "participant1_id": {"class": "User", "user_id": "u1"},

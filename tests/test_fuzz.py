@@ -24,7 +24,6 @@ loader, tracebacks and silent acceptances. Examples are derandomised (the same i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -76,7 +75,7 @@ def _run_config(command: F.Command, rest: list[str], tmp: Path, must_name: list[
     outcome, detail = F.judge(res, must_name, must_not_name)
     left = F.incomplete_artifacts(runs) + [f"a run folder {p}" for p in F.run_folders(runs)]
     if outcome == "refused" and left:
-        outcome, detail = "misnamed", f"{detail}; but left {left}"
+        outcome, detail = "left_run", f"{detail}; but left {left}"
     _check("config", command.name, outcome, f"{' '.join(rest)[:200]} -> {detail}")
 
 
@@ -101,6 +100,22 @@ def test_the_oracle_refuses_what_the_declarations_refuse():
     assert F.type_accepts(policies.tp, ["a"]) and not F.type_accepts(policies.tp, "a")
     demo = [c.dotted for c in F.cases(COMMANDS["demo"].cls)]
     assert {"world.n_contexts", "ab.arm_share", "train.lr", "train.world.seed"} <= set(demo)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_valid_configs_reach_the_tripwire(name, tmp_path):
+    """The controls: each command's shipped config (as the default, and as a `-c` copy) passes config loading
+    and reaches the tripwire, so a refusal in the fuzz below is the garbage's doing, not the harness's."""
+    command = COMMANDS[name]
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump(command.shipped() or {}))
+    for rest in ([], ["-c", str(copy)]):
+        with F.tripwire():
+            res = F.cli(command.argv(tmp_path, rest), tmp_path / "runs")
+        ok = isinstance(res.exc, F.Accepted)
+        F.TALLY.add("config", name, "accepted_valid" if ok else "refused_valid", res.err or repr(res.exc))
+        assert ok, (rest, res)
+    assert not F.run_folders(tmp_path / "runs")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +304,7 @@ def _cli_records(argv: list[str], path: Path, row, field, target: str, tmp: Path
     outcome, detail = F.judge(res, must)
     left = F.incomplete_artifacts(runs)
     if outcome == "refused" and left:
-        outcome, detail = "misnamed", f"{detail}; but left {left}"
+        outcome, detail = "left_run", f"{detail}; but left {left}"
     _check("command records", target, outcome, detail)
 
 
@@ -516,7 +531,7 @@ def test_bad_source_files_are_refused_naming_file_row_and_field(name, data):
         must = [f"file {path}"] + ([f"row {row}"] if row is not None else []) + ([f"field '{field}'"] if field else [])
         outcome, detail = F.judge(res, must)
         if outcome == "refused" and (F.incomplete_artifacts(runs) or F.run_folders(runs)):
-            outcome, detail = "misnamed", f"{detail}; but left {F.run_folders(runs)}"
+            outcome, detail = "left_run", f"{detail}; but left {F.run_folders(runs)}"
         _check("command records", f"ingest {name}", outcome, detail)
 
 
@@ -530,7 +545,7 @@ def _run_folder_check(section: str, target: str, res: F.Result, runs: Path, must
     outcome, detail = F.judge(res, must)
     left = F.incomplete_artifacts(runs)
     if left:  # whatever the message, a failed command must not leave a run that looks complete
-        outcome, detail = "misnamed", f"{detail}; left {left}"
+        outcome, detail = "left_run", f"{detail}; left {left}"
     _check(section, target, outcome, detail)
 
 
@@ -549,7 +564,8 @@ def test_train_rm_on_bad_records_marks_its_run_failed(data):
         row = None if d.row is None else lines[d.row]
         runs = tmp / "runs"
         res = F.cli(["train-rm", f"data={folder}", "epochs=1", "pairwise=false", f"cache_dir={tmp / 'cache'}"], runs)
-        must = [f"file {path}"] + ([f"row {row}"] if row is not None else []) + ([f"field '{d.field}'"] if d.field else [])
+        must = [f"file {path}"] + ([f"row {row}"] if row is not None else []) + (
+            [f"field '{d.field}'"] if d.field else [])
         _run_folder_check("run folders", "train-rm data=", res, runs, must)
 
 
@@ -576,8 +592,9 @@ def _model_folder(data, tmp: Path) -> tuple[Path, str]:
         cfg.write_bytes(data.draw(st.binary(max_size=80), label="bytes"))
         return folder, str(cfg)
     if what == "config json":  # valid JSON that is not a model config
-        cfg.write_text(json.dumps(data.draw(st.one_of(st.lists(st.integers(), max_size=3), st.integers(), F.TEXT,
-                                                      st.dictionaries(F.KEY, st.integers(), max_size=3)), label="json")))
+        not_a_config = st.one_of(st.lists(st.integers(), max_size=3), st.integers(), F.TEXT,
+                                 st.dictionaries(F.KEY, st.integers(), max_size=3))
+        cfg.write_text(json.dumps(data.draw(not_a_config, label="json")))
         return folder, str(cfg)
     if what == "config deep":
         cfg.write_text(F.deep_json(100_000))
@@ -720,6 +737,19 @@ def test_json_nested_past_the_recursion_limit_is_refused(depth, tmp_path_factory
     assert outcome == "refused", detail
 
 
+@example(value="x")
+@example(value=None)
+@fuzz(5)
+@given(value=st.one_of(F.TEXT, st.none(), st.lists(st.integers(), max_size=2), st.dictionaries(F.KEY, st.integers(),
+                                                                                               max_size=1)))
+def test_a_loss_weight_that_is_no_number_is_refused_at_load(value):
+    """Was accepted by config loading (an untyped mapping), then a ValueError/TypeError traceback in training."""
+    assume(F.roundtrips(value) and not F.type_accepts(float, value))
+    item = f"loss_weights.preference={F.dump(value)}"
+    with F.scratch() as tmp:
+        _run_config(COMMANDS["train-rm"], [item], tmp, [f"override '{item[:40]}", "loss_weights.preference"])
+
+
 def test_a_billion_laughs_config_is_refused_at_once(tmp_path):
     """Was a MemoryError after ~40 s: the source-line walk expanded every alias path (10^9 of them)."""
     import time
@@ -787,7 +817,8 @@ def test_eval_rm_refuses_bad_values_in_rm_config_json(data):
         runs = tmp / "runs"
         res = F.cli(["eval-rm", f"model={model}", f"data={_records_folder(tmp)}", "split=all"], runs)
         outcome, detail = F.judge(res, [str(model / "rm_config.json"), field])
-        _check("run folders", "eval-rm rm_config.json values (known defect, xfail)", outcome, f"{field}={value!r}: {detail}")
+        _check("run folders", "eval-rm rm_config.json values (known defect, xfail)", outcome,
+               f"{field}={value!r}: {detail}")
 
 
 @st.composite

@@ -44,10 +44,16 @@ def maybe(v: Optional[list[str]]) -> list[str]:
 
 
 def use_runs_root(runs: Optional[str]) -> None:
-    """`--runs DIR` overrides $RM_LAB_RUNS for this command; a runs root that is a file is an error."""
+    """`--runs DIR` overrides $RM_LAB_RUNS for this command; a runs root that is a file, or lies under one, is
+    an error (named now, before any work, not when the run folder is made)."""
     for value, name in ((runs, "--runs"), (None if runs else os.environ.get("RM_LAB_RUNS"), "$RM_LAB_RUNS")):
-        if value and Path(value).exists() and not Path(value).is_dir():
-            raise ConfigError(f"{name} '{value}': is a file; expected the runs folder (it is created when missing)")
+        if not value:
+            continue
+        p = Path(value)
+        blocker = next((q for q in (p, *p.parents) if q.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            what = "is a file" if blocker == p else f"{blocker} is a file"
+            raise ConfigError(f"{name} '{value}': {what}; expected the runs folder (it is created when missing)")
     if runs:
         os.environ["RM_LAB_RUNS"] = runs
 

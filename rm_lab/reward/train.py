@@ -94,8 +94,8 @@ class TrainRMConfig:
     refit_folds: int = param(5, doc="folds of the head refit's penalty search", ge=2, le=100)
     refit_metric: Literal["log_loss", "auc"] = param("log_loss", doc="held-out metric of the head refit",
                                                      choices=REFIT_METRICS)
-    loss_weights: dict = param({}, doc="head -> weight of its loss (default 1; a head's name also weighs its "
-                               "per-source heads)", ge=0, le=1e6)
+    loss_weights: dict[str, float] = param({}, doc="head -> weight of its loss (default 1; a head's name also "
+                                           "weighs its per-source heads)", ge=0, le=1e6)
     aggregate: bool = param(True, doc="merge repeated (context, reply) rows into binomial counts")
     pairwise: bool = param(True, doc="also train the pairwise model (reads both replies)")
     pairwise_epochs: int = param(10, doc="training epochs of the pairwise model", ge=1, le=100_000)
