@@ -246,6 +246,7 @@ class Command:
     default_config: str | None  # the YAML in configs/ used when -c is not given
     required: tuple[tuple[str, str | None], ...] = ()  # (parameter name, option flag or None for an argument)
     value_options: tuple[tuple[str, str], ...] = ()  # (config key, flag) of options that set a config key
+    flags: tuple[str, ...] = ()  # every option's first flag (--runs, --resume, ...)
 
     @property
     def cls(self) -> type:
@@ -284,6 +285,7 @@ def discover_commands() -> dict[str, Command]:
             continue
         fields = {f.name for f in dataclasses.fields(cfgmod._resolve(c.schema_spec))}
         required, value_options = [], []
+        flags = tuple(p.opts[0] for p in c.params if p.param_type_name == "option")
         for p in c.params:
             if p.name in SHARED_PARAMS:
                 continue
@@ -292,7 +294,7 @@ def discover_commands() -> dict[str, Command]:
                 required.append((p.name, None if is_arg else p.opts[0]))
             elif not is_arg and p.name in fields and not getattr(p, "is_flag", False):
                 value_options.append((p.name, p.opts[0]))
-        out[name] = Command(name, c.schema_spec, c.default_config, tuple(required), tuple(value_options))
+        out[name] = Command(name, c.schema_spec, c.default_config, tuple(required), tuple(value_options), flags)
     return out
 
 

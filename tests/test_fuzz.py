@@ -203,6 +203,27 @@ def test_unknown_keys_conflicts_and_malformed_overrides_are_refused(name, data):
         return _run_config(command, ["no_equals_sign"], tmp, ["override 'no_equals_sign'"])
 
 
+@pytest.mark.parametrize("name", sorted(c for c in COMMANDS if {"--runs", "--resume"} & set(COMMANDS[c].flags)))
+@fuzz(10)
+@given(data=st.data())
+def test_runs_roots_and_resume_folders_that_are_not_folders_are_refused(name, data):
+    """`--runs` that is a file or lies under one; `--resume` that is no run folder (a file, a missing path, a
+    folder of another kind, a run id that is not there): one line naming the option, no run folder."""
+    command = COMMANDS[name]
+    flags = [f for f in ("--runs", "--resume") if f in command.flags]
+    flag = data.draw(st.sampled_from(flags), label="flag")
+    with F.scratch() as tmp:
+        blocker = tmp / "a_file"
+        blocker.write_bytes(data.draw(st.binary(max_size=20), label="content"))
+        other = tmp / "other"
+        (other / "simulate" / "x").mkdir(parents=True)
+        (other / "simulate" / "x" / "config.yaml").write_text("seed: 0\n")
+        choices = [blocker, blocker / "sub", blocker / "a" / "b"] if flag == "--runs" else [
+            blocker, blocker / "sub", tmp / "missing", other / "simulate" / "x", tmp, "no-such-run-id", "."]
+        value = str(data.draw(st.sampled_from(choices), label="value"))
+        _run_config(command, [flag, value], tmp, [f"{flag}"] + ([f"'{value}'"] if value != "." else []))
+
+
 def _not_a_config(data) -> tuple[str, bytes | None]:
     """(what, file content), or content None for a folder / a path that does not exist."""
     what = data.draw(st.sampled_from(["binary", "not utf-8", "broken yaml", "not a mapping", "folder", "missing",
