@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from rm_lab import config as cfgmod, sources  # noqa: E402
 from rm_lab.commands.ingest import IngestConfig, ingest  # noqa: E402
 from rm_lab.io import write_json, write_text  # noqa: E402
-from rm_lab.reward.crossval import cross_validate, fold_metric, mean_by  # noqa: E402
+from rm_lab.reward.crossval import context_folds, cross_validate, fold_metric, log_odds, mean_by  # noqa: E402
 from rm_lab.reward.data import read_record_folder  # noqa: E402
 from rm_lab.reward.folds import leak_report  # noqa: E402
 from rm_lab.reward.text_baselines import cross_fit  # noqa: E402
@@ -47,10 +47,9 @@ INTERMEDIATE = "data_intermediate.json"
 # epoch 2 on PE (the BT head overfits first): the report shows that run too. No figure reads the pairwise model.
 # ConvAI2: ~350 training thumbs support only linear heads with strong shrinkage, chosen by the head refit on
 # folds of whole training dialogues (AUC).
-FIT = ["val_fraction=0", "epochs=40", "pairwise=false"]
-PE_RM = FIT
+PE_RM = ["val_fraction=0", "epochs=40", "pairwise=false"]
 PE_SHIPPED = ["pairwise=false"]
-CONVAI2_RM = FIT + ["n_layers=0", "head_refit=true", "refit_metric=auc", "val_split=conversation"]
+CONVAI2_RM = PE_RM + ["n_layers=0", "head_refit=true", "refit_metric=auc", "val_split=conversation"]
 # ConvAI2 figures: their names and the RM output each reads
 TASKS = {"thumb_up": "p(thumb up)", "continue": "p(continue)", "rating": "rating >= 4",
          "persona": "persona match"}
@@ -58,15 +57,11 @@ OUTPUT = {"thumb_up": "p_thumb_up", "continue": "p_continue", "rating": "rating_
           "persona": "p_persona_match"}
 
 
-def ingested(source: str, root: Path, limit: int | None):
-    """`rm_lab ingest SOURCE` into the runs folder, read back as a user's `train-rm data=` reads it."""
-    run, _ = ingest(source, root / sources.FOLDERS[source], IngestConfig(limit=limit))
+def ingested(source: str, root: Path, limit: int | None, file: str | None = None):
+    """`rm_lab ingest SOURCE PATH` into the runs folder, read back as a user's `train-rm data=` reads it."""
+    path = root / sources.FOLDERS[source]
+    run, _ = ingest(source, path / file if file else path, IngestConfig(limit=limit))
     return read_record_folder(run.path)
-
-
-def logit(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
 
 
 def run_pe(a, root: Path, work: Path) -> dict:
@@ -108,22 +103,16 @@ def convai2_tasks(recs) -> dict[str, pd.DataFrame]:
             "persona": lab[lab["name"] == "persona_match"].assign(y=lambda d: (d["value"] == 1).astype(float))}
 
 
-def run_convai2(a, root: Path, work: Path) -> dict:
-    recs = ingested("convai2", root, a.limit)
-    cfg = cfgmod.load(TrainRMConfig, "train_rm", CONVAI2_RM + a.convai2_rm)
-    items = recs["interaction"][["context_id", "response"]].drop_duplicates().reset_index(drop=True)
-    out, fold, info = cross_validate(cfg, recs, items, work / "convai2", a.folds, a.seed, by="conversation",
-                                     only=a.only_folds, name="convai2", say=print)
-    scored = items.assign(fold=fold.to_numpy(), **{k: out[v].to_numpy() for k, v in OUTPUT.items() if v in out})
+def convai2_figures(recs, scored: pd.DataFrame, run: list[int], tasks) -> dict:
+    """AUC of each task's rows, ours next to the baselines fitted on the same training folds."""
     dialogue = recs["context"].drop_duplicates("context_id").set_index("context_id")["conversation_id"]
-    run = sorted(set(scored["fold"])) if a.only_folds is None else a.only_folds
     res = {}
     for task, rows in convai2_tasks(recs).items():
-        if task not in scored or not len(rows):
+        if task not in tasks or task not in scored or not len(rows):
             continue
         ev = rows[["context_id", "response", "y"]].merge(scored[["context_id", "response", "fold", task]],
                                                          on=["context_id", "response"])
-        ev = ev.assign(ours=logit(ev[task]), dialogue=ev["context_id"].map(dialogue).to_numpy(),
+        ev = ev.assign(ours=log_odds(ev[task]), dialogue=ev["context_id"].map(dialogue).to_numpy(),
                        **cross_fit(ev["response"], ev["y"], ev["fold"], "binary", folds=run))
         unit = "dialogue" if task in ("rating", "persona") else "bot turn"
         if unit == "dialogue":  # one prediction per dialogue: the mean log-odds of its bot turns
@@ -132,8 +121,27 @@ def run_convai2(a, root: Path, work: Path) -> dict:
         res[task] = {"unit": unit, "n": len(ev), "positive_rate": float(ev["y"].mean()),
                      "auc": {c: fold_metric(ev["y"], ev[c], ev["fold"], "auc", run) for c in ("ours", "length", "tfidf")},
                      "leaks": leak_report(ev, ["dialogue"])}
-    refit = [{"fold": i["fold"], **r} for i in info for r in i["refit"]]
-    return {"settings": CONVAI2_RM + a.convai2_rm, "tasks": res, "refit": refit, "folds": info}
+    return res
+
+
+def run_convai2(a, root: Path, work: Path) -> dict:
+    """One model per fold on every ConvAI2 record; then, for the two labels of data_intermediate.json, one
+    trained on that file's ingest alone (its own bots and logging; the figures before the user path were
+    trained so), scored on the same dialogue folds."""
+    recs = ingested("convai2", root, a.limit)
+    cfg = cfgmod.load(TrainRMConfig, "train_rm", CONVAI2_RM + a.convai2_rm)
+    res = {"settings": CONVAI2_RM + a.convai2_rm, "refit": []}
+    fold_of = context_folds(recs["context"], a.folds, a.seed, "conversation")  # the dialogue folds of both parts
+    for part, records, tasks in (("all", recs, TASKS), ("intermediate", None, ("thumb_up", "continue"))):
+        records = records or ingested("convai2", root, a.limit, INTERMEDIATE)
+        items = records["interaction"][["context_id", "response"]].drop_duplicates().reset_index(drop=True)
+        out, fold, info = cross_validate(cfg, records, items, work / f"convai2-{part}", a.folds, a.seed,
+                                         only=a.only_folds, fold_of=fold_of, say=print)
+        scored = items.assign(fold=fold.to_numpy(), **{k: out[v].to_numpy() for k, v in OUTPUT.items() if v in out})
+        run = sorted(set(scored["fold"])) if a.only_folds is None else a.only_folds
+        res[part] = convai2_figures(records, scored, run, tasks)
+        res["refit"] += [{"part": part, "fold": i["fold"], **r} for i in info for r in i["refit"]]
+    return res
 
 
 def _f(x) -> str:
@@ -164,29 +172,36 @@ def render(res: dict) -> str:
             f"Leak check (values in more than one fold): {pe['leaks']}.", ""]
     if "convai2" in res:
         c2 = res["convai2"]
+        rows = [(f"{TASKS[t]} (`{OUTPUT[t]}`)", "all files", r) for t, r in c2["all"].items()]
+        rows += [(f"{TASKS[t]} (`{OUTPUT[t]}`)", f"`{INTERMEDIATE}` only", r) for t, r in c2["intermediate"].items()]
         out += ["## ConvAI2: AUC", "",
-                f"Folds by dialogue; one model per fold with every head the ingested records label. Settings: "
-                f"{c2['settings']}. Thumbs and continue are scored per bot turn of `{INTERMEDIATE}`; rating and "
-                "persona match per dialogue (the mean log-odds of its bot turns, the same for all three columns).", "",
-                "| label | unit | n | positive rate | **rm_lab** | length only | TF-IDF + LR | rm_lab beats both |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for t, r in c2["tasks"].items():
+                f"Folds by dialogue (the same for every row); one model per fold with every head the ingested records "
+                f"label. Settings: {c2['settings']}. Thumbs and continue are scored per bot turn of `{INTERMEDIATE}`, "
+                "by the model trained on every file and by one trained on that file's ingest alone (its own bots and "
+                "logging; the figures before the user path trained these two labels so); rating and persona match per "
+                "dialogue (the mean log-odds of its bot turns, the same for all three columns).", "",
+                "| label | trained on | unit | n | positive rate | **rm_lab** | length only | TF-IDF + LR | "
+                "rm_lab beats both |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, part, r in rows:
             m = {c: r["auc"][c]["fold_mean"] for c in ("ours", "length", "tfidf")}
             p = {c: r["auc"][c]["pooled"] for c in m}
-            out.append(f"| {TASKS[t]} (`{OUTPUT[t]}`) | {r['unit']} | {r['n']} | {r['positive_rate']:.3f} | "
+            out.append(f"| {name} | {part} | {r['unit']} | {r['n']} | {r['positive_rate']:.3f} | "
                        f"**{_f(m['ours'])}** ({_f(p['ours'])}) | {_f(m['length'])} ({_f(p['length'])}) | "
                        f"{_f(m['tfidf'])} ({_f(p['tfidf'])}) | {'yes' if m['ours'] > max(m['length'], m['tfidf']) else 'NO'} |")
-        out += ["", "Cells: AUC averaged over folds (pooled out-of-fold AUC in brackets).", "",
+        out += ["", "Cells: AUC averaged over folds (pooled out-of-fold AUC in brackets). Baselines are fitted on the "
+                "rows of the same label in the training folds.", "",
                 "Per fold AUC (rm_lab / length / TF-IDF): " + "; ".join(
-                    f"{TASKS[t]}: " + ", ".join(
+                    f"{name}, {part}: " + ", ".join(
                         "/".join(_f(r["auc"][c]["per_fold"][f]) for c in ("ours", "length", "tfidf"))
-                        for f in r["auc"]["ours"]["per_fold"]) for t, r in c2["tasks"].items()), ""]
+                        for f in r["auc"]["ours"]["per_fold"]) for name, part, r in rows), "",
+                "Rating and persona match are judgements of the whole dialogue; the conversation features of its bot "
+                "turns tell the model how long it was, a signal the reply-only baselines cannot see.", ""]
         if c2["refit"]:
             out += ["Head refit, C chosen per fold (standardised inputs; smaller is stronger shrinkage): " + "; ".join(
-                f"{h}: " + ", ".join(f"{r['C']:.0e}" for r in c2["refit"] if r["head"] == h)
-                for h in dict.fromkeys(r["head"] for r in c2["refit"])) + ".", ""]
+                f"{h} ({part}): " + ", ".join(f"{r['C']:.0e}" for r in c2["refit"] if (r["part"], r["head"]) == (part, h))
+                for part, h in dict.fromkeys((r["part"], r["head"]) for r in c2["refit"])) + ".", ""]
         out += ["Leak check (dialogues in more than one fold): " + "; ".join(
-            f"{t}: {r['leaks']['dialogue']}" for t, r in c2["tasks"].items()) + ".", ""]
+            f"{name}, {part}: {r['leaks']['dialogue']}" for name, part, r in rows) + ".", ""]
     return "\n".join(out) + "\n"
 
 

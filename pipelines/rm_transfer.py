@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 from rm_lab import config as cfgmod, sources  # noqa: E402
 from rm_lab.commands.ingest import IngestConfig, ingest  # noqa: E402
 from rm_lab.io import write_json, write_text  # noqa: E402
-from rm_lab.reward.crossval import as_source, cross_validate, fold_metric, mean_by, train_and_score  # noqa: E402
+from rm_lab.reward.crossval import (as_source, cross_validate, fold_metric, log_odds, mean_by,  # noqa: E402
+                                    train_and_score)
 from rm_lab.reward.data import read_record_folder  # noqa: E402
 from rm_lab.reward.text_baselines import fit_baselines  # noqa: E402
 from rm_lab.reward.train import TrainRMConfig  # noqa: E402
@@ -54,11 +55,6 @@ C2_READS = {"thumb_up": ("p_thumb_up", "binary"), "rating": ("rating", "graded")
 def ingested(source: str, root: Path, limit: int | None):
     run, _ = ingest(source, root / sources.FOLDERS[source], IngestConfig(limit=limit))
     return read_record_folder(run.path)
-
-
-def logit(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
 
 
 def pe_rows(recs) -> pd.DataFrame:
@@ -123,7 +119,7 @@ def multi_source(cfg, pe, c2, rows_pe, rows_c2, pe_on_c2, c2_on_pe, a, work: Pat
                                 also=[as_source(PE, pe)], **kw)
     run = sorted(set(fold)) if a.only_folds is None else a.only_folds
     for label, col in (("thumb_up", "p_thumb_up"), ("rating_ge_4", "rating_p_ge_4")):
-        s = items.assign(fold=fold.to_numpy(), convai2_only=logit(one[col]), both=logit(both[col]),
+        s = items.assign(fold=fold.to_numpy(), convai2_only=log_odds(one[col]), both=log_odds(both[col]),
                          pe_only=pe_on_c2["engaging"].to_numpy())
         res["convai2"][label] = c2_metrics(rows_c2, s, ["convai2_only", "both", "pe_only"], run)[label]
     return res

@@ -367,6 +367,21 @@ _SCALARS = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_
                      TEXT, st.none(), st.integers(10**19, 10**40), st.integers(-10**40, -10**19))
 POOL = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3), st.dictionaries(KEY, _SCALARS, max_size=2),
                  st.lists(st.dictionaries(KEY, st.integers(), max_size=1), min_size=1, max_size=2))
+# the shapes of values, each with examples: a declared type that refuses every example of a shape gets
+# values of that shape as wrong-typed ones (so the generators rarely have to filter)
+SHAPES = [
+    (st.booleans(), [True, False]),
+    (st.integers(-10**6, 10**6), [0, 7, -3]),
+    (st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != int(x)), [0.5, -2.25]),
+    (st.sampled_from([math.nan, math.inf, -math.inf]), [math.nan, math.inf]),
+    (TEXT.filter(lambda s: s.strip()), ["x", "five", "1.5"]),
+    (st.none(), [None]),
+    (st.integers(10**19, 10**40), [10**30]),
+    (st.lists(st.one_of(st.integers(), TEXT), min_size=1, max_size=3), [[1], ["x"]]),
+    (st.lists(st.one_of(st.booleans(), st.none(), st.dictionaries(KEY, st.integers(), max_size=1)), min_size=1,
+              max_size=2), [[True], [None], [{"a": 1}]]),
+    (st.dictionaries(KEY, _SCALARS, min_size=1, max_size=2), [{"a": 1}, {"b": "x"}]),
+]
 
 
 @dataclass(frozen=True)
@@ -449,12 +464,20 @@ def _wrap(case: Case, item: st.SearchStrategy) -> st.SearchStrategy:
     return item
 
 
+def wrong_types(tp: Any) -> st.SearchStrategy:
+    """Values of shapes that declared type `tp` refuses (filtered for the odd value that it would accept)."""
+    shapes = [s for s, examples in SHAPES if not any(type_accepts(tp, v) for v in examples)]
+    if not shapes:
+        return POOL.filter(lambda v: not type_accepts(tp, v))
+    return st.one_of(shapes).filter(lambda v: not type_accepts(tp, v))
+
+
 def bad_values(case: Case) -> st.SearchStrategy:
     """Values the declaration of `case` refuses: of another type, outside the range, not a choice,
     not a multiple, too short, or (for a nested stage) a mapping with an unknown key."""
     rule = case.rule or cfgmod.Rule()
     alts, nullable = _args(case.tp)
-    strategies = [POOL.filter(lambda v: not type_accepts(case.tp, v))]
+    strategies = [wrong_types(case.tp)]
     base = _numeric_base(case)
     if base is not None:
         integer = base is int
@@ -468,7 +491,7 @@ def bad_values(case: Case) -> st.SearchStrategy:
             strategies.append(_wrap(case, st.sampled_from([math.nan, math.inf, -math.inf])))
         if not any(a in (int, float) for a in alts):
             # the items or values of a container with a range are numbers: other things are refused
-            strategies.append(_wrap(case, POOL.filter(lambda v: not type_accepts(base, v))))
+            strategies.append(_wrap(case, wrong_types(base)))
         if rule.multiple_of:
             lo = int(rule.ge or 0)
             hi = int(rule.le if rule.le is not None else lo + 10**6)
@@ -701,6 +724,27 @@ def _field_bad(kind: str, integer_floats: bool = True) -> Callable[[Any], bool]:
     return bad
 
 
+RECORD_SHAPES = [
+    (st.booleans(), [True, False]),
+    (st.integers(-10**6, 10**6), [2, -3]),
+    (st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != int(x)), [0.5, -2.25]),
+    (st.sampled_from([math.inf, -math.inf]), [math.inf]),
+    (TEXT, ["x", ""]),
+    (st.lists(st.integers(-3, 3), max_size=2), [[], [1]]),
+    (st.dictionaries(KEY, st.integers(), max_size=1), [{}, {"a": 1}]),
+    (st.one_of(st.integers(INT64, 10**40), st.integers(-10**40, -INT64)), [INT64, -INT64 - 1]),
+    (st.integers(10**309, 10**310), [10**309]),
+    (st.sampled_from([1e19, -1e19, 1e300]), [1e19, 1e300]),
+]
+
+
+def record_wrong_types(kind: str) -> st.SearchStrategy:
+    """JSON values of shapes that record field kind `kind` refuses (the odd accepted value filtered out)."""
+    bad = _field_bad(kind)
+    shapes = [s for s, examples in RECORD_SHAPES if all(bad(v) for v in examples)]
+    return st.one_of(shapes).filter(bad)
+
+
 RECORD_POOL = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=True),
                         TEXT, st.lists(st.integers(-3, 3), max_size=2), st.dictionaries(KEY, st.integers(), max_size=1),
                         st.integers(INT64, 10**40), st.integers(-10**40, -INT64), st.integers(10**309, 10**310),
@@ -824,7 +868,7 @@ def record_defects(draw, kind_name: str) -> Defect:
     what = draw(st.sampled_from(options))
     if what == "type":
         f = draw(st.sampled_from(fields))
-        v = draw(RECORD_POOL.filter(_field_bad(f.kind)))
+        v = draw(record_wrong_types(f.kind))
         rows[i][f.name] = v
         return Defect(f"{f.name} = {v!r:.60}", rows, i, f.name, parquet_ok=False)
     if what == "null":

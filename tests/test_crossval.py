@@ -91,3 +91,26 @@ def test_mean_by_averages_scores_per_dialogue_and_refuses_mixed_labels():
     assert out.to_dict("list") == {"dialogue": ["a", "b"], "y": [1, 0], "fold": [0, 1], "s": [2.0, -1.0]}
     with pytest.raises(ValueError, match=r"\['y'\] differ within one dialogue"):
         crossval.mean_by(ev.assign(y=[1, 0, 0]), "dialogue", ["s"])
+
+
+def test_cross_validate_reuses_given_folds(backbone, tmp_path):
+    world, _ = _with_conversations(tiny_world(seed=4, n=30))
+    cfg = TrainRMConfig(backbone=str(backbone), epochs=1, hidden=16, batch_size=32, pairwise=False, max_length=64,
+                        cache_dir=str(tmp_path / "cache"), val_fraction=0.0, heads=["continue"])
+    full = crossval.context_folds(world["context"], 3, seed=5)
+    part = crossval.subset_records(world, full.index[:20])  # part of the data, scored on the folds of all of it
+    rows = part["interaction"][["context_id", "response"]].drop_duplicates().reset_index(drop=True)
+    _, fold, _ = crossval.cross_validate(cfg, part, rows, tmp_path / "cv", k=3, fold_of=full)
+    assert (fold.to_numpy() == rows["context_id"].map(full).to_numpy()).all()
+
+
+def test_a_training_side_with_an_empty_preference_frame_still_splits():
+    """Regression: a fold whose training side keeps the preference frame with no rows gave object-typed pair
+    indices, and RewardData.subset (the held-out split) failed on them with an IndexError."""
+    from rm_lab.reward.data import build_reward_data
+
+    world = tiny_world(seed=5, n=12)
+    empty = type(world)({**world.frames, "preference": world["preference"].iloc[:0]})
+    data = build_reward_data(empty, ["continue"])
+    assert data.pairs["chosen"].dtype.kind == "i" and len(data.pairs) == 0
+    assert len(data.subset([]).items) == 0 and len(data.subset(world["context"]["context_id"]).items) == len(data.items)

@@ -128,7 +128,7 @@ def test_spurious_emoji_confound_inflates_logged_emoji_effect():
 
 
 def test_world_config_rejects_unknown_policy():
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match=r"logging_policies\[1\]: expected one of .*got 'nope'"):
         WorldConfig(logging_policies=["baseline", "nope"])
 
 

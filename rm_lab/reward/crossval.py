@@ -81,15 +81,19 @@ def train_and_score(cfg, train: Records | Sequence[Source], score_on: Records, r
 
 def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int = 5, seed: int = 0,
                    by: str = "conversation", only: Sequence[int] | None = None, also: Sequence[Source] = (),
-                   name: str = "data", say: Callable[[str], None] = lambda *_: None
+                   name: str = "data", fold_of: pd.Series | None = None, say: Callable[[str], None] = lambda *_: None
                    ) -> tuple[pd.DataFrame, pd.Series, list[dict]]:
     """Out-of-fold outputs for `rows` ((context_id, response) of `records`).
 
     For each fold f (all of them, or `only`): train on the records whose contexts are in other folds
     (plus every source in `also`, whole: multi-source training, with `records` as the source `name`),
-    score the rows of fold f. Returns (outputs aligned to rows, NaN for folds not run; the fold of each
-    row; per-fold info)."""
-    fold_of = context_folds(records["context"], k, seed, by)
+    score the rows of fold f. `fold_of` (context_id -> fold) reuses the folds of a larger set of records, so
+    a model trained on part of a dataset is scored on the same folds. Returns (outputs aligned to rows, NaN
+    for folds not run; the fold of each row; per-fold info)."""
+    if fold_of is None:
+        fold_of = context_folds(records["context"], k, seed, by)
+    else:
+        fold_of = fold_of[fold_of.index.isin(set(records["context"]["context_id"].astype(str)))]
     row_fold = rows["context_id"].astype(str).map(fold_of)
     if row_fold.isna().any():
         missing = rows.loc[row_fold.isna(), "context_id"].iloc[0]
@@ -113,6 +117,12 @@ def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int
 
 # ----------------------------------------------------------------------------------------------
 # reading out-of-fold scores
+
+def log_odds(p) -> np.ndarray:
+    """logit(p), clipped away from 0 and 1: probabilities of different models averaged or ranked as log-odds."""
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
 
 def mean_by(frame: pd.DataFrame, key: str, scores: Sequence[str], first: Sequence[str] = ("y", "fold")
             ) -> pd.DataFrame:
@@ -152,4 +162,4 @@ def fold_metric(y, score, fold, metric: str = "auc", folds: Sequence[int] | None
 
 
 __all__ = ["subset_records", "as_source", "context_folds", "score_rows", "train_and_score", "cross_validate",
-           "mean_by", "fold_metric"]
+           "log_odds", "mean_by", "fold_metric"]

@@ -474,8 +474,8 @@ def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate
             margin = (pd.to_numeric(pr["margin"], errors="coerce").fillna(0.0).to_numpy(float)
                       if "margin" in pr else np.zeros(len(pr)))
             parts.append(pd.DataFrame({
-                "chosen": [first[k] for k in zip(pr["context_id"], pr["chosen"])],
-                "rejected": [first[k] for k in zip(pr["context_id"], pr["rejected"])],
+                "chosen": np.array([first[k] for k in zip(pr["context_id"], pr["chosen"])], dtype=np.int64),
+                "rejected": np.array([first[k] for k in zip(pr["context_id"], pr["rejected"])], dtype=np.int64),
                 "margin": margin, "context_id": pr["context_id"].to_numpy()}))
         pairs = pd.concat(parts, ignore_index=True)
         pairs = pairs[pairs["chosen"] != pairs["rejected"]].reset_index(drop=True)

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rm_lab.config import ConfigError
+from rm_lab import config as cfgmod
+from rm_lab.config import ConfigError, param
 from rm_lab.reward.data import FEATURES, style_matrix
 from rm_lab.reward.heads import HeadSpec, spec_of
 from rm_lab.reward.inputs import assemble, features, input_dim, item_texts
@@ -416,20 +417,21 @@ def backbone_folder(path: str | None) -> Path:
 class RMConfig:
     """What `RewardModel.load` needs besides the weights (written as rm_config.json)."""
 
-    backbone: str | None
-    backbone_key: str
-    train_mode: str
-    heads: list[str]
-    emb_dim: int
-    hidden: int
-    n_layers: int
-    dropout: float
-    max_length: int
-    card_max_tokens: int
-    reply_max_tokens: int
-    n_members: int
-    seeds: list[int]
-    style_features: list[str]
+    # declared like a stage config, so a hand-edited or foreign rm_config.json is refused key by key on load
+    backbone: str | None = param(doc="the encoder folder; null: the packaged MiniLM")
+    backbone_key: str = param(doc="content key of the encoder (embedding cache)")
+    train_mode: str = param(doc="how the encoder was trained", choices=("frozen", "top_k", "full"))
+    heads: list[str] = param(doc="trained heads, in output order", min_len=1)
+    emb_dim: int = param(doc="encoder hidden size", ge=1, le=65536)
+    hidden: int = param(doc="trunk width", ge=1, le=65536)
+    n_layers: int = param(doc="trunk layers", ge=0, le=64)
+    dropout: float = param(doc="trunk dropout", ge=0, lt=1)
+    max_length: int = param(doc="encoder tokens per text", ge=8, le=8192)
+    card_max_tokens: int = param(doc="tokens of the character card", ge=0, le=8192)
+    reply_max_tokens: int = param(doc="tokens of the reply", ge=0, le=8192)
+    n_members: int = param(doc="ensemble members", ge=1, le=256)
+    seeds: list[int] = param(doc="seed of each member", min_len=1)
+    style_features: list[str] = param(doc="tabular inputs beside the encoder views")
     pairwise: dict | None = None  # {"hidden": .., "n_layers": ..} when a pairwise model was trained
     inputs: list[str] = field(default_factory=lambda: ["joint"])  # encoder views (rm_lab.reward.inputs)
     # head name -> its registry entry (HeadSpec.to_json); models trained before declared heads have none and
@@ -509,9 +511,11 @@ class RewardModel:
         raw = store.read_model_config(run)
         raw.pop("format", None)  # written by models trained before `inputs` existed
         try:
-            cfg = RMConfig(**raw)
-        except ConfigError:
-            raise
+            cfg = cfgmod.build(RMConfig, raw, str(run.model_config))
+            if len(cfg.seeds) != cfg.n_members:
+                raise ValueError(f"{len(cfg.seeds)} seeds for n_members={cfg.n_members}")
+        except ConfigError as e:
+            raise store.RunFolderError(f"{e}; {run.resume_hint()}") from None
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise store.RunFolderError(f"{run.model_config}: not the model config of this rm_lab version "
                                        f"({type(e).__name__}: {e}); {run.resume_hint()}") from None
