@@ -2,9 +2,30 @@
 training with an unfrozen encoder takes seconds) and a tiny simulated world."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from rm_lab.world.simulate import WorldConfig, simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, runs: Path, **env) -> subprocess.CompletedProcess:
+    """The real entry point (rm_lab.cli.main), as a user runs it."""
+    e = {**os.environ, "RM_LAB_RUNS": str(runs), "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run([sys.executable, "-m", "rm_lab.cli", *args], capture_output=True, text=True, env=e,
+                          cwd=ROOT, timeout=300)
+
+
+def one_error_line(p: subprocess.CompletedProcess) -> str:
+    """Exit status 2 and exactly one `error:` line, no traceback: what every bad input must give."""
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    return lines[0]
 
 
 def make_tiny_backbone(folder: Path) -> Path:

@@ -5,10 +5,7 @@ and the stage-command pattern built on it (shared loading, --runs, --help listin
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
@@ -16,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
+
+from rm_helpers import one_error_line, run_cli
 
 from rm_lab import config
 from rm_lab.config import ConfigError
@@ -48,19 +47,6 @@ def _app():
     return app
 
 
-def _cli(*args: str, runs: Path, **env) -> subprocess.CompletedProcess:
-    """The real entry point (rm_lab.cli.main), as a user runs it."""
-    e = {**os.environ, "RM_LAB_RUNS": str(runs), "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run([sys.executable, "-m", "rm_lab.cli", *args], capture_output=True, text=True, env=e,
-                          cwd=ROOT, timeout=300)
-
-
-def _one_error_line(p: subprocess.CompletedProcess) -> str:
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr
-    lines = [x for x in p.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,22 +349,22 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     runs = tmp_path / "runs"
     y = tmp_path / "sim.yaml"
     y.write_text("n_contexts: 50\nuser_traffic_share: 0.4\n")
-    line = _one_error_line(_cli("simulate", "-c", str(y), "user_traffic_share=2", runs=runs))
+    line = one_error_line(run_cli("simulate", "-c", str(y), "user_traffic_share=2", runs=runs))
     assert line.startswith("error: override 'user_traffic_share=2': user_traffic_share") and str(y) not in line
     y.write_text("n_contexts: 50\nuser_traffic_share: 2\n")
-    line = _one_error_line(_cli("simulate", "-c", str(y), runs=runs))
+    line = one_error_line(run_cli("simulate", "-c", str(y), runs=runs))
     assert f"{y}, line 2: user_traffic_share: expected in [0, 1]" in line
-    line = _one_error_line(_cli("train-rm", "world=3", "world.n_contexts=5", runs=runs))
+    line = one_error_line(run_cli("train-rm", "world=3", "world.n_contexts=5", runs=runs))
     assert "conflicts with override 'world=3'" in line
-    line = _one_error_line(_cli("simulate", "-c", str(tmp_path), runs=runs))
+    line = one_error_line(run_cli("simulate", "-c", str(tmp_path), runs=runs))
     assert "is a folder" in line
     (tmp_path / "x.bin").write_bytes(bytes(range(256)))
-    assert "binary" in _one_error_line(_cli("ab-test", "-c", str(tmp_path / "x.bin"), runs=runs))
+    assert "binary" in one_error_line(run_cli("ab-test", "-c", str(tmp_path / "x.bin"), runs=runs))
     a_file = tmp_path / "not_a_folder"
     a_file.write_text("x")
-    line = _one_error_line(_cli("simulate", "n_contexts=5", "--runs", str(a_file), runs=runs))
+    line = one_error_line(run_cli("simulate", "n_contexts=5", "--runs", str(a_file), runs=runs))
     assert f"--runs '{a_file}': is a file" in line
-    line = _one_error_line(_cli("simulate", "n_contexts=5", runs=a_file))
+    line = one_error_line(run_cli("simulate", "n_contexts=5", runs=a_file))
     assert "$RM_LAB_RUNS" in line and "is a file" in line
     assert not runs.exists()
 

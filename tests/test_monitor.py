@@ -3,14 +3,11 @@ for data where the other heads overfit first (Predictive Engagement's preference
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from rm_helpers import make_tiny_backbone, tiny_world
+from rm_helpers import make_tiny_backbone, one_error_line, run_cli, tiny_world
 from safetensors.torch import load_file
 
 from rm_lab import io
@@ -113,18 +110,6 @@ def test_config_time_checks():
     TrainRMConfig(val_fraction=0.0)  # the default stays valid without held-out data
 
 
-def _cli(*args: str, runs: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RM_LAB_RUNS": str(runs), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "rm_lab.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
-
-
-def _one_error_line(p: subprocess.CompletedProcess) -> str:
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr
-    lines = [x for x in p.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    return lines[0]
 
 
 def test_an_unknown_head_is_one_error_line(tmp_path):
@@ -133,7 +118,7 @@ def test_an_unknown_head_is_one_error_line(tmp_path):
     world = tiny_world(seed=2, n=12)
     for kind in ("character", "context", "interaction"):
         io.write_records(world[kind], data / f"{kind}.parquet", kind)
-    line = _one_error_line(_cli("train-rm", f"data={data}", "monitor=engaging", runs=tmp_path / "runs"))
+    line = one_error_line(run_cli("train-rm", f"data={data}", "monitor=engaging", runs=tmp_path / "runs"))
     assert "monitor='engaging'" in line and "no trained head" in line and "'continue'" in line
-    line = _one_error_line(_cli("train-rm", "monitor=no such", runs=tmp_path / "runs"))
+    line = one_error_line(run_cli("train-rm", "monitor=no such", runs=tmp_path / "runs"))
     assert "monitor from override 'monitor=no such'" in line and "expected 'loss' or a head name" in line
