@@ -145,8 +145,16 @@ def load_encoder(path: str | os.PathLike | None = None):
         folder = _check_local_dir(path, "Encoder")
         if not folder.is_dir():
             raise FileNotFoundError(f"Encoder path {str(folder)!r} is not a folder")
+    from transformers.utils import logging as hf_logging
+
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a local load takes a moment; its bar would sit above any `error:` line
+    try:
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     model.eval()
     return tokenizer, model
 
