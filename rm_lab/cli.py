@@ -41,15 +41,29 @@ def main() -> None:
     """Every command runs as one signal-safe job (rm_lab.jobs): SIGINT/SIGTERM end it with status 130/143."""
     from rm_lab.jobs import Job, Stopped
 
+    from typer._click import exceptions as click_errors  # typer vendors click: its own exception classes
+
     with Job():
         try:
-            app()
+            code = app(standalone_mode=False)  # usage errors come back here, to be told in one line too
+        except click_errors.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(2)
+        except click_errors.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx else "rm_lab"
+            typer.secho(f"error: {e.format_message()} (see `{cmd} --help`)", fg=typer.colors.RED, err=True)
+            sys.exit(2)
+        except typer.Abort:
+            typer.secho("error: aborted", fg=typer.colors.RED, err=True)
+            sys.exit(1)
         except USER_ERRORS as e:  # bad input: one line naming what is wrong, exit status 2
             typer.secho(f"error: {one_line(e)}", fg=typer.colors.RED, err=True)
             sys.exit(2)
         except Stopped as e:
             typer.secho(e.message(), fg=typer.colors.YELLOW, err=True)
             sys.exit(e.exit_code)
+        if isinstance(code, int) and code:
+            sys.exit(code)
 
 
 if __name__ == "__main__":

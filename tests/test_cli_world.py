@@ -78,3 +78,16 @@ def test_demo_runs_and_reports_truth(runs_dir):
     # the reward model was trained on the logged traffic and agrees with the hidden engagement
     assert "Reward model" in report and (run / "reward_model" / "model.safetensors").exists()
     assert metrics["reward_model"]["truth"]["spearman_score_vs_truth"] > 0.6
+
+
+def test_usage_errors_are_one_line_with_exit_2(tmp_path):
+    """Typer's usage errors (unknown option, missing argument, unknown command) get the same one-line form."""
+    from rm_helpers import one_error_line, run_cli
+
+    runs = tmp_path / "runs"
+    assert "No such option: --bogus" in one_error_line(run_cli("simulate", "--bogus", runs=runs))
+    assert "Missing argument" in one_error_line(run_cli("ingest", runs=runs))
+    assert "No such command 'nosuch'" in one_error_line(run_cli("nosuch", runs=runs))
+    ok = run_cli("simulate", "--help", runs=runs)
+    assert ok.returncode == 0 and "n_contexts" in ok.stdout
+    assert not runs.exists()
