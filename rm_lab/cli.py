@@ -23,6 +23,9 @@ COMMAND_MODULES = [
     "rm_lab.commands.steer",
     "rm_lab.commands.reward",
     "rm_lab.commands.curate",
+    "rm_lab.commands.calibrate",
+    "rm_lab.commands.policy",
+    "rm_lab.commands.ab",
     # rm_lab-commands-marker (keep this line: helpers add modules above it)
 ]
 

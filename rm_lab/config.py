@@ -615,12 +615,18 @@ def describe(cls: type, prefix: str = "") -> list[KeyDoc]:
 CONFIG_SCHEMAS: dict[str, str] = {
     "simulate.yaml": "rm_lab.world.simulate:WorldConfig",
     "simulate_spurious.yaml": "rm_lab.world.simulate:WorldConfig",
+    "simulate_v2.yaml": "rm_lab.world.simulate:WorldConfig",
     "ab_test.yaml": "rm_lab.world.ab:ABConfig",
+    "ab_plan.yaml": "rm_lab.evaluate.ab_plan:ABPlanConfig",
     "demo.yaml": "rm_lab.demo:DemoConfig",
     "train_rm.yaml": "rm_lab.reward.train:TrainRMConfig",
     "eval_rm.yaml": "rm_lab.reward.evaluate:EvalRMConfig",
     "ingest.yaml": "rm_lab.commands.ingest:IngestConfig",
     "curate.yaml": "rm_lab.curate.pipeline:CurateConfig",
+    "best_of_n.yaml": "rm_lab.policy.objectives.best_of_n:BestOfNConfig",
+    "rejection_sample.yaml": "rm_lab.policy.objectives.rejection:RejectionConfig",
+    "train_policy.yaml": "rm_lab.policy.trainer:TrainPolicyConfig",
+    "evaluate.yaml": "rm_lab.policy.evaluate:EvaluateConfig",
 }
 
 

@@ -322,6 +322,31 @@ def _save_converted(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
+def policy_folder(path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The plain Hugging Face folder a policy loads from (what `load_policy` and vLLM read).
+
+    ``path=None``: the packaged SmolLM2's safetensors cache, converted from its GGUF on first use; a
+    ``.gguf`` file: its converted copy; a folder: itself. Missing paths raise FileNotFoundError.
+    """
+    if path is None:
+        gguf = policy_gguf_path()
+        folder = Path(cache_dir).expanduser() if cache_dir else policy_cache_dir()
+        if not _cache_is_valid(folder, _source_info(gguf)):
+            convert_gguf(gguf, folder)
+        return folder
+    p = _check_local_dir(path, "Policy")
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise FileNotFoundError(
+                f"Policy path {str(p)!r} is neither a Hugging Face model folder nor a .gguf file"
+            )
+        folder = Path(cache_dir).expanduser() if cache_dir else cache_root() / p.stem.lower()
+        if not _cache_is_valid(folder, _source_info(p)):
+            convert_gguf(p, folder)
+        return folder
+    return p
+
+
 def load_policy(
     path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -338,26 +363,46 @@ def load_policy(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if path is None:
-        gguf = policy_gguf_path()
-        folder = Path(cache_dir).expanduser() if cache_dir else policy_cache_dir()
-        if not _cache_is_valid(folder, _source_info(gguf)):
-            convert_gguf(gguf, folder)
-    else:
-        p = _check_local_dir(path, "Policy")
-        if p.is_file():
-            if p.suffix != ".gguf":
-                raise FileNotFoundError(
-                    f"Policy path {str(p)!r} is neither a Hugging Face model folder nor a .gguf file"
-                )
-            folder = Path(cache_dir).expanduser() if cache_dir else cache_root() / p.stem.lower()
-            if not _cache_is_valid(folder, _source_info(p)):
-                convert_gguf(p, folder)
-        else:
-            folder = p
+    folder = policy_folder(path, cache_dir)
+    _check_causal_lm(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
-                                                 use_safetensors=True)
+    model, info = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
+                                                       use_safetensors=True, output_loading_info=True)
+    head_missing = [k for k in info.get("missing_keys", []) if "lm_head" in k or k.startswith("cls.")]
+    if head_missing and not getattr(model.config, "tie_word_embeddings", False):
+        raise NotACausalLM(f"Policy path {str(folder)!r} is not a causal language model: its weights have no "
+                           f"language-model head ({head_missing[0]} missing)")
     model.eval()
     _prepare_policy_tokenizer(tokenizer, model)
     return tokenizer, model
+
+
+class NotACausalLM(ValueError):
+    """A policy path that holds some other kind of model (an encoder, a classifier)."""
+
+
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+def _check_causal_lm(folder: Path) -> None:
+    """Refuse, with one clear message, a folder whose config is not a text-generation model.
+
+    ``model_type`` alone is not enough (BERT has a causal-LM head class, so an encoder such as
+    MiniLM would load with a random head); the saved ``architectures`` say what the weights are.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NotACausalLM(f"Policy path {str(folder)!r}: config.json is not a Hugging Face model config ({first})") from None
+    what = f"model_type {config.model_type!r}"
+    archs = list(getattr(config, "architectures", None) or [])
+    if archs:
+        what += f", architectures {archs}"
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
+            archs and not any(a.endswith(_CAUSAL_SUFFIXES) for a in archs)):
+        raise NotACausalLM(f"Policy path {str(folder)!r} is not a causal language model ({what}); "
+                           f"expected a text-generation model such as LlamaForCausalLM")

@@ -26,7 +26,7 @@ PREFERENCE_SOURCES = ("human", "ai", "world")
 ROLES = ("system", "user", "assistant")
 INT64_LIMIT = 2**63  # int fields are stored as int64
 # likelihoods of reward-model heads (rm_lab.reward.heads): the `head` records a dataset declares use them
-HEAD_LIKELIHOODS = ("bradley_terry", "binomial", "poisson", "negative_binomial", "ordinal", "gaussian")
+HEAD_LIKELIHOODS = ("bradley_terry", "binomial", "poisson", "negative_binomial", "ordinal", "gaussian", "arm_logit")
 
 
 class RecordError(ValueError):
@@ -201,6 +201,14 @@ AB_RELATIONS = (
     Relation("messages_sq", ">=", "messages", why="m_u^2 >= m_u for whole messages m_u"),
     Relation("active_messages", ">=", "messages", why="a user with messages is active at least one day"),
     Relation("active_messages", "<=", "messages", "days", why="a_u <= days"),
+    Relation("active_days_sq_to_date", ">=", "engaged_users", why="a user active today has >= 1 active day to date"),
+    Relation("messages_sq_to_date", ">=", "messages", why="a user's messages to date include today's"),
+    Relation("active_messages_to_date", ">=", "messages", why="a user with messages today is active to date"),
+    Relation("pre_engaged_user_days", "<=", "users", "pre_days", why="a user is active at most pre_days days"),
+    Relation("pre_active_days_sq", ">=", "pre_engaged_user_days", why="x_u^2 >= x_u for whole days x_u"),
+    Relation("pre_active_days_sq", "<=", "pre_engaged_user_days", "pre_days", why="x_u <= pre_days"),
+    Relation("pre_active_days_cross", "<=", "pre_engaged_user_days", "days", why="a_u <= days"),
+    Relation("pre_active_days_cross", "<=", "engaged_user_days", "pre_days", why="x_u <= pre_days"),
 )
 
 AB_ARM = RecordKind(
@@ -222,6 +230,20 @@ AB_ARM = RecordKind(
         Field("active_messages", "float", required=False, nullable=True, min=0, doc="sum over users of a_u*m_u"),
         Field("allocation", "float", required=False, nullable=True, min=0, max=1,
               doc="intended share of traffic for the arm (for the sample-ratio-mismatch check)"),
+        # per-day rows: user-level moments from day 0 through this day (daily sequential monitoring)
+        Field("active_days_sq_to_date", "float", required=False, nullable=True, min=0,
+              doc="per-day rows: sum over users of (active days from day 0 through this day)^2"),
+        Field("messages_sq_to_date", "float", required=False, nullable=True, min=0,
+              doc="per-day rows: sum over users of (messages from day 0 through this day)^2"),
+        Field("active_messages_to_date", "float", required=False, nullable=True, min=0,
+              doc="per-day rows: sum over users of active days x messages, both from day 0 through this day"),
+        # whole-test rows: the same users before the test (CUPED's covariate x_u = pre-period active days)
+        Field("pre_days", "int", required=False, nullable=True, min=1, doc="length of the pre-period in days"),
+        Field("pre_engaged_user_days", "float", required=False, nullable=True, min=0,
+              doc="sum over the arm's users of their active days in the pre-period, x_u"),
+        Field("pre_active_days_sq", "float", required=False, nullable=True, min=0, doc="sum over users of x_u^2"),
+        Field("pre_active_days_cross", "float", required=False, nullable=True, min=0,
+              doc="sum over users of x_u * a_u (pre-period times test active days)"),
     ),
     "ABExperiment, stored long: one row per arm (and optionally per day). Lifts are derived, never stored.",
     key=("experiment_id", "day", "arm"),
@@ -255,7 +277,7 @@ HEAD = RecordKind(
     (
         Field("name", "str", nonempty=True, doc="the head's name (letters, digits, _)"),
         Field("kind", "str", choices=HEAD_LIKELIHOODS, doc="its likelihood"),
-        Field("record", "str", required=False, nullable=True, choices=("label", "interaction", "steer_label"),
+        Field("record", "str", required=False, nullable=True, choices=("label", "interaction", "steer_label", "ab_arm"),
               doc="the record kind of its labels (default: label)"),
         Field("column", "str", required=False, nullable=True,
               doc="that record's column; for label records the label name (default: the head's name)"),
@@ -535,6 +557,7 @@ def check_ab_experiments(df: pd.DataFrame, path: str | None = None,
     whole-test row (day null) that its per-day rows add up to, exactly one control, at least one
     treatment, allocations summing to at most 1, and user-level moments whose variances are >= 0."""
     _check_ab_moments(df, path, rn)
+    _check_ab_pre_period(df, path, rn)
     n = len(df)
     day = df["day"].isna().to_numpy() if "day" in df.columns else np.ones(n, bool)
     arm, ctrl, days = df["arm"].to_numpy(), df["is_control"].to_numpy(bool), df["days"].to_numpy()
@@ -620,6 +643,41 @@ def _check_ab_moments(df: pd.DataFrame, path: str | None, rn: Callable[[int], in
             ("active_messages", cov ** 2 > var_a * var_m * (1 + 1e-9) + 1e-12 * (ma * mm) ** 2,
              "a covariance of active days and messages with |correlation| <= 1")):
         if bad.any():  # NaN compares False: rows without moments pass
+            i = int(np.flatnonzero(bad)[0])
+            raise RecordError(path, rn(i), name, _show(df[name].iloc[i]), what)
+
+
+PRE_PERIOD = ("pre_days", "pre_engaged_user_days", "pre_active_days_sq", "pre_active_days_cross")
+
+
+def _check_ab_pre_period(df: pd.DataFrame, path: str | None, rn: Callable[[int], int]) -> None:
+    """Pre-period moments come together (CUPED needs all four) and give a variance >= 0 and a
+    correlation with the test's active days within [-1, 1]."""
+    present = [c for c in PRE_PERIOD if c in df.columns]
+    if not present:
+        return
+    have = {c: _numbers(df, c) if c in df.columns else np.full(len(df), np.nan)
+            for c in (*PRE_PERIOD, "users", "engaged_user_days", "active_days_sq")}
+    known = np.column_stack([~np.isnan(have[c]) for c in PRE_PERIOD])
+    partial = known.any(1) & ~known.all(1)
+    if partial.any():
+        i = int(np.flatnonzero(partial)[0])
+        miss = next(c for c, k in zip(PRE_PERIOD, known[i]) if not k)
+        raise RecordError(path, rn(i), miss, _show(df[miss].iloc[i]) if miss in df.columns else None,
+                          f"a number, as the row's other pre-period fields are given ({', '.join(PRE_PERIOD)} "
+                          "come together)")
+    n = have["users"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, ma = have["pre_engaged_user_days"] / n, have["engaged_user_days"] / n
+        var_x = have["pre_active_days_sq"] / n - mx ** 2
+        var_a = have["active_days_sq"] / n - ma ** 2
+        cov = have["pre_active_days_cross"] / n - mx * ma
+    for name, bad, what in (
+            ("pre_active_days_sq", var_x < -1e-9 * np.abs(have["pre_active_days_sq"] / n),
+             "pre_active_days_sq >= pre_engaged_user_days^2 / users (a variance cannot be negative)"),
+            ("pre_active_days_cross", cov ** 2 > var_x * var_a * (1 + 1e-9) + 1e-12 * (mx * ma) ** 2,
+             "a covariance of pre-period and test active days with |correlation| <= 1")):
+        if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise RecordError(path, rn(i), name, _show(df[name].iloc[i]), what)
 

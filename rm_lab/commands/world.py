@@ -21,7 +21,7 @@ def _stored_arms(cfg):
     if not cfg.records:
         return None
     arms = io.read_records(cfg.records, "ab_arm")
-    return arms, analyze(arms, source=cfg.records)
+    return arms, analyze(arms, source=cfg.records, alpha=cfg.alpha, sequential_tau=cfg.sequential_tau)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,8 +51,9 @@ def register(app: typer.Typer) -> None:
     def ab_test_cmd(cfg, run, inputs):
         """A/B test: simulate two policies in the world, or analyse stored arms (records=PATH)."""
         from rm_lab.evaluate.ab import analyze
+        from rm_lab.evaluate.sequential import daily_paths
         from rm_lab.world.ab import simulate_ab
-        from rm_lab.world.report import ab_table
+        from rm_lab.world.report import ab_report
 
         t0 = time.time()
         if inputs is not None:
@@ -61,10 +62,14 @@ def register(app: typer.Typer) -> None:
             with console.status("simulating the A/B test"):
                 arms, truth = simulate_ab(cfg)
             io.write_records(arms, run.file("arms.parquet"), "ab_arm")
-            analysis = analyze(arms)
+            analysis = analyze(arms, alpha=cfg.alpha, sequential_tau=cfg.sequential_tau)
         with io.atomic_path(run.file("analysis.csv")) as tmp:
             analysis.to_csv(tmp, index=False)
-        table = ab_table(analysis.head(20), truth)
+        paths = daily_paths(arms, cfg.alpha, cfg.sequential_tau)
+        if len(paths):
+            with io.atomic_path(run.file("sequential.csv")) as tmp:
+                paths.to_csv(tmp, index=False)
+        table = ab_report(analysis.head(20), truth)
         extra = "" if len(analysis) <= 20 else f"\n({len(analysis)} comparisons; all in analysis.csv)\n"
         io.write_text(run.file("report.md"), f"# ab-test\n\n{table}\n{extra}")
         io.write_json(run.file("report.json"), {"truth": truth, "n_comparisons": len(analysis),

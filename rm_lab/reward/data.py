@@ -24,13 +24,14 @@ import pandas as pd
 from rm_lab import io
 from rm_lab.config import ConfigError
 from rm_lab.features.style import FEATURES, style_frame
-from rm_lab.reward.heads import (BUILTIN, SOURCE_SEP, HeadSpec, declarations_from_records, declare, label_names,
+from rm_lab.reward.heads import (ARM_RECORD, BUILTIN, SOURCE_SEP, HeadSpec, declarations_from_records, declare, label_names,
                                  label_values, parse_config_heads)
 from rm_lab.schema import RecordError, Records, check_keys, check_references
 
 # record kinds whose rows label a (context, reply), in the order their items are laid out
 ITEM_LABEL_KINDS = ("interaction", "steer_label", "label")
-LABEL_KINDS = ("interaction", "preference", "steer_label", "label")
+# ab_arm: A/B arms with a text (experiment_id = the context, text = the reply), read by arm_logit heads
+LABEL_KINDS = ("interaction", "preference", "steer_label", "label", "ab_arm")
 RECORD_KINDS = ("character", "context", "head") + LABEL_KINDS
 
 
@@ -70,7 +71,7 @@ def read_record_folder(folder: str | Path) -> Records:
                               f"a {kind}.parquet or {kind}.jsonl file (reward-model inputs need it)")
     if not any(k in frames for k in LABEL_KINDS):
         raise ConfigError(f"data '{folder}': no label records: expected at least one of "
-                          f"{[k + '.parquet' for k in LABEL_KINDS]} (interaction/preference/steer_label/label)")
+                          f"{[k + '.parquet' for k in LABEL_KINDS]} (interaction/preference/steer_label/label/ab_arm)")
     for kind, df in frames.items():
         for ext in (".parquet", ".jsonl"):
             if (folder / f"{kind}{ext}").exists():
@@ -441,6 +442,8 @@ def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate
                         col[pos] = v
                         t[c] = col
             blocks.append(t)
+        if ARM_RECORD in s.records:
+            blocks.extend(_arm_blocks(s, resolved))
         if "preference" in s.records:
             pr = s.records["preference"]
             for col in ("chosen", "rejected"):
@@ -490,6 +493,33 @@ def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate
                           f"({', '.join(f'{h} from {s.describe()}' for h, s in BUILTIN.items())}, or declared heads "
                           f"over label records)")
     return RewardData(items, pairs, list(specs), specs)
+
+def _arm_blocks(s: Source, resolved) -> list[pd.DataFrame]:
+    """Items of the ab_arm records of one source: (experiment_id, arm text) with each arm_logit head's
+    impressions and clicks; every experiment must be a context record (its arms are replies to it)."""
+    arms = s.records[ARM_RECORD]
+    out = []
+    ctx = set(s.records["context"]["context_id"].astype(str)) if "context" in s.records else set()
+    for spec, hits in resolved:
+        if spec.record != ARM_RECORD:
+            continue
+        for src, rows in hits:
+            if src is not s or not len(rows):
+                continue
+            missing = ~rows["context_id"].isin(ctx).to_numpy()
+            if missing.any():
+                i = int(rows["row"].to_numpy()[np.flatnonzero(missing)[0]])
+                raise RecordError(s.path(ARM_RECORD), s.rownum(ARM_RECORD)(i), "experiment_id",
+                                  arms["experiment_id"].iloc[i],
+                                  "an experiment_id that is a context_id of the context records (the arms of an "
+                                  f"experiment are replies to one context; {int(missing.sum())} arm rows lack one)")
+            t = pd.DataFrame({"context_id": rows["context_id"].to_numpy(object),
+                              "response": rows["response"].to_numpy(object), "_logged": True})
+            for c, v in spec.row_stats(rows["value"].to_numpy(), rows["trials"].to_numpy()).items():
+                t[c] = v
+            out.append(t)
+    return out
+
 
 def context_groups(contexts: pd.DataFrame, by: str) -> dict | None:
     """context -> the unit held out whole: None (each context), its character, or its conversation."""

@@ -18,6 +18,10 @@ Likelihoods and what an item carries (summed over repeated (context, reply) rows
   the value of level j is `min + j`).
 - gaussian: n values, s1 their sum, s2 their sum of squares (identity link on a standardised target;
   the scale is learned unless `scale` fixes it).
+- arm_logit: the arms of A/B experiments (`ab_arm` records: the experiment is the context, the arm's
+  `text` the reply): n impressions (users), k clicks (engaged users), and a conditional logit over the
+  arms of each experiment (`rm_lab.reward.arm_logit`), so it learns which text wins a test, not which
+  story is popular; its output is a log rate relative to the other arms of the same experiment.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from rm_lab.schema import HEAD_LIKELIHOODS, RecordError
 
 LIKELIHOODS = HEAD_LIKELIHOODS
 LINKS = {"bradley_terry": "identity", "binomial": "logit", "poisson": "log", "negative_binomial": "log",
-         "ordinal": "cumulative_logit", "gaussian": "identity"}
+         "ordinal": "cumulative_logit", "gaussian": "identity",
+         "arm_logit": "log_relative_rate"}
 COUNT_LIKELIHOODS = ("poisson", "negative_binomial")
 # record kinds a head may read its labels from (preference pairs only feed the bradley_terry head)
-LABEL_RECORDS = ("label", "interaction", "steer_label")
+LABEL_RECORDS = ("label", "interaction", "steer_label", "ab_arm")
+ARM_RECORD = "ab_arm"  # read only by arm_logit heads: experiment_id is the context, text the reply
 SOURCE_SEP = "@"  # multi-source: `continue@convai2` is the continue head supervised by convai2 rows only
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DECLARATION_KEYS = ("kind", "likelihood", "record", "column", "levels", "min", "max", "equals", "scale", "output",
@@ -80,6 +86,9 @@ class HeadSpec:
             raise ConfigError(f"heads.{self.name}: scale is a gaussian head's fixed standard deviation (> 0)")
         if self.equals is not None and self.likelihood != "binomial":
             raise ConfigError(f"heads.{self.name}: equals is for binomial heads (kind is {self.likelihood})")
+        if (self.likelihood == "arm_logit") != (self.record == ARM_RECORD):
+            raise ConfigError(f"heads.{self.name}: record {self.record!r} with kind {self.likelihood!r}: an arm_logit "
+                              f"head reads {ARM_RECORD} records, and {ARM_RECORD} records train only arm_logit heads")
 
     # -- derived names
     @property
@@ -100,6 +109,11 @@ class HeadSpec:
     @property
     def is_pairwise(self) -> bool:
         return self.likelihood == "bradley_terry"
+
+    @property
+    def is_grouped(self) -> bool:
+        """Its likelihood is over the items of one context together (the arms of one experiment)."""
+        return self.likelihood == "arm_logit"
 
     @property
     def max(self) -> float | None:
@@ -138,6 +152,8 @@ class HeadSpec:
         if self.is_pairwise:
             return "preference records (chosen/rejected)"
         what = f"label records named '{self.col}'" if self.record == "label" else f"{self.record}.{self.col}"
+        if self.record == ARM_RECORD:
+            what += " of users, per arm text, within each experiment"
         if self.equals is not None:
             what += f" == {_fmt(self.equals)}"
         return what + (f" of source '{self.source}'" if self.source else "")
@@ -151,10 +167,11 @@ class HeadSpec:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     # -- statistics of label values
-    def row_stats(self, values: np.ndarray) -> dict[str, np.ndarray]:
-        """Per label row (values already checked by `label_values`): its statistic columns."""
+    def row_stats(self, values: np.ndarray, trials: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per label row (values already checked by `label_values`): its statistic columns (`trials`: an
+        arm_logit row's impressions, its `n`)."""
         v = np.asarray(values, float)
-        out = {f"{self.name}_n": np.ones(len(v))}
+        out = {f"{self.name}_n": np.ones(len(v)) if trials is None else np.asarray(trials, float)}
         if self.likelihood == "ordinal":
             lev = np.rint(v - self.min).astype(int)
             for j in range(self.levels):
@@ -182,7 +199,7 @@ class HeadSpec:
     def transform(self, eta: np.ndarray, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs of `RewardModel.score` from the head's linear predictor (and its extra parameters)."""
         eta = np.asarray(eta, np.float64)
-        if self.likelihood == "bradley_terry":
+        if self.likelihood in ("bradley_terry", "arm_logit"):
             return {self.out: eta}
         if self.likelihood == "binomial":
             return {self.out: 1.0 / (1.0 + np.exp(-eta))}
@@ -215,6 +232,8 @@ BUILTIN: dict[str, HeadSpec] = {s.name: s for s in (
     _spec("followed", "binomial", "steer_label", "followed", "p_followed", "the reply kept the instruction"),
     _spec("violation", "binomial", "steer_label", "violation", "p_violation", "the reply is a violation"),
     _spec("depth", "poisson", "interaction", "depth", "depth", "follow-up user turns in the session"),
+    _spec("ab_engaged", "arm_logit", ARM_RECORD, "engaged_users", "ab_engaged",
+          "engaged users (clicks) of an A/B arm's users (impressions), within its experiment: a log relative rate"),
 )}
 
 
@@ -260,9 +279,12 @@ def declare(name: str, decl: dict | None, where: str = "heads", base: HeadSpec |
     if str(decl.get("column", "")).startswith("truth_"):
         raise ConfigError(f"{where}.{name}.column: {decl['column']!r}: the world's hidden truth_* columns never "
                           f"train a head (they judge it in eval-rm)")
-    record = decl.get("record", base.record if base else "label")
+    record = decl.get("record", base.record if base else ARM_RECORD if kind == "arm_logit" else "label")
     if record not in LABEL_RECORDS and not (kind == "bradley_terry" and record == "preference"):
         raise ConfigError(f"{where}.{name}.record: {record!r}: expected one of {list(LABEL_RECORDS)}")
+    if (kind == "arm_logit") != (record == ARM_RECORD):
+        raise ConfigError(f"{where}.{name}.record: {record!r} with kind {kind!r}: {ARM_RECORD} records train only "
+                          f"arm_logit heads, and an arm_logit head reads {ARM_RECORD} records")
     hi = decl.pop("max", None)
     if kind == "ordinal":
         lo = decl.get("min", base.min if base and base.likelihood == "ordinal" else 1.0)
@@ -344,6 +366,8 @@ def label_values(spec: HeadSpec, frame: pd.DataFrame | None, path: str | None,
                           "response": pd.Series(dtype=object), "value": pd.Series(dtype=float)})
     if frame is None or len(frame) == 0 or spec.is_pairwise:
         return empty
+    if spec.record == ARM_RECORD:
+        return arm_values(spec, frame, path, rownum)
     field = "value" if spec.record == "label" else spec.col
     if spec.record == "label":
         if "name" not in frame.columns:
@@ -411,11 +435,40 @@ def label_values(spec: HeadSpec, frame: pd.DataFrame | None, path: str | None,
                          "response": frame["response"].to_numpy(object)[pos], "value": vals})
 
 
+def arm_values(spec: HeadSpec, frame: pd.DataFrame, path: str | None,
+               rownum: Callable[[int], int] = lambda i: i) -> pd.DataFrame:
+    """(row, context_id = experiment_id, response = the arm's text, value = its `spec.col` count, trials = its
+    users) of the whole-test rows of validated ab_arm records that carry a text; per-day rows and arms
+    without text (policy arms) carry no label of a text head."""
+    cols = ("row", "context_id", "response", "value", "trials")
+    empty = pd.DataFrame({c: pd.Series(dtype=object if c in ("context_id", "response") else float) for c in cols})
+    if "text" not in frame.columns or spec.col not in frame.columns:
+        return empty
+    text = frame["text"].to_numpy(object)
+    keep = np.array([isinstance(t, str) and bool(t.strip()) for t in text], bool)
+    if "day" in frame.columns:
+        keep &= frame["day"].isna().to_numpy()
+    pos = np.flatnonzero(keep)
+    if spec.source is not None and "_source" in frame.columns:
+        pos = pos[frame["_source"].to_numpy()[pos] == spec.source]
+    if not len(pos):
+        return empty
+    users = pd.to_numeric(frame["users"], errors="coerce").to_numpy(float)[pos]
+    k = pd.to_numeric(frame[spec.col], errors="coerce").to_numpy(float)[pos]
+    bad = ~np.isfinite(k) | (k < 0) | (k > users)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise RecordError(path, rownum(int(pos[i])), spec.col, frame[spec.col].iloc[pos[i]],
+                          f"a count in [0, users] (label of the arm_logit head '{spec.name}')")
+    return pd.DataFrame({"row": pos, "context_id": frame["experiment_id"].astype(str).to_numpy(object)[pos],
+                         "response": text[pos], "value": k, "trials": users})
+
+
 def label_names(frame: pd.DataFrame | None) -> list[str]:
     if frame is None or "name" not in frame.columns:
         return []
     return sorted(frame["name"].astype(str).unique())
 
 
-__all__ = ["BUILTIN", "COUNT_LIKELIHOODS", "HeadSpec", "LIKELIHOODS", "LINKS", "SOURCE_SEP", "declare",
+__all__ = ["ARM_RECORD", "BUILTIN", "COUNT_LIKELIHOODS", "HeadSpec", "arm_values", "LIKELIHOODS", "LINKS", "SOURCE_SEP", "declare",
            "declarations_from_records", "label_names", "label_values", "parse_config_heads", "spec_of"]

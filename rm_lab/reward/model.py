@@ -148,6 +148,10 @@ def head_loss(spec: HeadSpec, pred: torch.Tensor, batch: dict, params: dict[str,
     if spec.likelihood == "gaussian":
         return gaussian_nll(pred, params["log_sigma"], n, batch[f"{name}_mean"], batch[f"{name}_m2"],
                             params["loc"], params["spread"])
+    if spec.likelihood == "arm_logit":  # the batch holds every arm of its experiments (train.UnitCollator)
+        from rm_lab.reward.arm_logit import arm_logit_nll
+
+        return arm_logit_nll(pred, batch[f"{name}_k"], n, batch["group"])
     raise ConfigError(f"head {name!r}: no loss for likelihood {spec.likelihood!r}")
 
 
@@ -156,6 +160,8 @@ def label_weight(spec: HeadSpec, batch: dict) -> int:
     the epoch mean of the logged per-batch losses the head's per-observation loss over the whole split."""
     if spec.is_pairwise:
         return int(batch["pair_c"].numel())
+    if spec.likelihood == "arm_logit":  # a mean per click (engaged user)
+        return int(round(float((batch[f"{spec.name}_k"] * (batch[f"{spec.name}_n"] > 0)).sum())))
     return int(round(float(batch[f"{spec.name}_n"].sum())))
 
 

@@ -111,4 +111,84 @@ def cross_fit(texts: Sequence[str], y, fold, kind: str = "binary", folds: Sequen
     return out
 
 
-__all__ = ["TextBaseline", "BASELINES", "fit_baselines", "cross_fit", "log_words"]
+# ----------------------------------------------------------------------------------------------
+# pair baselines: which of two texts wins (A/B arms of one test)
+
+def longer_text(texts_a: Sequence[str], texts_b: Sequence[str]) -> np.ndarray:
+    """'Always the longer one': +1 when b has more characters than a, -1 when fewer, 0 on a tie."""
+    la = np.array([len(str(t)) for t in texts_a], float)
+    lb = np.array([len(str(t)) for t in texts_b], float)
+    return np.sign(lb - la)
+
+
+@dataclass
+class PairDiffBaseline:
+    """P(b beats a) = sigmoid(w . (x_b - x_a)): a logistic regression on the difference of the two texts'
+    features (TF-IDF word 1-2 grams, or sentence embeddings from `embed_fn`). Each pair also enters flipped,
+    with no intercept, so swapping a and b flips the prediction. C is chosen by grouped cross-validation
+    (`groups`: the test of each pair, so the pairs of one test are held out together)."""
+
+    features: Literal["tfidf", "embedding"] = "tfidf"
+    embed_fn: object = None  # texts -> (n, d) array, for features="embedding"
+    Cs: tuple = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+    cv: int = 3
+    min_df: int = 2
+
+    def __post_init__(self):
+        if self.features not in ("tfidf", "embedding"):
+            raise ValueError(f"features={self.features!r}: expected 'tfidf' or 'embedding'")
+        if self.features == "embedding" and self.embed_fn is None:
+            raise ValueError("features='embedding' needs an embed_fn (texts -> array)")
+        self.vectorizer = self.model = None
+        self.C_ = None
+
+    @property
+    def name(self) -> str:
+        return ("TF-IDF" if self.features == "tfidf" else "MiniLM embeddings") + " + logistic regression on differences"
+
+    def _diff(self, texts_a, texts_b, fit: bool = False):
+        a, b = [str(t) for t in texts_a], [str(t) for t in texts_b]
+        if self.features == "tfidf":
+            if fit:
+                from sklearn.feature_extraction.text import TfidfVectorizer
+
+                self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=self.min_df, sublinear_tf=True)
+                self.vectorizer.fit(list(dict.fromkeys(a + b)))
+            return self.vectorizer.transform(b) - self.vectorizer.transform(a)
+        emb = np.asarray(self.embed_fn(a + b), float)
+        return emb[len(a):] - emb[:len(a)]
+
+    def fit(self, texts_a, texts_b, y, groups=None) -> "PairDiffBaseline":
+        import scipy.sparse as sp
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GroupKFold
+
+        y = np.asarray(y, float)
+        if not set(np.unique(y)) <= {0.0, 1.0} or len(y) < 2:
+            raise ValueError(f"{self.name}: labels must be 0/1 (b wins), got {np.unique(y)[:5]}")
+        X = self._diff(texts_a, texts_b, fit=True)
+        both = (lambda A: sp.vstack([A, -A]).tocsr()) if sp.issparse(X) else (lambda A: np.vstack([A, -A]))
+        g = np.asarray(groups if groups is not None else np.arange(len(y)))
+        best, best_ll = self.Cs[0], np.inf
+        if len(self.Cs) > 1:
+            for C in self.Cs:
+                ll = 0.0
+                for tr, te in GroupKFold(self.cv).split(np.zeros(len(y)), y, g):
+                    m = LogisticRegression(C=C, fit_intercept=False, max_iter=2000)
+                    m.fit(both(X[tr]), np.r_[y[tr], 1 - y[tr]])
+                    p = np.clip(m.predict_proba(X[te])[:, 1], 1e-9, 1 - 1e-9)
+                    ll -= float((y[te] * np.log(p) + (1 - y[te]) * np.log(1 - p)).sum())
+                if ll < best_ll:
+                    best, best_ll = C, ll
+        self.C_ = best
+        self.model = LogisticRegression(C=best, fit_intercept=False, max_iter=2000).fit(both(X), np.r_[y, 1 - y])
+        return self
+
+    def decision(self, texts_a, texts_b) -> np.ndarray:
+        """Log-odds that b beats a (> 0: b)."""
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: fit the baseline first")
+        return np.asarray(self.model.decision_function(self._diff(texts_a, texts_b)), float)
+
+
+__all__ = ["TextBaseline", "BASELINES", "fit_baselines", "cross_fit", "log_words", "PairDiffBaseline", "longer_text"]

@@ -193,6 +193,20 @@ class UnitCollator:
         labelled = np.zeros(len(data.items), bool)
         for h in self.item_heads:
             labelled |= data.items[f"{h}_n"].to_numpy() > 0
+        # grouped heads (arm_logit): the labelled items of one context (the arms of one experiment) are one
+        # unit, so a batch always holds every arm its likelihood compares
+        grouped = np.zeros(len(data.items), bool)
+        for h in self.item_heads:
+            if data.spec(h).is_grouped:
+                grouped |= data.items[f"{h}_n"].to_numpy() > 0
+        self.members: dict[int, list[int]] = {}
+        self.ctx = data.items["context_id"].to_numpy(object)
+        if grouped.any():
+            by_ctx: dict = {}
+            for i in np.flatnonzero(grouped):
+                by_ctx.setdefault(self.ctx[i], []).append(int(i))
+            self.members = {m[0]: m for m in by_ctx.values()}
+            labelled &= ~grouped | np.isin(np.arange(len(data.items)), list(self.members))
         self.labelled = np.flatnonzero(labelled)
         self.counts = {c: data.items[c].to_numpy(np.float32) for h in self.item_heads for c in data.spec(h).columns()}
 
@@ -212,9 +226,10 @@ class UnitCollator:
                 pr.append(order.setdefault(int(r), len(order)))
                 pm.append(self.margin[u])
             else:
-                it = int(self.labelled[u - n_pairs])
-                order.setdefault(it, len(order))
-                labelled_items.add(it)
+                lead = int(self.labelled[u - n_pairs])
+                for it in self.members.get(lead, (lead,)):
+                    order.setdefault(it, len(order))
+                    labelled_items.add(it)
         items = np.fromiter(order.keys(), int, len(order))
         rows = self.rows[items]
         batch = {"style": self.style[rows], "pair_c": torch.tensor(pc, dtype=torch.long),
@@ -222,6 +237,10 @@ class UnitCollator:
         own = torch.tensor([it in labelled_items for it in items], dtype=torch.float32)
         for c, v in self.counts.items():  # labels count once per epoch: only for the item's own unit
             batch[c] = torch.as_tensor(v[items]) * own
+        if self.members:  # each item's experiment (context) within the batch, for the arm_logit likelihood
+            from rm_lab.reward.arm_logit import group_codes
+
+            batch["group"] = torch.as_tensor(group_codes(self.ctx[items]))
         if isinstance(self.feats, torch.Tensor):
             batch["emb"] = self.feats[rows]
         else:

@@ -8,10 +8,18 @@ Rules, so that results are reproducible:
 - is_control = the first package of each test in file order. The archive marks no control; this rule
   only fixes a reference arm so that lifts are defined. It is not a treatment assignment.
 - `ctr` (derivable) and `winner_count_anomaly` (unreliable, per the data README) are not kept.
+- Each test is also a `context` record (context_id = experiment_id) of one `character` ("upworthy"), so
+  the reward model reads an arm's headline as a reply to its test: the built-in `ab_engaged` head
+  (kind arm_logit, rm_lab.reward.heads) trains on the arms within each test. The context's history is the
+  test's lede (HTML stripped) when every arm shares it, else empty; its `conversation_id` is the test's
+  headline group (tests linked by an identical headline, transitively), which `train-rm val_split=conversation`
+  and `rm_lab.calibrate.upworthy.split_by_week` hold on one side of a split.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +42,63 @@ def load(path: str | Path, limit: int | None = None) -> Records:
     if limit is not None:
         keep = pd.unique(arms["experiment_id"])[:limit]
         arms = arms[arms["experiment_id"].isin(keep)].reset_index(drop=True)
-    return Records({"ab_arm": arms, "dropped": dropped_frame([])})
+    return Records({"character": character_frame(), "context": context_frame(arms), "ab_arm": arms,
+                    "dropped": dropped_frame([])})
+
+
+CHARACTER_ID = "upworthy"
+_TAG = re.compile(r"<[^>]+>")
+
+
+def character_frame() -> pd.DataFrame:
+    return pd.DataFrame({"character_id": [CHARACTER_ID], "name": ["Upworthy"],
+                         "persona": [["An editor writing headlines for stories that matter, to be clicked and shared."]],
+                         "instructions": [[]]})
+
+
+def plain_text(v) -> str:
+    """HTML of a lede as plain text."""
+    return " ".join(html.unescape(_TAG.sub(" ", v)).split()) if isinstance(v, str) else ""
+
+
+def headline_groups(experiment_ids, headlines) -> dict[str, str]:
+    """experiment -> the id of its headline group: experiments linked by an identical headline, transitively
+    (union-find), named by their first experiment. Holding groups whole keeps every headline on one side."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_of: dict[str, str] = {}
+    for e, h in zip(experiment_ids, headlines):
+        e = str(e)
+        find(e)
+        key = " ".join(str(h).split()).lower()
+        if key in first_of:
+            a, b = find(first_of[key]), find(e)
+            if a != b:
+                parent[b] = a
+        else:
+            first_of[key] = e
+    return {e: find(e) for e in parent}
+
+
+def context_frame(arms: pd.DataFrame) -> pd.DataFrame:
+    """One context per test: its shared lede as the user turn (empty when the arms' ledes differ)."""
+    exp = arms["experiment_id"].astype(str)
+    groups = headline_groups(exp, arms["text"])
+    ledes = arms["lede"] if "lede" in arms.columns else pd.Series([None] * len(arms))
+    shared = {}
+    for e, l in zip(exp, ledes.map(plain_text)):
+        shared.setdefault(e, set()).add(l)
+    ids = list(dict.fromkeys(exp))
+    hist = [[{"role": "user", "content": next(iter(shared[e]))}] if len(shared[e]) == 1 and next(iter(shared[e]))
+            else [] for e in ids]
+    return pd.DataFrame({"context_id": ids, "character_id": CHARACTER_ID, "history": hist, "traffic": "user",
+                         "conversation_id": [groups[e] for e in ids]})
 
 
 def _load_file(path: Path) -> pd.DataFrame:

@@ -41,7 +41,8 @@ def policy_quality(policy, population: Population, n_contexts: int = 2000, seed:
                    n_characters: int = 24) -> ArmQuality:
     """Mean hidden engagement logit per segment of `policy` on fresh user-traffic contexts."""
     characters = make_characters(n_characters, seed=seed)
-    contexts = make_contexts(characters, n_contexts, traffic_share_user=1.0, seed=seed + 55_555, prefix="ab")
+    contexts = make_contexts(characters, n_contexts, traffic_share_user=1.0, seed=seed + 55_555, prefix="ab",
+                             world_version=population.world_version)
     replies = policy.respond(contexts, characters, seed=seed + 1)
     z = score_replies(replies, contexts, characters, population).z
     return ArmQuality(getattr(policy, "name", "policy"), z.mean(axis=0))
@@ -60,12 +61,21 @@ def expected_metrics(q: np.ndarray, population: Population, model: ActivityModel
 
 
 def simulate_arm(q: np.ndarray, n_users: int, days: int, population: Population, rng: np.random.Generator,
-                 model: ActivityModel = ActivityModel(), per_day: bool = True) -> dict:
-    """Sufficient statistics of one arm (totals, user-level second moments, optional per-day counts)."""
+                 model: ActivityModel = ActivityModel(), per_day: bool = True, pre_days: int = 0,
+                 pre_q: np.ndarray | None = None, return_users: bool = False) -> dict:
+    """Sufficient statistics of one arm (totals, user-level second moments, optional per-day counts).
+
+    With per_day, each day also gets the to-date user-level moments (sums over users of the squares of
+    their active days and messages from day 0 through that day), which daily sequential monitoring needs.
+    With pre_days > 0 the same users are watched for pre_days before the test, all served replies of
+    quality pre_q (the control's: nobody is treated yet); their pre-period active days, its square and
+    its product with the test's active days are what CUPED needs. The pre-period is drawn after the test
+    so that a test without one draws exactly what it always did."""
     shares = np.array(population.shares)
     seg = rng.choice(len(shares), size=n_users, p=shares)
     u = rng.normal(0.0, population.latent_sd, n_users)
-    p = sigmoid(model.alpha + population.segment_base()[seg] + u + model.beta * q[seg])
+    logit = model.alpha + population.segment_base()[seg] + u
+    p = sigmoid(logit + model.beta * q[seg])
     lam = np.exp(population.segment_depth()[seg] + model.gamma_u * u + model.delta * q[seg])
     out: dict = {}
     if per_day:
@@ -78,12 +88,29 @@ def simulate_arm(q: np.ndarray, n_users: int, days: int, population: Population,
         m = msgs_day.sum(0)
         out["engaged_per_day"] = active.sum(1)
         out["messages_per_day"] = msgs_day.sum(1)
+        cum_a = np.zeros(n_users)
+        cum_m = np.zeros(n_users)
+        to_date = np.zeros((days, 3))
+        for d in range(days):
+            cum_a += active[d]
+            cum_m += msgs_day[d]
+            to_date[d] = (cum_a @ cum_a, cum_m @ cum_m, cum_a @ cum_m)
+        out["to_date_moments"] = to_date  # columns: active_days_sq, messages_sq, active_messages
     else:
         a = rng.binomial(days, p)
         m = a + rng.poisson(lam * a)
     out.update(users=n_users, engaged_users=int((a > 0).sum()), engaged_user_days=float(a.sum()),
                messages=float(m.sum()), active_days_sq=float((a.astype(float) ** 2).sum()),
                messages_sq=float((m ** 2).sum()), active_messages=float((a * m).sum()))
+    if pre_days > 0:
+        pq = q if pre_q is None else pre_q
+        a0 = rng.binomial(pre_days, sigmoid(logit + model.beta * pq[seg])).astype(float)
+        out.update(pre_days=int(pre_days), pre_engaged_user_days=float(a0.sum()),
+                   pre_active_days_sq=float(a0 @ a0), pre_active_days_cross=float(a0 @ a))
+        if return_users:
+            out["pre_active_days_per_user"] = a0
+    if return_users:
+        out["active_days_per_user"], out["messages_per_user"] = a.astype(float), m.astype(float)
     return out
 
 
@@ -107,9 +134,17 @@ class ABConfig:
     quality_contexts: int = param(2000, doc="fresh user contexts on which each policy's reply quality is measured",
                                   ge=1, le=1_000_000)
     spurious_emoji: bool = param(False, doc="the world with the emoji-lover confound planted")
+    world_version: int = param(1, doc="the world the policies are judged in (rm_lab.world.simulate.WorldConfig)",
+                               choices=(1, 2))
     per_day: bool = param(True, doc="also write a row per arm and day")
     experiment_id: str = param("sim-ab", doc="experiment_id of the written ab_arm rows", min_len=1)
     records: str | None = param(None, doc="analyse stored ab_arm records (e.g. an ingested Upworthy run) instead")
+    pre_days: int = param(7, doc="days the same users are watched before the test (CUPED's covariate); 0: none",
+                          ge=0, le=3650)
+    sequential_tau: float = param(0.05, doc="mixing sd of the always-valid (mSPRT) interval on the log-lift scale: "
+                                  "the size of lift the daily monitor is tuned to", gt=0, le=10)
+    alpha: float = param(0.05, doc="two-sided error rate of the intervals, tests and the sequential monitor",
+                         gt=0, lt=0.5)
 
     def __post_init__(self):
         check_fields(self)
@@ -122,11 +157,12 @@ def simulate_ab(cfg: ABConfig) -> tuple[pd.DataFrame, dict]:
     """Run the configured test; return its ab_arm rows and the true lifts from the hidden function."""
     from rm_lab.world.policies import ScriptedPolicy
 
-    pop = Population(spurious_emoji=cfg.spurious_emoji)
+    pop = Population(spurious_emoji=cfg.spurious_emoji, world_version=cfg.world_version)
     qc = policy_quality(ScriptedPolicy.preset(cfg.control), pop, cfg.quality_contexts, seed=cfg.seed)
     qt = policy_quality(ScriptedPolicy.preset(cfg.treatment), pop, cfg.quality_contexts, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    arms = run_ab(qc, qt, pop, cfg.eligible_users, cfg.arm_share, cfg.days, rng, cfg.experiment_id, cfg.per_day)
+    arms = run_ab(qc, qt, pop, cfg.eligible_users, cfg.arm_share, cfg.days, rng, cfg.experiment_id, cfg.per_day,
+                  pre_days=cfg.pre_days)
     _check_simulated(arms, cfg)
     return arms, true_lifts(qc, qt, pop)
 
@@ -134,7 +170,7 @@ def simulate_ab(cfg: ABConfig) -> tuple[pd.DataFrame, dict]:
 # which setting produced each ab_arm field of a simulated test
 _SETTING_OF = {"users": "eligible_users, arm_share", "engaged_users": "eligible_users, arm_share",
                "experiment_id": "experiment_id", "days": "days", "day": "days", "arm": "control, treatment",
-               "allocation": "arm_share"}
+               "allocation": "arm_share", "pre_days": "pre_days"}
 
 
 def _check_simulated(arms: pd.DataFrame, cfg: ABConfig) -> None:
@@ -152,30 +188,114 @@ def _check_simulated(arms: pd.DataFrame, cfg: ABConfig) -> None:
                           f"({e.field or 'record'}: got {e.value!r}, expected {e.expected}); change {keys}") from None
 
 
-def run_ab(control: ArmQuality, treatment: ArmQuality, population: Population, eligible_users: int,
-           arm_share: float, days: int, rng: np.random.Generator, experiment_id: str = "sim-ab",
-           per_day: bool = True, model: ActivityModel = ActivityModel()) -> pd.DataFrame:
-    """One simulated test as ab_arm rows: a totals row per arm and, optionally, a row per arm-day."""
-    rows = []
-    for arm, is_ctrl in ((control, True), (treatment, False)):
+def run_ab(control: ArmQuality, treatment: ArmQuality | list[ArmQuality], population: Population,
+           eligible_users: int, arm_share: float, days: int, rng: np.random.Generator, experiment_id: str = "sim-ab",
+           per_day: bool = True, model: ActivityModel = ActivityModel(), pre_days: int = 0) -> pd.DataFrame:
+    """One simulated test as ab_arm rows: a totals row per arm and, optionally, a row per arm-day.
+
+    `treatment` may be a list (a K-arm test against one control). With pre_days > 0 the totals rows
+    carry the pre-period moments of the same users (CUPED); per-day rows carry to-date moments."""
+    treatments = [treatment] if isinstance(treatment, ArmQuality) else list(treatment)
+    rows, seen = [], set()
+    for arm, is_ctrl in ((control, True), *((t, False) for t in treatments)):
         n = int(rng.binomial(eligible_users, arm_share))
-        st = simulate_arm(arm.q, n, days, population, rng, model, per_day)
-        name = arm.name if is_ctrl or arm.name != control.name else f"{arm.name} (treatment)"
+        st = simulate_arm(arm.q, n, days, population, rng, model, per_day, pre_days=pre_days, pre_q=control.q)
+        name = arm.name if arm.name not in seen else f"{arm.name} (treatment {len(seen)})"
+        seen.add(name)
         base = {"experiment_id": experiment_id, "arm": name, "is_control": is_ctrl, "days": days,
                 "allocation": arm_share}
+        pre = {k: st[k] for k in ("pre_days", "pre_engaged_user_days", "pre_active_days_sq",
+                                  "pre_active_days_cross")} if pre_days > 0 else {}
         rows.append({**base, "day": None, "users": st["users"], "engaged_users": st["engaged_users"],
                      "messages": st["messages"], "engaged_user_days": st["engaged_user_days"],
                      "active_days_sq": st["active_days_sq"], "messages_sq": st["messages_sq"],
-                     "active_messages": st["active_messages"]})
+                     "active_messages": st["active_messages"], **pre})
         if per_day:
             for d in range(days):
+                sq_a, sq_m, am = st["to_date_moments"][d]
                 rows.append({**base, "day": d, "users": st["users"], "engaged_users": int(st["engaged_per_day"][d]),
                              "messages": float(st["messages_per_day"][d]),
                              "engaged_user_days": float(st["engaged_per_day"][d]),
-                             "active_days_sq": None, "messages_sq": None, "active_messages": None})
+                             "active_days_sq": None, "messages_sq": None, "active_messages": None,
+                             "active_days_sq_to_date": sq_a, "messages_sq_to_date": sq_m,
+                             "active_messages_to_date": am})
     df = pd.DataFrame(rows)
     df["day"] = df["day"].astype("Int64")
+    if pre_days > 0:
+        df["pre_days"] = df["pre_days"].astype("Int64")
     return df
+
+
+def _batch_sums(q: np.ndarray, n_users: int, n_tests: int, days: int, population: Population,
+                rng: np.random.Generator, model: ActivityModel, per_day: bool, pre_days: int,
+                pre_q: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-test sums over the users of one arm, for n_tests independent tests drawn at once."""
+    shares = np.array(population.shares)
+    k = n_tests * n_users
+    seg = np.minimum(np.searchsorted(np.cumsum(shares), rng.random(k), side="right"), len(shares) - 1)
+    u = rng.normal(0.0, population.latent_sd, k)
+    logit = model.alpha + population.segment_base()[seg] + u
+    p = sigmoid(logit + model.beta * q[seg])
+    lam = np.exp(population.segment_depth()[seg] + model.gamma_u * u + model.delta * q[seg])
+
+    def per_test(x):  # (..., k) -> (..., n_tests)
+        return x.reshape(*x.shape[:-1], n_tests, n_users).sum(-1)
+
+    out: dict[str, np.ndarray] = {}
+    if per_day:
+        active = (rng.random((days, k)) < p).astype(float)
+        msgs = active * (1 + rng.poisson(lam, size=(days, k)))
+        cum_a, cum_m = np.cumsum(active, 0), np.cumsum(msgs, 0)
+        out.update(day_engaged=per_test(active), day_messages=per_test(msgs), day_sq_a=per_test(cum_a ** 2),
+                   day_sq_m=per_test(cum_m ** 2), day_am=per_test(cum_a * cum_m))
+        a, m = cum_a[-1], cum_m[-1]
+    else:
+        a = rng.binomial(days, p).astype(float)
+        m = a + rng.poisson(lam * a)
+    out.update(engaged_users=per_test((a > 0).astype(float)), engaged_user_days=per_test(a), messages=per_test(m),
+               active_days_sq=per_test(a * a), messages_sq=per_test(m * m), active_messages=per_test(a * m))
+    if pre_days > 0:
+        a0 = rng.binomial(pre_days, sigmoid(logit + model.beta * pre_q[seg])).astype(float)
+        out.update(pre_engaged_user_days=per_test(a0), pre_active_days_sq=per_test(a0 * a0),
+                   pre_active_days_cross=per_test(a0 * a))
+    return out
+
+
+def simulate_tests(control: ArmQuality, treatment: ArmQuality | list[ArmQuality], population: Population,
+                   users_per_arm: int, days: int, n_tests: int, rng: np.random.Generator,
+                   model: ActivityModel = ActivityModel(), per_day: bool = False, pre_days: int = 0,
+                   prefix: str = "sim", chunk_users: int = 1_000_000) -> pd.DataFrame:
+    """Many independent simulated tests at once (power, coverage and false-positive studies), as ab_arm
+    rows with experiment ids `prefix-00000`, ...; arms of exactly users_per_arm users, drawn in chunks
+    of about chunk_users so memory stays bounded. Same model as simulate_arm, vectorised over tests."""
+    treatments = [treatment] if isinstance(treatment, ArmQuality) else list(treatment)
+    per_chunk = max(1, chunk_users // users_per_arm)
+    ids = np.array([f"{prefix}-{i:05d}" for i in range(n_tests)], dtype=object)
+    frames = []
+    for j, (arm, is_ctrl) in enumerate(((control, True), *((t, False) for t in treatments))):
+        parts = [_batch_sums(arm.q, users_per_arm, min(per_chunk, n_tests - s), days, population, rng, model,
+                             per_day, pre_days, control.q) for s in range(0, n_tests, per_chunk)]
+        st = {key: np.concatenate([p[key] for p in parts], axis=-1) for key in parts[0]}
+        name = arm.name if j == 0 or arm.name != control.name else f"{arm.name} (treatment {j})"
+        tot = pd.DataFrame({"experiment_id": ids, "arm": name, "is_control": is_ctrl, "days": days,
+                            "allocation": np.nan, "day": pd.array([None] * n_tests, dtype="Int64"),
+                            "users": users_per_arm, "engaged_users": st["engaged_users"].astype(np.int64),
+                            **{c: st[c] for c in ("messages", "engaged_user_days", "active_days_sq", "messages_sq",
+                                                  "active_messages")}})
+        if pre_days > 0:
+            tot["pre_days"] = pd.array([pre_days] * n_tests, dtype="Int64")
+            for c in ("pre_engaged_user_days", "pre_active_days_sq", "pre_active_days_cross"):
+                tot[c] = st[c]
+        frames.append(tot)
+        if per_day:
+            frames.append(pd.DataFrame({
+                "experiment_id": np.tile(ids, days), "arm": name, "is_control": is_ctrl, "days": days,
+                "allocation": np.nan, "day": pd.array(np.repeat(np.arange(days), n_tests), dtype="Int64"),
+                "users": users_per_arm, "engaged_users": st["day_engaged"].ravel().astype(np.int64),
+                "messages": st["day_messages"].ravel(), "engaged_user_days": st["day_engaged"].ravel(),
+                "active_days_sq_to_date": st["day_sq_a"].ravel(), "messages_sq_to_date": st["day_sq_m"].ravel(),
+                "active_messages_to_date": st["day_am"].ravel()}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def true_lifts(control: ArmQuality, treatment: ArmQuality, population: Population,

@@ -43,8 +43,15 @@ OPENERS = {
 
 
 def make_contexts(characters: pd.DataFrame, n: int, traffic_share_user: float = 0.7,
-                  seed: int = 0, prefix: str = "ctx") -> pd.DataFrame:
-    """Sample `n` single-turn contexts across characters and the two traffic sources."""
+                  seed: int = 0, prefix: str = "ctx", world_version: int = 1) -> pd.DataFrame:
+    """Sample `n` single-turn contexts across characters and the two traffic sources (world v1), or
+    v2's multi-turn contexts with a hidden topic (`rm_lab.world.contexts_v2`)."""
+    if world_version == 2:
+        from rm_lab.world.contexts_v2 import make_contexts_v2
+
+        return make_contexts_v2(characters, n, traffic_share_user, seed=seed, prefix=prefix)
+    if world_version != 1:
+        raise ValueError(f"make_contexts: world_version must be 1 or 2, got {world_version!r}")
     rng = np.random.default_rng(seed)
     traffic = np.where(rng.random(n) < traffic_share_user, "user", "internal")
     char_idx = rng.integers(0, len(characters), n)

@@ -34,6 +34,7 @@ class Population:
     latent_sd: float = 0.8
     spurious_emoji: bool = False  # plant the emoji-lover confound
     spurious_base_boost: float = 1.2  # extra activity of emoji lovers when planted
+    world_version: int = 1  # which hidden engagement function these users have (2: rm_lab.world.engagement_v2)
 
     def segment_base(self) -> np.ndarray:
         b = np.array(self.base, float)
@@ -114,10 +115,8 @@ def engagement_logits(feat: pd.DataFrame, ptype: np.ndarray, follow_share: np.nd
     return np.stack([z + emo_common, z + emo_common + 0.1, z + emo_lover], axis=1)
 
 
-def score_replies(responses, contexts: pd.DataFrame, characters: pd.DataFrame,
-                  population: Population | None = None) -> ScoredReplies:
-    """Hidden engagement of each reply in its context (rows aligned)."""
-    population = population or Population()
+def style_logits(responses, contexts: pd.DataFrame, characters: pd.DataFrame) -> ScoredReplies:
+    """World v1's judgement of each reply from its style and instruction verdicts (z and truth unset)."""
     responses = list(responses)
     if len(responses) != len(contexts):
         raise ValueError(f"score_replies: {len(responses)} replies for {len(contexts)} contexts")
@@ -129,11 +128,32 @@ def score_replies(responses, contexts: pd.DataFrame, characters: pd.DataFrame,
                           for i, f in zip(ids, followed)], dtype=bool)
     ptype = contexts.get("prompt_type", pd.Series(["chit_chat"] * len(contexts))).fillna("chit_chat").to_numpy()
     z = engagement_logits(feat, ptype, follow_share, violation.astype(float))
+    return ScoredReplies(feat, z, np.zeros(len(responses)), followed, ids, violation, follow_share,
+                         {"prompt_type": ptype})
+
+
+def population_engagement(z: np.ndarray, population: Population) -> np.ndarray:
+    """Population P(continue) of replies with segment logits z (n, S)."""
     base = population.segment_base()
     shares = np.array(population.shares)
-    p = expected_sigmoid(base[None, :] + z, population.latent_sd)  # (n, S)
-    true_eng = p @ shares
-    return ScoredReplies(feat, z, true_eng, followed, ids, violation, follow_share)
+    return expected_sigmoid(base[None, :] + z, population.latent_sd) @ shares
+
+
+def score_replies(responses, contexts: pd.DataFrame, characters: pd.DataFrame,
+                  population: Population | None = None, policy=None) -> ScoredReplies:
+    """Hidden engagement of each reply in its context (rows aligned), by the population's world version.
+
+    `policy` (v2 only): a label per reply naming the policy that wrote it, since v2 judges templating
+    over a policy's set of replies; None means all replies are one policy's."""
+    population = population or Population()
+    if population.world_version == 2:
+        from rm_lab.world.engagement_v2 import score_replies_v2
+
+        return score_replies_v2(responses, contexts, characters, population, policy=policy)
+    scored = style_logits(responses, contexts, characters)
+    scored.true_engagement = population_engagement(scored.z, population)
+    scored.extra = {}
+    return scored
 
 
 def true_emoji_effect(responses, contexts, characters, population: Population | None = None,

@@ -1,8 +1,11 @@
 """Scripted policies: style knobs over a bank of reply fragments, fast enough to log lots of traffic.
 
-A policy maps contexts to replies; real LLM policies implement the same `respond` signature.
-Knobs are the style dimensions the hidden engagement function cares about, so two scripted
-policies differ by a known, controllable amount.
+A policy maps contexts to replies; real LLM policies implement the same `respond` signature
+(`respond(contexts, characters, seed) -> list[str]`, contexts carrying `history` as [{role, content}]).
+Knobs are the dimensions the hidden engagement function cares about (style in world v1; in v2 also
+relevance, coherence and finished sentences, applied by `rm_lab.world.conversing`), so two scripted
+policies differ by a known, controllable amount. `TemplatePolicy` is the fixed reply per character
+that world v2 must not reward.
 """
 
 from __future__ import annotations
@@ -76,19 +79,28 @@ class PolicyStyle:
     wall: float = 0.03
     forbidden_slip: float = 0.05
     opener: float = 0.5
+    # world v2 knobs (they act on v2 contexts only: v1 contexts have no topic, history or facts)
+    relevance: float = 0.4  # takes up the user's topic and words
+    echo: float = 0.05  # quotes the user's last turn back verbatim
+    contradict: float = 0.1  # restates one of the character's earlier facts with another value
+    truncate: float = 0.08  # cut mid-sentence, as by a token cap
 
 
 PRESETS: dict[str, PolicyStyle] = {
     "baseline": PolicyStyle(),
     "engaging": PolicyStyle(sentences=2.5, emoji=1.0, question=0.85, lists=0.02, persona=0.9, preachy=0.02,
                             refuse_adversarial=0.9, false_refusal=0.01, i_feel=0.03, filler=0.05, wall=0.0,
-                            forbidden_slip=0.02),
+                            forbidden_slip=0.02, relevance=0.9, echo=0.01, contradict=0.02, truncate=0.02),
     "emoji_heavy": PolicyStyle(emoji=5.0),
     "preachy": PolicyStyle(preachy=0.6, i_feel=0.4, false_refusal=0.1),
-    "terse": PolicyStyle(sentences=0.6, question=0.1, persona=0.3, opener=0.1),
-    "verbose": PolicyStyle(sentences=7.0, filler=0.5, lists=0.2, wall=0.15),
+    "terse": PolicyStyle(sentences=0.6, question=0.1, persona=0.3, opener=0.1, relevance=0.25),
+    "verbose": PolicyStyle(sentences=7.0, filler=0.5, lists=0.2, wall=0.15, truncate=0.35),
     "improved": PolicyStyle(sentences=2.8, emoji=0.8, question=0.55, lists=0.04, persona=0.7, preachy=0.05,
-                            refuse_adversarial=0.7, false_refusal=0.02, i_feel=0.06, filler=0.1, wall=0.02),
+                            refuse_adversarial=0.7, false_refusal=0.02, i_feel=0.06, filler=0.1, wall=0.02,
+                            relevance=0.65, echo=0.03, contradict=0.05, truncate=0.04),
+    # the v2 axes on their own: a policy that parrots the user, one that forgets what it said
+    "parrot": PolicyStyle(relevance=0.3, echo=0.8),
+    "forgetful": PolicyStyle(relevance=0.5, contradict=0.8),
 }
 
 
@@ -129,6 +141,10 @@ class ScriptedPolicy:
         for i in range(n):
             ch = chars.loc[contexts["character_id"].iat[i]]
             out.append(_compose(ch, ptypes[i], {k: v[i] for k, v in draws.items()}, picks[i]))
+        if "truth_topic" in contexts.columns:  # a v2 context: its own draws, so v1 replies stay as they were
+            from rm_lab.world.conversing import converse
+
+            out = converse(out, contexts, s, np.random.default_rng([seed, 2]))
         return out
 
 
@@ -180,3 +196,26 @@ def _compose(ch, ptype: str, d: dict, pk: np.ndarray) -> str:
         else:
             text = f"{text} {emos}"
     return text or "Hmm."
+
+
+TEMPLATE = ("Oh, I just love {kw0}, {kw1} and {kw2}! As {role}, every single day brings something new to share "
+            "with a friend like you, and I would happily tell you all about it over a cup of something warm. "
+            "So tell me, what's on your mind today? 😊")
+
+
+@dataclass
+class TemplatePolicy:
+    """One fixed reply per character: three persona keywords, a question, one emoji, ~45 words at the
+    length sweet spot, and nothing about what the user said."""
+
+    name: str = "template"
+    text: str = TEMPLATE
+
+    def respond(self, contexts: pd.DataFrame, characters: pd.DataFrame, seed: int = 0) -> list[str]:
+        chars = characters.set_index("character_id")
+        out = []
+        for cid in contexts["character_id"]:
+            kw = list(chars.at[cid, "keywords"]) + ["friends"] * 3
+            role = chars.at[cid, "role"] if "role" in chars.columns else "your companion"
+            out.append(self.text.format(kw0=kw[0], kw1=kw[1], kw2=kw[2], role=role))
+        return out

@@ -9,10 +9,15 @@ def fmt_pct(x: float) -> str:
     return "n/a" if pd.isna(x) else f"{100 * x:+.2f}%"
 
 
+def _p(x) -> str:
+    return "n/a" if pd.isna(x) else f"{x:.3g}"
+
+
 def ab_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
-    """Markdown table of lifts with 95% intervals, next to the true lifts when known."""
-    lines = ["| metric | control | treatment | lift | 95% CI | p | true lift | covered |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """Markdown table of lifts with 95% intervals, p-values (raw and Holm-corrected across the test's
+    treatment arms), next to the true lifts when known."""
+    lines = ["| metric | control | treatment | lift | 95% CI | p | Holm p | true lift | covered |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in analysis.iterrows():
         for m in ("breadth", "depth"):
             if pd.isna(r[f"{m}_control"]) and pd.isna(r[f"{m}_treatment"]) and not truth:
@@ -22,8 +27,74 @@ def ab_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
             lines.append(
                 f"| {m} ({r['treatment']} vs {r['control']}) | {r[f'{m}_control']:.4f} | {r[f'{m}_treatment']:.4f} "
                 f"| {fmt_pct(r[f'{m}_lift'])} | [{fmt_pct(r[f'{m}_ci_low'])}, {fmt_pct(r[f'{m}_ci_high'])}] "
-                f"| {r[f'{m}_p_value']:.3g} | {'' if t is None else fmt_pct(t)} | {covered} |")
+                f"| {_p(r[f'{m}_p_value'])} | {_p(r.get(f'{m}_p_holm'))} | {'' if t is None else fmt_pct(t)} "
+                f"| {covered} |")
     return "\n".join(lines)
+
+
+def cuped_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
+    """CUPED-adjusted breadth lifts next to the plain ones, with the variance reduction achieved;
+    empty when no arm has a pre-period."""
+    rows = analysis[analysis.get("breadth_cuped_lift", pd.Series(dtype=float)).notna()] \
+        if "breadth_cuped_lift" in analysis else analysis.iloc[:0]
+    if rows.empty:
+        return ""
+    t = truth.get("breadth_lift") if truth else None
+    lines = ["CUPED (pre-period active days as covariate), breadth:", "",
+             "| arm | lift | 95% CI | CUPED lift | 95% CI | CUPED p | Holm p | pre-period rho | variance cut |"
+             + (" covered |" if t is not None else ""),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if t is not None else "")]
+    for _, r in rows.iterrows():
+        cov = "" if t is None else (" yes |" if r["breadth_cuped_ci_low"] <= t <= r["breadth_cuped_ci_high"]
+                                    else " NO |")
+        lines.append(
+            f"| {r['treatment']} vs {r['control']} | {fmt_pct(r['breadth_lift'])} "
+            f"| [{fmt_pct(r['breadth_ci_low'])}, {fmt_pct(r['breadth_ci_high'])}] | {fmt_pct(r['breadth_cuped_lift'])} "
+            f"| [{fmt_pct(r['breadth_cuped_ci_low'])}, {fmt_pct(r['breadth_cuped_ci_high'])}] "
+            f"| {_p(r['breadth_cuped_p_value'])} | {_p(r['breadth_cuped_p_holm'])} | {r['breadth_pre_correlation']:.3f} "
+            f"| {r['breadth_variance_reduction']:.1%} |{cov}")
+    return "\n".join(lines)
+
+
+def sequential_verdict(r: pd.Series, m: str, alpha: float = 0.05) -> str:
+    """One phrase: when the always-valid monitor could stop, and what it decided."""
+    day = r.get(f"{m}_seq_decision_day")
+    if pd.isna(day):
+        return f"no decision after {int(r[f'{m}_seq_looks'])} daily looks (always-valid p {_p(r[f'{m}_seq_p_value'])})"
+    sign = "treatment wins" if r[f"{m}_seq_ci_low"] > 0 else "treatment loses"
+    return f"{sign}, stoppable on day {int(day) + 1}"
+
+
+def sequential_table(analysis: pd.DataFrame) -> str:
+    """Always-valid intervals after daily looks and the monitor's verdict; empty without per-day moments."""
+    if "breadth_seq_looks" not in analysis or analysis["breadth_seq_looks"].isna().all():
+        return ""
+    lines = ["Sequential monitoring (mixture SPRT, always-valid after daily looks):", "",
+             "| metric | always-valid 95% CI | always-valid p | Holm p | verdict | naive daily z-test |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for _, r in analysis[analysis["breadth_seq_looks"].notna()].iterrows():
+        for m in ("breadth", "depth"):
+            if pd.isna(r[f"{m}_seq_looks"]):
+                continue
+            naive = r[f"{m}_naive_flag_day"]
+            lines.append(
+                f"| {m}, {r['treatment']} vs {r['control']} | [{fmt_pct(r[f'{m}_seq_ci_low'])}, "
+                f"{fmt_pct(r[f'{m}_seq_ci_high'])}] | {_p(r[f'{m}_seq_p_value'])} | {_p(r[f'{m}_seq_p_holm'])} "
+                f"| {sequential_verdict(r, m)} | "
+                f"{'never significant' if pd.isna(naive) else f'significant on day {int(naive) + 1}'} |")
+    return "\n".join(lines)
+
+
+def ab_report(analysis: pd.DataFrame, truth: dict | None = None) -> str:
+    """All A/B tables of a test: lifts with Holm p-values, CUPED when a pre-period exists, the sequential
+    verdict when per-day moments exist, and the sample-ratio check."""
+    parts = [ab_table(analysis, truth), cuped_table(analysis, truth), sequential_table(analysis)]
+    flagged = analysis[analysis["srm_flag"].astype(bool)] if "srm_flag" in analysis else analysis.iloc[:0]
+    if len(flagged):
+        parts.append("Sample-ratio mismatch (arm sizes off their allocation, p < 0.001): "
+                     + ", ".join(f"{r.experiment_id}/{r.treatment} (p {r.srm_p_value:.2g})"
+                                 for r in flagged.itertuples()) + " — the lifts of these tests are not trustworthy.")
+    return "\n\n".join(p for p in parts if p)
 
 
 def policy_table(interactions: pd.DataFrame) -> str:

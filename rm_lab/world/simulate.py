@@ -38,12 +38,16 @@ class WorldConfig:
     spurious_emoji_multiplier: float = param(4.0, doc="how much more emoji emoji-lovers are shown", ge=0)
     spurious_emoji_others: float = param(0.25, doc="... and how much fewer everyone else is shown", ge=0)
     latent_sd: float = param(0.8, doc="spread of the users' latent propensity to engage", ge=0)
+    world_version: int = param(1, doc="1: single-turn openers, a style-only judge; 2: 1-6 turn conversations on "
+                               "hidden topics, a judge of relevance, coherence, finished sentences and "
+                               "templating too (rm_lab.world.engagement_v2)", choices=(1, 2))
 
     def __post_init__(self):
         check_fields(self)
 
     def population(self) -> Population:
-        return Population(latent_sd=self.latent_sd, spurious_emoji=self.spurious_emoji)
+        return Population(latent_sd=self.latent_sd, spurious_emoji=self.spurious_emoji,
+                          world_version=self.world_version)
 
 
 def _policy_replies(policies: list[ScriptedPolicy], assign: np.ndarray, contexts: pd.DataFrame,
@@ -65,7 +69,8 @@ def simulate(cfg: WorldConfig, progress=None) -> Records:
     rng = np.random.default_rng(cfg.seed)
     pop = cfg.population()
     characters = make_characters(cfg.n_characters, seed=cfg.seed)
-    contexts = make_contexts(characters, cfg.n_contexts, cfg.user_traffic_share, seed=cfg.seed, prefix="ctx")
+    contexts = make_contexts(characters, cfg.n_contexts, cfg.user_traffic_share, seed=cfg.seed, prefix="ctx",
+                             world_version=cfg.world_version)
     policies = [ScriptedPolicy.preset(p) for p in cfg.logging_policies]
 
     # --- logged interactions: a user, a logging policy, a reply, what the user did next
@@ -78,7 +83,7 @@ def simulate(cfg: WorldConfig, progress=None) -> Records:
     replies = _policy_replies(policies, assign, contexts, characters, cfg.seed + 1, emoji_mult)
     if progress:
         progress("interactions: replies written")
-    scored = score_replies(replies, contexts, characters, pop)
+    scored = score_replies(replies, contexts, characters, pop, policy=assign)
     zs = scored.z[np.arange(n), seg]
     logit = pop.segment_base()[seg] + u + zs
     continued = rng.random(n) < sigmoid(logit)
@@ -86,7 +91,7 @@ def simulate(cfg: WorldConfig, progress=None) -> Records:
     r = rng.random(n)
     thumb = np.where(r < p_up, 1, np.where(r < p_up + p_down, -1, 0))
     regenerated = rng.random(n) < sigmoid(-2.2 - 1.5 * zs)
-    lam = np.exp(pop.segment_depth()[seg] + 0.5 * zs + 0.3 * u)
+    lam = np.exp(pop.segment_depth()[seg] + 0.5 * zs + 0.3 * u + scored.extra.get("templated_depth", 0.0))
     depth = np.where(continued, rng.poisson(lam), 0).astype(float)
     interactions = pd.DataFrame({
         "context_id": contexts["context_id"], "response": replies,
@@ -106,14 +111,16 @@ def simulate(cfg: WorldConfig, progress=None) -> Records:
 
     # --- preference pairs: two policies answer the same context, a noisy judge picks
     pctx = make_contexts(characters, cfg.n_preference_contexts, cfg.user_traffic_share,
-                         seed=cfg.seed + 100_003, prefix="pref")
+                         seed=cfg.seed + 100_003, prefix="pref", world_version=cfg.world_version)
     m = len(pctx)
     a_idx = rng.integers(0, len(policies), m)
     b_idx = (a_idx + rng.integers(1, len(policies), m)) % len(policies) if len(policies) > 1 else a_idx
     rep_a = _policy_replies(policies, a_idx, pctx, characters, cfg.seed + 2)
     rep_b = _policy_replies(policies, b_idx, pctx, characters, cfg.seed + 3)
-    ea = score_replies(rep_a, pctx, characters, pop).true_engagement
-    eb = score_replies(rep_b, pctx, characters, pop).true_engagement
+    # both replies of each pair in one call: templating is judged over each policy's whole reply set
+    e = score_replies(rep_a + rep_b, pd.concat([pctx, pctx], ignore_index=True), characters, pop,
+                      policy=np.r_[a_idx, b_idx]).true_engagement
+    ea, eb = e[:m], e[m:]
     a_wins = rng.random(m) < sigmoid((ea - eb) / cfg.annotator_temperature)
     same = np.array([x == y for x, y in zip(rep_a, rep_b)])
     keep = ~same

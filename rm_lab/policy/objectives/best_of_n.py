@@ -1,0 +1,545 @@
+"""Best-of-N: sample N replies per context, score them with the pointwise reward model, keep the best.
+
+The pointwise Bradley-Terry score is the judge (as in the paper and in Chai's best-of-N). Two things keep
+the pick honest:
+
+* with an ensemble, the value is `score - risk_lambda * score_std`: a reply the members disagree on lies
+  where the reward model is off its map, and climbing there is how generation 12 fooled it;
+* the user-signal heads are filters, never the objective (the paper used p(continue) and p(thumb up)
+  only to select data): a reply below a `min_signal` (or above a `max_signal`) threshold is not a
+  candidate. A filter naming a head the model lacks is an error, not a silent pass.
+
+`score_samples` is the pure part (scores in, picks out); `BestOfN` is the same choice as a `Policy`, so
+the world and the A/B simulator judge "SmolLM2 best-of-8" exactly as they judge any policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rm_lab.config import MAX_SEED, ConfigError, check_fields, param
+from rm_lab.features.style import ARTIFACTS, style_frame
+from rm_lab.policy.base import Completion, EngineConfig, GenerationConfig, LLMPolicy, repeat_rows
+
+Z95 = 1.959963984540054
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# filters and the selection value
+
+@dataclass(frozen=True)
+class Filter:
+    """Keep a candidate only when the head's main output is >= (min) or <= (max) the threshold."""
+
+    head: str
+    output: str  # the key in RewardModel.score
+    op: str  # ">=" | "<="
+    threshold: float
+
+    def passes(self, values: np.ndarray) -> np.ndarray:
+        return values >= self.threshold if self.op == ">=" else values <= self.threshold
+
+    def describe(self) -> str:
+        return f"{self.output} {self.op} {self.threshold:g}"
+
+
+def make_filters(specs: Mapping, min_signal: Mapping[str, float] | None, max_signal: Mapping[str, float] | None,
+                 source: str = "reward model") -> list[Filter]:
+    """Filters from `{head: threshold}` mappings, checked against the reward model's heads (`specs`:
+    head name -> HeadSpec); an unknown head is a ConfigError naming it and the heads the model has."""
+    out = []
+    for key, mapping, op in (("min_signal", min_signal, ">="), ("max_signal", max_signal, "<=")):
+        for head, thr in (mapping or {}).items():
+            if head not in specs:
+                raise ConfigError(f"{key}.{head}: the {source} has no head '{head}' (its heads: {sorted(specs)}); "
+                                  f"filter on one of those, or train-rm with heads=[...,{head}]")
+            if specs[head].is_pairwise:
+                raise ConfigError(f"{key}.{head}: '{head}' is the preference score, the objective itself, not a "
+                                  f"user-signal filter; use min_score for a floor on it")
+            out.append(Filter(head, specs[head].out, op, float(thr)))
+    return out
+
+
+def selection_value(scores: Mapping[str, np.ndarray], risk_lambda: float = 0.0) -> np.ndarray:
+    """The value best-of-N maximises: the pointwise score, minus `risk_lambda` ensemble standard deviations."""
+    s = np.asarray(scores["score"], float)
+    if risk_lambda == 0:
+        return s
+    if "score_std" not in scores:
+        raise ConfigError(f"risk_lambda={risk_lambda:g} needs the ensemble's spread, but this reward model has one "
+                          "member: train it with train-rm n_ensemble=3 (or more), or set risk_lambda=0")
+    return s - risk_lambda * np.asarray(scores["score_std"], float)
+
+
+def pick_best(n_groups: int, n: int, value: np.ndarray, passed: np.ndarray, fallback: bool) -> np.ndarray:
+    """Index (into the flat rows, row i*n + j = sample j of group i) of each group's pick, -1 for none.
+
+    The pick is the highest value among the samples that pass every filter (the first on ties); a group
+    where none passes gets its best sample overall when `fallback` (a policy must answer), else none
+    (rejection sampling drops it)."""
+    v = np.asarray(value, float).reshape(n_groups, n)
+    ok = np.asarray(passed, bool).reshape(n_groups, n)
+    masked = np.where(ok, v, -np.inf)
+    best = masked.argmax(1)
+    none = ~ok.any(1)
+    if fallback:
+        best = np.where(none, v.argmax(1), best)
+    idx = np.arange(n_groups) * n + best
+    return np.where(none & (not fallback), -1, idx)
+
+
+def score_samples(contexts: pd.DataFrame, groups: Sequence[Sequence[Completion]] | Sequence[Sequence[str]],
+                  characters: pd.DataFrame, score_fn: Callable[..., Mapping[str, np.ndarray]],
+                  filters: Sequence[Filter] = (), risk_lambda: float = 0.0, fallback: bool = True) -> pd.DataFrame:
+    """One row per sample: context_id, sample, response, (n_tokens, finished), every reward output, the
+    selection `value`, `passed` (all filters) and `chosen`. `score_fn(contexts, replies, characters)` returns
+    the reward model's outputs (`RewardModel.score`)."""
+    n_groups = len(contexts)
+    if n_groups == 0:
+        raise ConfigError("no contexts to sample for: the prompt set is empty")
+    n = len(groups[0]) if len(groups) else 0
+    if len(groups) != n_groups or n < 1 or any(len(g) != n for g in groups):
+        raise ValueError(f"score_samples: expected {n_groups} groups of the same size >= 1")
+    comps = [c for g in groups for c in g]
+    texts = [c.text if isinstance(c, Completion) else str(c) for c in comps]
+    reps = repeat_rows(contexts.reset_index(drop=True), n)
+    scores = {k: np.asarray(v, float) for k, v in score_fn(reps, texts, characters).items()}
+    value = selection_value(scores, risk_lambda)
+    passed = np.ones(len(texts), bool)
+    for f in filters:
+        passed &= f.passes(scores[f.output])
+    picks = pick_best(n_groups, n, value, passed, fallback)
+    chosen = np.zeros(len(texts), bool)
+    chosen[picks[picks >= 0]] = True
+    df = pd.DataFrame({"context_id": reps["context_id"].astype(str).to_numpy(),
+                       "sample": np.tile(np.arange(n), n_groups), "response": texts})
+    if comps and isinstance(comps[0], Completion):
+        df["n_tokens"] = [c.n_tokens for c in comps]
+        df["finished"] = [c.finished for c in comps]
+    for k, v in scores.items():
+        df[k] = v
+    df["value"], df["passed"], df["chosen"] = value, passed, chosen
+    return df
+
+
+# ----------------------------------------------------------------------------------------------
+# the reward model as a scorer
+
+@dataclass
+class Scorer:
+    """A reward model's outputs for (context, reply) rows; called as a RewardFn it returns the selection value."""
+
+    model: object  # rm_lab.reward.model.RewardModel
+    risk_lambda: float = 0.0
+    batch_size: int = 64
+
+    def outputs(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame) -> dict:
+        return self.model.score(contexts, list(replies), characters, batch_size=self.batch_size)
+
+    def __call__(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame) -> np.ndarray:
+        return selection_value(self.outputs(contexts, replies, characters), self.risk_lambda)
+
+
+def load_scorer(model_dir: str, risk_lambda: float = 0.0, cache_dir: str | None = None) -> Scorer:
+    """The train-rm run folder as a Scorer (errors name the folder)."""
+    if not model_dir:
+        raise ConfigError("model: give a train-rm run folder, e.g. model=runs/train-rm/<id>")
+    from rm_lab.reward.model import RewardModel
+
+    model = RewardModel.load(model_dir, cache_dir=cache_dir)
+    scorer = Scorer(model, risk_lambda)
+    if risk_lambda and model.cfg.n_members < 2:
+        selection_value({"score": np.zeros(1)}, risk_lambda)  # the one error message for this case
+    return scorer
+
+
+# ----------------------------------------------------------------------------------------------
+# best-of-N as a policy
+
+@dataclass
+class BestOfN:
+    """A policy that samples `n` replies and answers with the reward model's pick (`Policy` protocol)."""
+
+    policy: LLMPolicy
+    scorer: Scorer
+    n: int
+    filters: Sequence[Filter] = ()
+    name: str = ""
+    last: pd.DataFrame | None = field(default=None, repr=False)  # the scored samples of the last call
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ConfigError(f"n: best-of-N needs n >= 1, got {self.n}")
+        self.name = self.name or f"{self.policy.name}-best-of-{self.n}"
+
+    def sample_scored(self, contexts: pd.DataFrame, characters: pd.DataFrame, seed: int = 0,
+                      chunk: int = 16, say: Callable[[str], None] | None = None) -> pd.DataFrame:
+        return sample_and_score(self.policy, self.scorer, contexts, characters, self.n, seed, self.filters,
+                                fallback=True, chunk=chunk, say=say)
+
+    def respond(self, contexts: pd.DataFrame, characters: pd.DataFrame, seed: int = 0) -> list[str]:
+        self.last = self.sample_scored(contexts, characters, seed)
+        return self.last[self.last["chosen"]]["response"].tolist()
+
+
+def sample_and_score(policy: LLMPolicy, scorer: Scorer, contexts: pd.DataFrame, characters: pd.DataFrame, n: int,
+                     seed: int = 0, filters: Sequence[Filter] = (), fallback: bool = True, chunk: int = 16,
+                     say: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Sample n replies per context (in chunks of contexts, each a safe point for SIGINT/SIGTERM) and score
+    them (`score_samples`). Seeds are per chunk, so the same seed gives the same samples."""
+    from rm_lab import jobs
+
+    if n < 1:
+        raise ConfigError(f"n: best-of-N needs n >= 1, got {n}")
+    if len(contexts) == 0:
+        raise ConfigError("no contexts to sample for: the prompt set is empty")
+    contexts = contexts.reset_index(drop=True)
+    parts = []
+    for start in range(0, len(contexts), chunk):
+        jobs.safe_point()
+        part = contexts.iloc[start:start + chunk].reset_index(drop=True)
+        groups = policy.sample(part, characters, seed=seed + start, n=n)
+        parts.append(score_samples(part, groups, characters, scorer.outputs, filters, scorer.risk_lambda, fallback))
+        if say:
+            say(f"sampled and scored {min(start + chunk, len(contexts))}/{len(contexts)} contexts x {n}")
+    return pd.concat(parts, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# reports: score distribution, style artifacts, truth
+
+def distribution(values: np.ndarray) -> dict:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"n": 0}
+    return {"n": int(len(v)), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            **{f"q{int(q * 100):02d}": float(np.quantile(v, q)) for q in QUANTILES}}
+
+
+def score_report(samples: pd.DataFrame) -> dict:
+    """The score distribution of all samples, the picks and the rest; the spread within a context (a
+    context whose samples all score alike gives best-of-N, and GRPO, nothing to choose from)."""
+    within = samples.groupby("context_id", sort=False)["score"].std(ddof=0)
+    return {"all": distribution(samples["score"]), "chosen": distribution(samples.loc[samples["chosen"], "score"]),
+            "not_chosen": distribution(samples.loc[~samples["chosen"], "score"]),
+            "value_chosen": distribution(samples.loc[samples["chosen"], "value"]),
+            "within_context_sd": distribution(within), "pass_rate": float(samples["passed"].mean()),
+            "finished_rate": float(samples["finished"].mean()) if "finished" in samples else math.nan}
+
+
+def artifact_means(texts: Sequence[str], keywords: Sequence | None = None) -> dict:
+    feats = style_frame(list(texts), keywords)
+    return {a: (float(feats[a].mean()) if len(feats) else math.nan) for a in ARTIFACTS}
+
+
+def keywords_of(samples: pd.DataFrame, contexts: pd.DataFrame, characters: pd.DataFrame) -> list:
+    if "keywords" not in characters.columns:
+        return [None] * len(samples)
+    kw = characters.set_index("character_id")["keywords"]
+    char_of = contexts.set_index("context_id")["character_id"]
+    return [kw.get(char_of.get(c)) for c in samples["context_id"]]
+
+
+def artifact_report(samples: pd.DataFrame, contexts: pd.DataFrame, characters: pd.DataFrame,
+                    accepted: np.ndarray | None = None) -> dict:
+    """Style-artifact means of accepted (chosen) vs rejected replies and their difference: a reward model
+    that has learned an artifact shows it here first, as the emoji spike did in the paper."""
+    acc = samples["chosen"].to_numpy() if accepted is None else np.asarray(accepted, bool)
+    kws = keywords_of(samples, contexts, characters)
+    a = artifact_means(samples.loc[acc, "response"], [k for k, m in zip(kws, acc) if m])
+    r = artifact_means(samples.loc[~acc, "response"], [k for k, m in zip(kws, acc) if not m])
+    return {"accepted": a, "rejected": r, "diff": {k: a[k] - r[k] for k in a},
+            "n_accepted": int(acc.sum()), "n_rejected": int((~acc).sum())}
+
+
+def mean_interval(x: np.ndarray) -> dict:
+    """Mean with a normal 95% interval (x: one value per context, so contexts are the unit)."""
+    x = np.asarray(x, float)
+    n = len(x)
+    m = float(x.mean()) if n else math.nan
+    se = float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return {"mean": m, "low": m - Z95 * se, "high": m + Z95 * se, "se": se, "n": n}
+
+
+def truth_report(samples: pd.DataFrame, truth: np.ndarray, n: int) -> dict:
+    """True engagement of best-of-N vs best-of-1 on the same contexts.
+
+    Best-of-1 is a random sample: its expected truth on a context is the mean over all n samples (the
+    exact expectation given them, with less noise than sample 0 alone); the lift is the per-context
+    difference, with a 95% interval over contexts."""
+    t = np.asarray(truth, float).reshape(-1, n)
+    chosen = samples["chosen"].to_numpy().reshape(-1, n)
+    has = chosen.any(1)
+    best = np.where(has, (t * chosen).sum(1), np.nan)
+    one = t.mean(1)
+    keep = has
+    return {"best_of_n": mean_interval(best[keep]), "best_of_1": mean_interval(one[keep]),
+            "lift": mean_interval(best[keep] - one[keep]), "oracle_best": mean_interval(t.max(1)[keep]), "n": n}
+
+
+# ----------------------------------------------------------------------------------------------
+# the `best-of-n` stage (rejection-sample extends it)
+
+def _default_world() -> int:
+    try:
+        import rm_lab.world.engagement_v2  # noqa: F401
+        return 2
+    except ImportError:
+        return 1
+
+
+@dataclass
+class SamplingConfig:
+    """A policy sampled N times per context and judged by a reward model (shared by best-of-n and
+    rejection-sample)."""
+
+    model: str = param("", doc="the reward model: a train-rm run folder")
+    engine: dict = param(default_factory=dict, doc="the policy and its engine: engine.model is the policy (null: "
+                                                   "packaged SmolLM2), engine.engine hf|vllm|vllm-server",
+                         schema=EngineConfig)
+    contexts: str | None = param(None, doc="a folder of context + character records to reply to; null: fresh "
+                                           "contexts from the simulated world (then its truth is reported too)")
+    n_contexts: int = param(64, doc="contexts to reply to (the first ones of `contexts`, or fresh ones)",
+                            ge=1, le=10_000_000)
+    traffic: str = param("user", doc="which traffic's contexts", choices=("user", "internal", "both"))
+    world_version: int = param(default_factory=_default_world, doc="fresh contexts and truth from world v1 or v2",
+                               ge=1, le=2)
+    world_seed: int = param(0, doc="seed of the world's characters and of the fresh contexts", ge=0, le=MAX_SEED)
+    n: int = param(8, doc="replies sampled per context (N)", ge=1, le=4096)
+    temperature: float = param(0.8, doc="sampling temperature (0: greedy)", ge=0, le=5)
+    top_p: float = param(1.0, doc="nucleus sampling mass", gt=0, le=1)
+    max_new_tokens: int = param(48, doc="token cap per reply", ge=1, le=8192)
+    seed: int = param(0, doc="sampling seed", ge=0, le=MAX_SEED)
+    risk_lambda: float = param(0.0, doc="pick by score - risk_lambda x the ensemble's std (needs n_ensemble >= 2)",
+                               ge=0, le=100)
+    min_signal: dict[str, float] = param({}, doc="user-signal filters: {head: minimum of its output}, e.g. "
+                                                 "{continue: 0.5, thumb_up: 0.2}")
+    max_signal: dict[str, float] = param({}, doc="user-signal filters: {head: maximum}, e.g. {thumb_down: 0.3}")
+    require_finished: bool = param(True, doc="only replies that ended by EOS are candidates (a reply cut by the "
+                                             "token cap reads worse)")
+    label_name: str = param("rejection_pick", doc="name of the label rows that hold the picks (the SFT targets)",
+                            min_len=1)
+    chunk: int = param(16, doc="contexts per generation call (each call is a safe point for SIGINT/SIGTERM)",
+                       ge=1, le=1_000_000)
+
+    def __post_init__(self):
+        check_fields(self)
+
+    def generation(self) -> GenerationConfig:
+        return GenerationConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                                max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+    def engine_config(self) -> EngineConfig:
+        from rm_lab import config as cfgmod
+
+        return cfgmod.build(EngineConfig, dict(self.engine), "engine")
+
+
+@dataclass
+class BestOfNConfig(SamplingConfig):
+    """`rm_lab best-of-n`: the reward model's pick of N samples per context, as a policy's answers."""
+
+    label_name: str = param("best_of_n_pick", doc="name of the label rows that hold the picks", min_len=1)
+
+
+def world_prompts(n: int, traffic: str, seed: int, version: int, prefix: str = "fresh"):
+    """Fresh contexts (and the characters) from the simulated world."""
+    from rm_lab.world.characters import make_characters
+    from rm_lab.world.contexts import make_contexts
+
+    characters = make_characters(24, seed=seed)
+    share = {"user": 1.0, "internal": 0.0, "both": 0.5}[traffic]
+    kw = {"world_version": version} if version != 1 else {}
+    contexts = make_contexts(characters, n, share, seed=seed + 77_777, prefix=prefix, **kw)
+    return contexts, characters
+
+
+def load_prompts(cfg: SamplingConfig, prefix: str = "fresh"):
+    """(contexts, characters, from_world) to reply to; an empty prompt set is an error naming its source."""
+    from rm_lab import io
+    from rm_lab.schema import RecordError
+
+    if not cfg.contexts:
+        c, ch = world_prompts(cfg.n_contexts, cfg.traffic, cfg.world_seed, cfg.world_version, prefix)
+        return c, ch, True
+    recs = io.read_record_folder(cfg.contexts, kinds=("character", "context"))
+    for need in ("context", "character"):
+        if need not in recs:
+            raise RecordError(str(cfg.contexts), None, None, f"no {need} records",
+                              f"{need}.parquet beside the contexts to reply to")
+    ctx = recs["context"]
+    if cfg.traffic != "both":
+        ctx = ctx[ctx["traffic"] == cfg.traffic]
+    if len(ctx) == 0:
+        raise RecordError(f"{cfg.contexts}/context", None, "traffic", f"0 contexts with traffic={cfg.traffic}",
+                          "at least one context to reply to (an empty prompt set)")
+    return ctx.head(cfg.n_contexts).reset_index(drop=True), recs["character"], False
+
+
+def open_policy(cfg: SamplingConfig):
+    """The engine (started once for the job) and the policy on it; a bad policy path is a ConfigError."""
+    from rm_lab.policy.engines import load_engine
+
+    ecfg = cfg.engine_config()
+    try:
+        engine = load_engine(ecfg)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:240] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"engine.model: cannot load '{ecfg.model or 'packaged SmolLM2'}' as a causal language "
+                          f"model ({first})") from None
+    name = Path(ecfg.model).name if ecfg.model else "smollm2"
+    return engine, LLMPolicy(engine, cfg.generation(), name=name)
+
+
+def world_truth(replies: Sequence[str], contexts: pd.DataFrame, characters: pd.DataFrame, version: int) -> np.ndarray:
+    """The hidden true engagement of replies (one policy's set) in their contexts."""
+    from rm_lab.world.engagement import Population, score_replies
+
+    pop = Population(world_version=version) if version != 1 else Population()
+    return score_replies(list(replies), contexts.reset_index(drop=True), characters, pop).true_engagement
+
+
+def sft_records(samples: pd.DataFrame, contexts: pd.DataFrame, characters: pd.DataFrame, label_name: str,
+                source: str):
+    """The picks as canonical records: characters, contexts, `label` rows (name=label_name, value=the pick's
+    score) and `preference` rows (the pick over the lowest-valued sample, source ai, margin = the value gap)."""
+    from rm_lab.schema import Records, validate_frame
+
+    picks = samples[samples["chosen"]]
+    worst = samples.loc[samples.groupby("context_id", sort=False)["value"].idxmin()].set_index("context_id")
+    labels = pd.DataFrame({"context_id": picks["context_id"].to_numpy(), "response": picks["response"].to_numpy(),
+                           "name": label_name, "value": picks["score"].to_numpy(float), "source": source})
+    w = worst.loc[picks["context_id"]]
+    prefs = pd.DataFrame({"context_id": picks["context_id"].to_numpy(), "chosen": picks["response"].to_numpy(),
+                          "rejected": w["response"].to_numpy(), "source": "ai",
+                          "margin": picks["value"].to_numpy(float) - w["value"].to_numpy(float)})
+    prefs = prefs[(prefs["chosen"] != prefs["rejected"]) & (prefs["rejected"].str.strip() != "")]
+    keep = contexts[contexts["context_id"].astype(str).isin(set(picks["context_id"]))]
+    chars = characters[characters["character_id"].isin(set(keep["character_id"]))]
+    return Records({"character": validate_frame(chars.reset_index(drop=True), "character"),
+                    "context": validate_frame(keep.reset_index(drop=True), "context"),
+                    "label": validate_frame(labels, "label"),
+                    "preference": validate_frame(prefs.reset_index(drop=True), "preference")})
+
+
+@dataclass
+class Prepared:
+    """What a sampling run needs, checked before its run folder exists (bad input then leaves none)."""
+
+    scorer: Scorer
+    filters: list
+    contexts: pd.DataFrame
+    characters: pd.DataFrame
+    from_world: bool
+    engine: object
+    policy: LLMPolicy
+
+
+def prepare_sampling(cfg: SamplingConfig) -> Prepared:
+    """The reward model, the filters (checked against its heads), the prompts and the started engine."""
+    scorer = load_scorer(cfg.model, cfg.risk_lambda)
+    filters = make_filters(scorer.model.specs, cfg.min_signal, cfg.max_signal, f"reward model {cfg.model}")
+    contexts, characters, from_world = load_prompts(cfg)
+    engine, policy = open_policy(cfg)
+    return Prepared(scorer, filters, contexts, characters, from_world, engine, policy)
+
+
+def run_sampling(cfg: SamplingConfig, run_dir: Path, prepared: Prepared | None = None, *, fallback: bool,
+                 min_score: float | None = None, say: Callable[[str], None] = print) -> dict:
+    """Sample, score, pick, and write samples.parquet, the SFT set (canonical records) and report.json.
+
+    `fallback`: best-of-N answers every context (its best sample when none passes the filters);
+    rejection sampling (fallback False) drops such contexts, and those whose pick scores below `min_score`."""
+    import time
+
+    from rm_lab import io
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    p = prepared or prepare_sampling(cfg)
+    scorer, filters, contexts, characters, from_world, policy = (p.scorer, p.filters, p.contexts, p.characters,
+                                                                 p.from_world, p.policy)
+    try:
+        t_gen = time.time()
+        samples = sample_and_score(policy, scorer, contexts, characters, cfg.n, cfg.seed, filters,
+                                   fallback=True, chunk=cfg.chunk, say=say)
+        seconds_sampling = time.time() - t_gen
+    finally:
+        p.engine.close()
+    # the picks again, now with the finished and min-score rules (sample_and_score picked with the filters only)
+    passed = samples["passed"].to_numpy().copy()
+    if cfg.require_finished and "finished" in samples:
+        passed &= samples["finished"].to_numpy(bool)
+    passed &= samples["response"].str.strip().to_numpy() != ""
+    picks = pick_best(len(contexts), cfg.n, samples["value"].to_numpy(), passed, fallback)
+    chosen = np.zeros(len(samples), bool)
+    chosen[picks[picks >= 0]] = True
+    if min_score is not None:
+        chosen &= samples["value"].to_numpy() >= min_score
+    samples["passed"], samples["chosen"] = passed, chosen
+    if from_world:
+        samples["truth_engagement"] = world_truth(samples["response"], repeat_rows(contexts, cfg.n), characters,
+                                                  cfg.world_version)
+    with io.atomic_path(run_dir / "samples.parquet") as tmp:
+        samples.to_parquet(tmp, index=False)
+    report: dict = {"n_contexts": len(contexts), "n": cfg.n, "n_samples": len(samples),
+                    "n_picked": int(chosen.sum()), "filters": [f.describe() for f in filters],
+                    "risk_lambda": cfg.risk_lambda, "scores": score_report(samples),
+                    "artifacts": artifact_report(samples, contexts, characters),
+                    "seconds_sampling": round(seconds_sampling, 2),
+                    "tokens": int(samples["n_tokens"].sum()) if "n_tokens" in samples else None}
+    if report["tokens"]:
+        report["tokens_per_s"] = round(report["tokens"] / max(seconds_sampling, 1e-9), 2)
+    if from_world:
+        report["world_version"] = cfg.world_version
+        picked = samples[samples["chosen"]]
+        truth_picks = world_truth(picked["response"], contexts.set_index("context_id", drop=False)
+                                  .loc[picked["context_id"]].reset_index(drop=True), characters, cfg.world_version)
+        truth = samples["truth_engagement"].to_numpy().copy()
+        truth[samples["chosen"].to_numpy()] = truth_picks  # the picks judged as the set one policy would answer
+        report["truth"] = truth_report(samples, truth, cfg.n)
+    if chosen.any():
+        recs = sft_records(samples, contexts, characters, cfg.label_name, f"{policy.name}:best-of-{cfg.n}")
+        for name, df in recs.frames.items():
+            io.write_records(df, run_dir / f"{name}.parquet", name)
+    report["seconds"] = round(time.time() - t0, 2)
+    io.write_json(run_dir / "report.json", report)
+    io.write_text(run_dir / "report.md", render_report(report, "best-of-n" if fallback else "rejection-sample"))
+    return report
+
+
+def _f(v, d: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{d}f}"
+
+
+def render_report(rep: dict, title: str) -> str:
+    """Markdown: picks, score distribution, style artifacts accepted vs rejected, and the world's truth."""
+    lines = [f"# {title}", "", f"{rep['n_contexts']} contexts x {rep['n']} samples; {rep['n_picked']} picked; "
+             f"filters: {', '.join(rep['filters']) or 'none'}; risk_lambda {rep['risk_lambda']:g}", "",
+             "## Reward-model score distribution", "", "| set | n | mean | sd | q10 | median | q90 |", "|---|---|---|---|---|---|---|"]
+    for k in ("all", "chosen", "not_chosen", "within_context_sd"):
+        d = rep["scores"][k]
+        lines.append(f"| {k} | {d.get('n', 0)} | {_f(d.get('mean'))} | {_f(d.get('sd'))} | {_f(d.get('q10'))} | "
+                     f"{_f(d.get('q50'))} | {_f(d.get('q90'))} |")
+    lines += ["", f"pass rate (filters): {_f(rep['scores']['pass_rate'])}; finished (ended by EOS): "
+              f"{_f(rep['scores']['finished_rate'])}", "", "## Style artifacts: accepted vs rejected", "",
+              "| artifact | accepted | rejected | diff |", "|---|---|---|---|"]
+    a = rep["artifacts"]
+    for k in a["accepted"]:
+        lines.append(f"| {k} | {_f(a['accepted'][k])} | {_f(a['rejected'][k])} | {_f(a['diff'][k])} |")
+    if "truth" in rep:
+        t = rep["truth"]
+        lines += ["", f"## True engagement (world v{rep.get('world_version', 1)})", "",
+                  "| policy | mean | 95% interval |", "|---|---|---|"]
+        for k, name in (("best_of_n", f"best-of-{t['n']}"), ("best_of_1", "best-of-1"), ("lift", "difference"),
+                        ("oracle_best", f"oracle best of {t['n']}")):
+            lines.append(f"| {name} | {_f(t[k]['mean'], 4)} | [{_f(t[k]['low'], 4)}, {_f(t[k]['high'], 4)}] |")
+    return "\n".join(lines) + "\n"
