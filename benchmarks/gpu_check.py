@@ -6,6 +6,7 @@ fine-tuning of MiniLM in bf16-mixed precision, then scores the held-out contexts
 hidden engagement. Prints seconds per mode and the figures, and writes them as JSON.
 
     python benchmarks/gpu_check.py --backbone DIR --out OUT [--epochs 30] [--full-epochs 4]
+    python benchmarks/gpu_check.py --rollout --skip-rm --out OUT   # hf vs vllm rollouts on CUDA (goal >= 5x)
 """
 
 from __future__ import annotations
@@ -64,10 +65,24 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--full-epochs", type=int, default=4)
     ap.add_argument("--n", type=int, default=2000, help="interaction and preference contexts")
+    ap.add_argument("--rollout", action="store_true",
+                    help="also benchmarks/rollout_engines.py on CUDA: hf vs vllm (needs the CUDA `vllm` package)")
+    ap.add_argument("--skip-rm", action="store_true", help="skip the reward-model modes (e.g. only --rollout)")
     a = ap.parse_args()
     out = Path(a.out)
     print("cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-",
           "torch", torch.__version__, flush=True)
+    if a.rollout:  # vLLM spawns workers: this runs under the script's `if __name__ == "__main__":`
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from rollout_engines import main as rollout
+
+        out.mkdir(parents=True, exist_ok=True)
+        rollout(["--device", "cuda" if torch.cuda.is_available() else "cpu", "--engines", "hf", "vllm",
+                 "--hf-batch-rows", "64", "128", "256", "--out", str(out / "rollout_engines.json")])
+    if a.skip_rm:
+        return
     wc = WorldConfig(seed=0, n_contexts=a.n, n_preference_contexts=a.n)
     records = simulate(wc)
     gpu = dict(accelerator="gpu", devices=1) if torch.cuda.is_available() else {}

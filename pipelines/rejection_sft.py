@@ -134,7 +134,8 @@ def main(argv=None) -> dict:
 
 def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
     t = s["best_of_n"] or {}
-    f = lambda e, d=4: f"{e['mean']:.{d}f} [{e['low']:.{d}f}, {e['high']:.{d}f}]"  # noqa: E731
+    n = lambda v, d=4: "–" if v is None else f"{v:+.{d}f}"  # noqa: E731  (NaN is written as null)
+    f = lambda e, d=4: f"{n(e['mean'], d)} [{n(e['low'], d)}, {n(e['high'], d)}]"  # noqa: E731
     lines = ["# Rejection-sampling SFT of SmolLM2 in world v2", "",
              f"Total {s['total_s']:.0f} s on this machine (steps: {s['timings_s']}); sizes: "
              f"{json.dumps(s['sizes'])}", ""]
@@ -146,20 +147,20 @@ def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
     w = ev["world"]
     names = [k for k in w if k != "true_difference"]
     lines += ["## The SFT generation vs SmolLM2", ""]
-    for n in names:
-        e, so = w[n]["true_engagement"], w[n]["style_only_engagement"]
-        lines.append(f"- {n}: true engagement {e['rate']:.4f} [{e['low']:.4f}, {e['high']:.4f}], style-only part "
-                     f"{so['rate']:.4f}")
+    for name in names:
+        e, so = w[name]["true_engagement"], w[name]["style_only_engagement"]
+        lines.append(f"- {name}: true engagement {n(e['rate'])} [{n(e['low'])}, {n(e['high'])}], style-only part "
+                     f"{n(so['rate'])}")
     d = w["true_difference"]
-    lines.append(f"- true difference: {d['rate']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+    lines.append(f"- true difference: {n(d['rate'])} [{n(d['low'])}, {n(d['high'])}]")
     for m in ("breadth", "depth"):
         a = ev["ab"][m]
-        lines.append(f"- simulated A/B {m} lift: {a['lift']:+.4f} [{a['low']:+.4f}, {a['high']:+.4f}] "
-                     f"(true {a['true_lift']:+.4f})")
+        lines.append(f"- simulated A/B {m} lift: {n(a['lift'])} [{n(a['low'])}, {n(a['high'])}] "
+                     f"(true {n(a['true_lift'])})")
     lines += ["", "## Style artifacts before (SmolLM2) and after (SFT)", "", "| artifact | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
     for a in ev["artifacts"][names[0]]:
-        lines.append(f"| {a} | " + " | ".join(f"{ev['artifacts'][n][a]:.3f}" for n in names) + " |")
+        lines.append(f"| {a} | " + " | ".join(n(ev["artifacts"][k][a], 3) for k in names) + " |")
     lines += ["", f"Details: {rs_dir}/report.md, {ev_dir}/report.md", ""]
     return "\n".join(lines)
 

@@ -627,6 +627,8 @@ CONFIG_SCHEMAS: dict[str, str] = {
     "rejection_sample.yaml": "rm_lab.policy.objectives.rejection:RejectionConfig",
     "train_policy.yaml": "rm_lab.policy.trainer:TrainPolicyConfig",
     "evaluate.yaml": "rm_lab.policy.evaluate:EvaluateConfig",
+    "tune_rm.yaml": "rm_lab.tune.spec:TuneConfig",
+    "calibrate.yaml": "rm_lab.calibrate.config:CalibrateConfig",
 }
 
 

@@ -17,9 +17,13 @@ TREAT = ArmQuality("treatment", np.array([-0.14, -0.05, -0.02]))
 
 
 def _repeat(control, treatment, n_sims, seed):
+    """n_sims independent tests, analysed in one call (one experiment id each)."""
     rng = np.random.default_rng(seed)
-    return pd.concat([analyze(run_ab(control, treatment, POP, 200_000, 0.1, 7, rng, per_day=False))
-                      for _ in range(n_sims)], ignore_index=True)
+    arms = pd.concat([run_ab(control, treatment, POP, 200_000, 0.1, 7, rng, f"sim-{i}", per_day=False)
+                      for i in range(n_sims)], ignore_index=True)
+    res = analyze(arms)
+    assert len(res) == n_sims and list(res["experiment_id"]) == [f"sim-{i}" for i in range(n_sims)]
+    return res
 
 
 def test_intervals_cover_true_lift_95_percent():

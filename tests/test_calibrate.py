@@ -155,3 +155,21 @@ def test_lift_se_matches_the_delta_interval():
     row = {"breadth_ci_low": iv["ci_low"], "breadth_ci_high": iv["ci_high"]}
     # on the lift scale the log interval is nearly symmetric for small se: se ~ (1 + lift) * se_log
     assert lift_se(row) == pytest.approx((1 + iv["lift"]) * iv["se_log"], rel=0.01)
+
+
+def test_test_design_spans_presets_and_keeps_knobs_valid():
+    from rm_lab.calibrate.simulated import design_tests, vary_style
+    from rm_lab.world.policies import PRESETS
+
+    rng = np.random.default_rng(0)
+    base, target = PRESETS["baseline"], PRESETS["emoji_heavy"]
+    assert vary_style(base, target, 1.0, 0.0, rng) == target and vary_style(base, target, 0.0, 0.0, rng) == base
+    half = vary_style(base, target, 0.5, 0.0, rng)
+    assert half.emoji == pytest.approx((base.emoji + target.emoji) / 2)
+    tests = design_tests(14, ["baseline", "improved"], ["terse", "verbose", "preachy"], (0.2, 1.0), 2.0, seed=1)
+    assert [c.name for c, _ in tests[:4]] == ["baseline", "improved", "baseline", "improved"]
+    assert {t.name.split("~")[0] for _, t in tests} == {"terse", "verbose", "preachy"}
+    assert len({t.name for _, t in tests}) == 14
+    for _, t in tests:  # even a large nudge keeps probabilities in [0, 1] and rates >= 0
+        s = t.style
+        assert 0 <= s.question <= 1 and 0 <= s.preachy <= 1 and 0 <= s.wall <= 1 and s.emoji >= 0

@@ -17,9 +17,9 @@ runner = CliRunner()
 
 def tiny_args(backbone, cache):
     return [f"train.backbone={backbone}", "train.epochs=2", "train.pairwise_epochs=1", "train.hidden=16",
-            "train.batch_size=32", "train.max_length=64", "train.world.n_contexts=60",
-            "train.world.n_preference_contexts=60", f"cache_dir={cache}", "n_characters=4", "n_tests=12",
-            "offline_contexts=40", "quality_contexts=150", "eligible_users=4000", "jitter=0.1"]
+            "train.batch_size=32", "train.max_length=64", "train.world.n_contexts=40",
+            "train.world.n_preference_contexts=40", f"cache_dir={cache}", "n_characters=4", "n_tests=10",
+            "offline_contexts=24", "quality_contexts=100", "eligible_users=4000", "jitter=0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +43,11 @@ def test_run_folder_holds_calibration_metrics_report(calibrate_run):
                  "guardrail.json", "rm/rm_config.json"):
         assert (run / name).is_file(), name
     cal = load_calibration(run)
-    assert cal.predictor == "win_point_user" and len(cal.scores) == 12
+    assert cal.predictor == "win_point_user" and len(cal.scores) == 10
     p = predict_lift(cal, 0.6, 0.01)
     assert p["low"] <= p["lift"] <= p["high"]
     table = pd.read_csv(run / "experiments.csv")
-    assert len(table) == 12 and table["experiment_id"].is_unique
+    assert len(table) == 10 and table["experiment_id"].is_unique
     assert {"win_point_user", "win_point_internal", "win_pair_user", "pred_lift", "observed_lift", "observed_se",
             "true_lift", "loo_pred", "loo_low", "loo_high"} <= set(table.columns)
     assert table["win_point_user"].between(0, 1).all() and (table["observed_se"] > 0).all()

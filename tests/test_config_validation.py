@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = {
     "simulate": "rm_lab.world.simulate:WorldConfig",
     "ab-test": "rm_lab.world.ab:ABConfig",
+    "ab-plan": "rm_lab.evaluate.ab_plan:ABPlanConfig",
     "demo": "rm_lab.demo:DemoConfig",
     "ingest": "rm_lab.commands.ingest:IngestConfig",
     "curate": "rm_lab.curate.pipeline:CurateConfig",

@@ -114,3 +114,69 @@ def test_a_training_side_with_an_empty_preference_frame_still_splits():
     data = build_reward_data(empty, ["continue"])
     assert data.pairs["chosen"].dtype.kind == "i" and len(data.pairs) == 0
     assert len(data.subset([]).items) == 0 and len(data.subset(world["context"]["context_id"]).items) == len(data.items)
+
+
+# ---------------------------------------------------------------------------------------- speed without drift
+
+def test_frozen_training_and_refit_run_on_one_thread_with_unchanged_scores(backbone, tmp_path):
+    """The heads' small ops run single-threaded (rm_lab.reward.threads): a thread team waiting at its barrier for
+    a descheduled peer made a ConvAI2 fold take 21 minutes. The scores are those of a multi-threaded run."""
+    import lightning as L
+    import torch
+
+    from rm_lab.reward import threads
+
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, *a):
+            seen.append(torch.get_num_threads())
+
+    world = tiny_world(seed=4, n=30)
+    cfg = TrainRMConfig(backbone=str(backbone), epochs=2, hidden=16, batch_size=16, pairwise=False, max_length=64,
+                        cache_dir=str(tmp_path / "cache"), val_fraction=0.0, heads=["continue", "preference"],
+                        head_refit=True, refit_folds=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        from rm_lab.reward.model import RewardModel
+        from rm_lab.reward.train import train_reward_model
+
+        train_reward_model(cfg, tmp_path / "a", records=world, callbacks=[Spy()], say=lambda *_: None)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2  # restored after the fit
+        rows = world["interaction"][["context_id", "response"]].drop_duplicates().reset_index(drop=True)
+        a = crossval.score_rows(RewardModel.load(tmp_path / "a", tmp_path / "cache"), world, rows)
+        real = threads.single_thread
+        try:  # the same training with the limit switched off
+            threads_off = lambda enabled=True: real(False)  # noqa: E731
+            import rm_lab.reward.train as T
+
+            T.single_thread = threads_off
+            train_reward_model(cfg, tmp_path / "b", records=world, say=lambda *_: None)
+        finally:
+            T.single_thread = real
+        b = crossval.score_rows(RewardModel.load(tmp_path / "b", tmp_path / "cache"), world, rows)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_context_texts_are_formatted_once_and_as_format_inputs_formats_them(backbone, monkeypatch):
+    """Every fold's training side and every scoring call format the same contexts: the second time reads the
+    memo, and the memo's text is exactly `format_inputs`'s."""
+    from rm_lab.models import load_encoder
+    from rm_lab.reward import data, inputs
+
+    tok, _ = load_encoder(str(backbone))
+    cards = ["a pirate who loves maps", "a chef"] * 2
+    hists = [f"user: {'tell me more about the sea ' * 40} {i}" for i in range(4)]
+    direct = data.format_inputs(cards, hists, [""] * 4, tok, 64, 16, 0)
+    calls = []
+    real = data.format_inputs
+    monkeypatch.setattr(data, "format_inputs", lambda c, *a, **k: calls.append(len(c)) or real(c, *a, **k))
+    monkeypatch.setattr(inputs, "_CONTEXT_TEXTS", inputs._TextMemo(size=3))
+    assert inputs.context_texts(cards, hists, tok, 64, 16) == direct and calls == [4]
+    assert inputs.context_texts(cards[:2], hists[:2], tok, 64, 16) == direct[:2]
+    assert calls == [4, 1]  # the bound (3) dropped the oldest: recomputed, not read stale
+    assert inputs.context_texts(cards[:2], hists[:2], tok, 64, 16) == direct[:2] and calls == [4, 1]
+    assert inputs.context_texts(cards[:2], hists[:2], tok, 32, 16) != direct[:2]  # budgets are part of the key

@@ -147,29 +147,33 @@ def test_pair_baselines_are_antisymmetric_and_learn_a_word():
 
 @pytest.mark.models
 def test_tiny_benchmark_end_to_end(records, backbone, tmp_path):
-    """Split, train the arm_logit head through train_reward_model, cross-fit, baselines, calibrate, report."""
+    """`rm_lab calibrate source=upworthy` as a user runs it: split, the arm_logit head trained through
+    train_reward_model, cross-fit, baselines, calibrated lifts, report and plots in the run folder."""
+    from rm_helpers import run_cli
+
     _, path = records
-    ucfg = U.UpworthyConfig(data=str(path), last_train_week=201420, calib_folds=2, conformal_folds=5,
-                            baselines=["longer", "tfidf"], cache_dir=str(tmp_path / "cache"),
-                            train={"backbone": str(backbone), "epochs": 8, "max_length": 32, "hidden": 16,
-                                   "inputs": ["reply"], "lr": 3e-3, "val_fraction": 0})
-    res = U.run_benchmark(ucfg, tmp_path / "work", say=lambda m: None)
-    m = res.metrics
+    runs = tmp_path / "runs"
+    p = run_cli("calibrate", "source=upworthy", f"upworthy.data={path}", "upworthy.last_train_week=201420",
+                "upworthy.calib_folds=2", "upworthy.conformal_folds=5", "upworthy.baselines=[longer, tfidf]",
+                f"cache_dir={tmp_path / 'cache'}",
+                *(f"upworthy.train.{k}" for k in (f"backbone={backbone}", "epochs=8", "max_length=32", "hidden=16",
+                                                   "lr=3e-3", "val_fraction=0")), runs=runs)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = next((runs / "calibrate").iterdir())
+    for name in ("calibration.json", "test_pairs.csv", "report.md", "predicted_vs_observed.png", "reliability.png",
+                 "upworthy.json"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 100, name
+    m = json.loads((run / "upworthy.json").read_text())
     assert m["split"]["n_test_tests"] == m["split"]["n_test_tests_before_dedup"] - 1
     ours = m["accuracy"]["ours: reward model, ab_engaged head (arm_logit)"]
     assert ours["all"]["n_pairs"] == m["n_test_pairs"] > 50
     assert ours["all"]["accuracy"] > 0.6  # the good words win; a tiny random encoder still reads them
     assert set(m["accuracy"]) >= {"always the longer headline", "TF-IDF + logistic regression on differences"}
-    t = res.test_pairs
-    assert {"pred_lift", "low", "high", "covered", "p_b_wins"} <= set(t.columns)
+    t = pd.read_csv(run / "test_pairs.csv")
     assert (t["low"] <= t["pred_lift"]).all() and (t["pred_lift"] <= t["high"]).all()
-    assert 0 < m["lift"]["coverage"] <= 1 and 0.5 in m["coverage_by_level"]
-    md = U.report_markdown(res, "cmd", "a.png", "b.png")
-    assert "Picking the higher-CTR headline" in md and "coverage" in md
-    U.plot_lifts(t, tmp_path / "l.png", 0.9)
-    U.plot_reliability(t, res.coverage_levels, tmp_path / "r.png")
-    assert (tmp_path / "l.png").stat().st_size > 1000 and (tmp_path / "r.png").stat().st_size > 1000
-    json.dumps(m, default=str)
+    assert 0 < m["lift"]["coverage"] <= 1 and "0.5" in m["coverage_by_level"]
+    assert "Picking the higher-CTR headline" in (run / "report.md").read_text()
+    assert "coverage" in p.stdout and "tests" in p.stdout
 
 
 # ----------------------------------------------------------------------------------------------

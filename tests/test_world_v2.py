@@ -12,7 +12,7 @@ from rm_lab.world.ab import ABConfig, policy_quality, simulate_ab
 from rm_lab.world.characters import make_characters
 from rm_lab.world.contexts import make_contexts
 from rm_lab.world.engagement import Population, score_replies
-from rm_lab.world.engagement_v2 import finished, reply_signals, templating
+from rm_lab.world.engagement_v2 import TERMS, breakdown, finished, reply_signals, templating
 from rm_lab.world.facts import character_facts, claims, contradictions, statement
 from rm_lab.world.policies import PRESETS, ScriptedPolicy, TemplatePolicy
 from rm_lab.world.simulate import WorldConfig, simulate
@@ -71,8 +71,17 @@ def test_a_fixed_template_scores_well_below_the_best_scripted_policy(chars, user
     # on v1 the same template is near the top (the weakness v2 fixes)
     v1 = make_contexts(chars, 600, traffic_share_user=1.0, seed=11)
     e1_tpl = score_replies(TemplatePolicy().respond(v1, chars), v1, chars).true_engagement.mean()
-    e1_eng = score_replies(ScriptedPolicy.preset("engaging").respond(v1, chars, seed=1), v1, chars).true_engagement.mean()
+    eng = ScriptedPolicy.preset("engaging").respond(v1, chars, seed=1)
+    e1_eng = score_replies(eng, v1, chars).true_engagement.mean()
     assert e1_tpl > e1_eng
+    # where the gap comes from: the template's style is as good as any preset's, its relevance and variety not
+    eng_v2 = score_replies(ScriptedPolicy.preset("engaging").respond(user_ctx, chars, seed=1), user_ctx, chars, V2)
+    sc_tpl = score_replies(tpl, user_ctx, chars, V2)
+    b_tpl, b_eng = breakdown(sc_tpl), breakdown(eng_v2)
+    assert b_tpl["style"] > b_eng["style"] - 0.2
+    assert b_tpl["relevance"] < b_eng["relevance"] - 0.5 and b_tpl["templating"] < b_eng["templating"] - 1.5
+    terms = sc_tpl.extra["terms"]
+    assert np.allclose(terms[list(TERMS)].sum(axis=1), sc_tpl.z @ np.array(V2.shares))
     # and it stays below even when judged reply by reply (no templating penalty): it is off topic
     e_alone = score_replies(tpl, user_ctx, chars, V2, policy=np.arange(len(tpl))).true_engagement.mean()
     assert e_alone < best - 0.1

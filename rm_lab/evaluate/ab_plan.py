@@ -2,8 +2,9 @@
 target lift needs (`rm_lab ab-plan`).
 
 The test is the one rm_lab.evaluate.ab runs: a two-sided z-test of the log lift, whose standard error
-with n users per arm is se = sqrt(2 v / n) / mean for a per-user variance v of the metric. The minimum
-detectable lift at power 1 - beta is exp((z_{1-alpha/2} + z_{1-beta}) se) - 1 (with K treatments the
+with n users per arm is se = sqrt((v_c / mean_c^2 + v_t / mean_t^2) / n) for per-user variances v of
+the metric. The minimum detectable lift L at power 1 - beta solves log(1 + L) = (z_{1-alpha/2} +
+z_{1-beta}) se(L), with the treatment arm's variance taken at the alternative (with K treatments the
 alpha is split K ways, Bonferroni, which Holm never loses to).
 
 Breadth over D days is y_u = a_u / D, a user's share of active days. If users differ in their daily
@@ -19,9 +20,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.optimize import brentq
 
 from rm_lab.config import ConfigError, check_fields, param
 
@@ -38,10 +39,13 @@ class Baseline:
     depth_user_var: float = math.nan
     source: str = "given"
 
-    def breadth_user_var(self, days: int) -> float:
-        return self.between_var + (self.rate * (1 - self.rate) - self.between_var) / days
+    def breadth_user_var(self, days: int, lift: float = 0.0) -> float:
+        """Per-user variance of breadth over `days` days, in an arm whose activity is (1 + lift) times the
+        baseline's (each user's p_u scaled, so the between-user variance scales by (1 + lift)^2)."""
+        p, sb = self.rate * (1 + lift), self.between_var * (1 + lift) ** 2
+        return sb + (p * (1 - p) - sb) / days
 
-    def depth_var(self, days: int) -> float:
+    def depth_var(self, days: int, lift: float = 0.0) -> float:
         return self.depth_user_var if days == self.days_measured else math.nan
 
 
@@ -100,17 +104,34 @@ def _z(alpha: float, power: float, treatments: int) -> float:
     return float(stats.norm.ppf(1 - alpha / (2 * treatments)) + stats.norm.ppf(power))
 
 
-def mde(mean: float, user_var: float, users_per_arm: float, alpha: float = 0.05, power: float = 0.8,
+def _var_log(mean: float, user_var, lift: float) -> float:
+    """n x the variance of the log lift at an alternative `lift`; user_var(lift) is the arm's per-user
+    variance there (a number: the same in both arms)."""
+    v_c = user_var(0.0) if callable(user_var) else user_var
+    v_t = user_var(lift) if callable(user_var) else user_var
+    return v_c / mean ** 2 + v_t / (mean * (1 + lift)) ** 2
+
+
+def mde(mean: float, user_var, users_per_arm: float, alpha: float = 0.05, power: float = 0.8,
         treatments: int = 1) -> float:
-    """The smallest relative lift the test detects with the given power (two-sided, log scale)."""
-    se = math.sqrt(2 * user_var / users_per_arm) / mean
-    return math.expm1(_z(alpha, power, treatments) * se)
+    """The smallest relative lift the test detects with the given power (two-sided, log scale): the
+    lift L with log(1 + L) = z * se(L), the standard error taken at the alternative (user_var: a
+    per-user variance, or a function of the lift giving the treatment arm's)."""
+    z = _z(alpha, power, treatments)
+
+    def gap(lift):
+        return math.log1p(lift) - z * math.sqrt(_var_log(mean, user_var, lift) / users_per_arm)
+
+    hi = 1.0
+    while gap(hi) < 0 and hi < 1e6:
+        hi *= 4
+    return float(brentq(gap, 0.0, hi)) if gap(hi) >= 0 else math.inf
 
 
-def required_users(mean: float, user_var: float, target: float, alpha: float = 0.05, power: float = 0.8,
+def required_users(mean: float, user_var, target: float, alpha: float = 0.05, power: float = 0.8,
                    treatments: int = 1) -> int:
     """Users per arm for the target relative lift."""
-    return int(math.ceil(2 * user_var * (_z(alpha, power, treatments) / (mean * math.log1p(target))) ** 2))
+    return int(math.ceil(_var_log(mean, user_var, target) * (_z(alpha, power, treatments) / math.log1p(target)) ** 2))
 
 
 @dataclass
@@ -118,10 +139,12 @@ class ABPlanConfig:
     """Plan an A/B test: the minimum detectable lift, or the users and days a target lift needs."""
 
     records: str | None = param(None, doc="a past test's ab_arm records: its control gives the baseline "
-                                          "(breadth rate and between-user variance; depth at the same length)")
+                                          "(breadth rate and between-user variance; depth at the same length); "
+                                          "given, it replaces baseline_rate and user_variance")
     experiment_id: str | None = param(None, doc="which experiment of `records` (when it holds several)")
-    baseline_rate: float | None = param(None, doc="instead of records: the share of users active per day "
-                                                  "(a click-through rate for one-day tests)", gt=0, lt=1)
+    baseline_rate: float | None = param(0.23, doc="without records: the share of users active per day (a "
+                                                  "click-through rate for one-day tests); the default is of the order "
+                                                  "of the simulated world's", gt=0, lt=1)
     user_variance: float | None = param(None, doc="with baseline_rate: the per-user variance of breadth over "
                                                   "variance_days days (default: users alike, Bernoulli days)", gt=0)
     variance_days: int = param(1, doc="the test length at which user_variance was measured", ge=1, le=3650)
@@ -136,8 +159,8 @@ class ABPlanConfig:
 
     def __post_init__(self):
         check_fields(self)
-        if (self.records is None) == (self.baseline_rate is None):
-            raise ConfigError("ab-plan: expected records=PATH (a past test) or baseline_rate=R, exactly one of them")
+        if self.records is None and self.baseline_rate is None:
+            raise ConfigError("ab-plan: expected records=PATH (a past test) or baseline_rate=R")
         if self.user_variance is not None and self.baseline_rate is None:
             raise ConfigError("user_variance: given without baseline_rate (records give their own variance)")
 
@@ -155,14 +178,17 @@ def plan(cfg: ABPlanConfig, baseline: Baseline) -> pd.DataFrame:
                              "note": f"depth is planned at the past test's length ({baseline.days_measured} days) "
                                      "only"})
             continue
+
+        def at(days: int, metric=metric, var_at=var_at):  # the per-user variance as a function of the lift
+            return (lambda lift: var_at(days, lift)) if metric == "breadth" else var_at(days)
+
+        test = {"alpha": cfg.alpha, "power": cfg.power, "treatments": cfg.treatments}
         row = {"metric": metric, "baseline": mean, "user_variance": v,
-               "mde": mde(mean, v, cfg.users_per_arm, cfg.alpha, cfg.power, cfg.treatments), "note": ""}
+               "mde": mde(mean, at(cfg.days), cfg.users_per_arm, **test), "note": ""}
         if cfg.target_mde is not None:
-            row["users_needed"] = required_users(mean, v, cfg.target_mde, cfg.alpha, cfg.power, cfg.treatments)
-            lengths = np.arange(1, cfg.max_days + 1)
-            ok = [d for d in lengths if not math.isnan(var_at(int(d)))
-                  and mde(mean, var_at(int(d)), cfg.users_per_arm, cfg.alpha, cfg.power, cfg.treatments)
-                  <= cfg.target_mde]
+            row["users_needed"] = required_users(mean, at(cfg.days), cfg.target_mde, **test)
+            ok = [d for d in range(1, cfg.max_days + 1) if not math.isnan(var_at(d))
+                  and mde(mean, at(d), cfg.users_per_arm, **test) <= cfg.target_mde]
             row["days_needed"] = float(ok[0]) if ok else math.nan
             if not ok:
                 row["note"] = (f"not reachable within {cfg.max_days} days at {cfg.users_per_arm:,} users per arm"
@@ -180,8 +206,8 @@ def plan_table(cfg: ABPlanConfig, table: pd.DataFrame, baseline: Baseline) -> st
              + (f" users per arm for {cfg.target_mde:+.2%} | days for {cfg.target_mde:+.2%} |" if target else ""),
              "| --- | --- | --- | --- |" + (" --- | --- |" if target else "")]
     for _, r in table.iterrows():
-        cells = [r["metric"], f"{r['baseline']:.4f}", "n/a" if pd.isna(r["user_variance"]) else f"{r['user_variance']:.4g}",
-                 "n/a" if pd.isna(r["mde"]) else f"{r['mde']:+.2%}"]
+        var = "n/a" if pd.isna(r["user_variance"]) else f"{r['user_variance']:.4g}"
+        cells = [r["metric"], f"{r['baseline']:.4f}", var, "n/a" if pd.isna(r["mde"]) else f"{r['mde']:+.2%}"]
         if target:
             cells += ["n/a" if pd.isna(r.get("users_needed")) else f"{int(r['users_needed']):,}",
                       "not reachable" if pd.isna(r.get("days_needed")) else f"{int(r['days_needed'])}"]

@@ -75,6 +75,25 @@ def _per_day(arms: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
+def _check_last_day(arms: pd.DataFrame, d: pd.DataFrame, source: str | None) -> None:
+    """The last day's to-date moments are the whole test's: the arm's whole-test row must agree."""
+    last = d[d["day"].to_numpy(float) == d["days"].to_numpy(float) - 1]
+    if last.empty:
+        return
+    tot = arms[arms["day"].isna()]
+    whole = {(e, a): i for e, a, i in zip(tot["experiment_id"], tot["arm"], range(len(tot)))}
+    for day_col, tot_col in zip(TO_DATE, ("active_days_sq", "messages_sq", "active_messages")):
+        if tot_col not in arms.columns:
+            continue
+        want = tot[tot_col].to_numpy(dtype=float, na_value=np.nan)
+        for e, a, v, r in zip(last["experiment_id"], last["arm"], last[day_col].to_numpy(float), last["_row"]):
+            w = want[whole[(e, a)]] if (e, a) in whole else np.nan
+            if not np.isnan(w) and abs(v - w) > 1e-9 * max(abs(w), 1.0):
+                lines = arms.attrs.get("line_numbers")
+                raise RecordError(source, lines[r] if lines else int(r), day_col, float(v),
+                                  f"the arm's whole-test {tot_col} ({w:g}) on the test's last day")
+
+
 def daily_paths(arms: pd.DataFrame, alpha: float = 0.05, tau: float = 0.05,
                 source: str | None = None) -> pd.DataFrame:
     """One row per (experiment, treatment, metric, day): the lift to date with its naive p-value and its
@@ -95,6 +114,7 @@ def daily_paths(arms: pd.DataFrame, alpha: float = 0.05, tau: float = 0.05,
         raise RecordError(source, lines[i] if lines else i, "active_days_sq_to_date",
                           float(arms["active_days_sq_to_date"].iloc[i]),
                           "at least (active user-days to date)^2 / users: a variance cannot be negative")
+    _check_last_day(arms, d, source)
     d["breadth"] = s_a / (n * t)
     d["breadth_var"] = np.maximum(var_a, 0.0) / t ** 2 / n
     r, v = ratio_stats(n, s_a, d["s_m"].to_numpy(float), s_aa, d["messages_sq_to_date"].to_numpy(float),

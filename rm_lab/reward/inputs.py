@@ -152,6 +152,58 @@ class ItemTexts:
         return h.hexdigest()
 
 
+class _TextMemo:
+    """Formatted context texts by (tokenizer, budgets, card, history), least recently used dropped first.
+
+    Why: the context view's text is cut to a token budget, which tokenises the whole conversation so far; on
+    ConvAI2 (a context per bot turn, histories up to ~20 turns) that was a quarter of a cross-validation fold,
+    and every fold's training side and every scoring call formats the same contexts again."""
+
+    def __init__(self, size: int = 200_000):
+        from collections import OrderedDict
+
+        self.size, self.store = size, OrderedDict()
+
+    def get(self, keys: list, compute: Callable[[list[int]], list[str]]) -> list[str]:
+        todo = [i for i, k in enumerate(keys) if k not in self.store]
+        if todo:
+            for i, text in zip(todo, compute(todo)):
+                self.store[keys[i]] = text
+        out = []
+        for k in keys:
+            self.store.move_to_end(k)
+            out.append(self.store[k])
+        while len(self.store) > self.size:
+            self.store.popitem(last=False)
+        return out
+
+
+_CONTEXT_TEXTS = _TextMemo()
+
+
+def tokenizer_key(tokenizer) -> tuple | None:
+    """What identifies a tokenizer's cuts: its source folder, class and vocabulary size (None: no folder, e.g.
+    a stand-in built in code; its texts are not memoised)."""
+    path = getattr(tokenizer, "name_or_path", None)
+    if not path:
+        return None
+    return (str(path), type(tokenizer).__name__, getattr(tokenizer, "vocab_size", None))
+
+
+def context_texts(cards: list[str], hists: list[str], tokenizer, max_length: int, card_max_tokens: int) -> list[str]:
+    """The context view's text of each (card, history): `format_inputs` without a reply, memoised."""
+    from rm_lab.reward.data import format_inputs
+
+    def compute(idx: list[int]) -> list[str]:
+        return format_inputs([cards[i] for i in idx], [hists[i] for i in idx], [""] * len(idx), tokenizer,
+                             max_length, card_max_tokens, 0)
+
+    tk = tokenizer_key(tokenizer)
+    if tk is None:
+        return compute(list(range(len(cards))))
+    return _CONTEXT_TEXTS.get([(tk, max_length, card_max_tokens, c, h) for c, h in zip(cards, hists)], compute)
+
+
 def item_texts(context_ids, replies, contexts: pd.DataFrame, characters: pd.DataFrame, tokenizer,
                inputs: Sequence[str], max_length: int = 256, card_max_tokens: int = 96,
                reply_max_tokens: int = 128) -> tuple[ItemTexts, list]:
@@ -169,8 +221,7 @@ def item_texts(context_ids, replies, contexts: pd.DataFrame, characters: pd.Data
         cards_i = [cards[pos[c]] for c in context_ids]
         hists_i = [hists[pos[c]] for c in context_ids]
         joint = format_inputs(cards_i, hists_i, replies, tokenizer, max_length, card_max_tokens, reply_max_tokens)
-    ctx_texts = (format_inputs(cards, hists, [""] * len(uniq), tokenizer, max_length, card_max_tokens, 0)
-                 if "context" in views else [])
+    ctx_texts = context_texts(cards, hists, tokenizer, max_length, card_max_tokens) if "context" in views else []
     hist_col = contexts.drop_duplicates("context_id").set_index("context_id").loc[uniq, "history"]
     turns = [last_user_turn(h) for h in hist_col] if "turn" in views else []
     conv = None

@@ -37,6 +37,7 @@ from rm_lab.reward.model import RewardLit, RewardNet, RMConfig, backbone_folder,
 from rm_lab.reward.pairwise import PairwiseLit, PairwiseNet
 from rm_lab.reward import store
 from rm_lab.reward.refit import METRICS as REFIT_METRICS
+from rm_lab.reward.threads import single_thread
 from rm_lab.schema import RecordError, Records
 
 
@@ -232,6 +233,7 @@ class UnitCollator:
                     labelled_items.add(it)
         items = np.fromiter(order.keys(), int, len(order))
         rows = self.rows[items]
+        rows = torch.from_numpy(rows)  # a tensor index: indexing by a numpy array is ~10x slower
         batch = {"style": self.style[rows], "pair_c": torch.tensor(pc, dtype=torch.long),
                  "pair_r": torch.tensor(pr, dtype=torch.long), "pair_margin": torch.tensor(pm, dtype=torch.float32)}
         own = torch.tensor([it in labelled_items for it in items], dtype=torch.float32)
@@ -245,7 +247,7 @@ class UnitCollator:
             batch["emb"] = self.feats[rows]
         else:
             for view, tokens in self.feats.items():
-                seqs = [tokens[r] for r in rows]
+                seqs = [tokens[r] for r in rows.tolist()]
                 width = max(len(s) for s in seqs)
                 ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -435,13 +437,16 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     train_dl = unit_loader(tr, cfg.batch_size, seed, True)
     if member.last.exists():
         say(f"member {k}: resuming from {member.last}")
-    _fit(trainer, lit, member, train_dataloaders=train_dl,
-         val_dataloaders=unit_loader(va, 256, seed, False) if va.n_units else None)
+    small_ops = cfg.train_mode == "frozen"  # heads over cached embeddings: one thread (rm_lab.reward.threads)
+    with single_thread(small_ops):
+        _fit(trainer, lit, member, train_dataloaders=train_dl,
+             val_dataloaders=unit_loader(va, 256, seed, False) if va.n_units else None)
     if trainer.should_stop and trainer.current_epoch < cfg.epochs:
         store.mark_stopped_early(member, trainer.current_epoch)
     jobs.safe_point()
     best = _restore_best(lit, member, prep.monitor) if cfg.keep_best and va.n_units else None
-    refit = _refit(cfg, prep, train, net, k) if cfg.head_refit else None
+    with single_thread():
+        refit = _refit(cfg, prep, train, net, k) if cfg.head_refit else None
     if refit is not None:  # before final.safetensors: a finished member always has its refit record
         store.write_refit(member, refit)
     store.save_member(member, net, encoder)
@@ -484,7 +489,8 @@ def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print)
 
         def collate(idx):
             idx = np.asarray(idx)
-            return {"ea": emb[c[idx]], "sa": style[c[idx]], "eb": emb[r[idx]], "sb": style[r[idx]],
+            ci, ri = torch.from_numpy(c[idx]), torch.from_numpy(r[idx])  # tensor indices: fast gathers
+            return {"ea": emb[ci], "sa": style[ci], "eb": emb[ri], "sb": style[ri],
                     "a_wins": torch.ones(len(idx))}
         return DataLoader(list(range(len(c))), batch_size=cfg.batch_size, sampler=EpochSampler(len(c), cfg.seed, shuffle),
                           collate_fn=collate)
@@ -494,8 +500,9 @@ def train_pairwise(cfg: TrainRMConfig, prep: Prepared, run_dir: Path, say=print)
     lit = PairwiseLit(net, cfg.lr, cfg.weight_decay, cfg.seed)
     member = store.TrainRun(run_dir).pairwise_member
     trainer = _trainer(cfg, cfg.pairwise_epochs, member, [], "val/pair_loss" if len(val.pairs) else None)
-    _fit(trainer, lit, member, train_dataloaders=loader(train, True),
-         val_dataloaders=loader(val, False) if len(val.pairs) else None)
+    with single_thread():  # a small MLP over cached embeddings (rm_lab.reward.threads)
+        _fit(trainer, lit, member, train_dataloaders=loader(train, True),
+             val_dataloaders=loader(val, False) if len(val.pairs) else None)
     jobs.safe_point()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.keep_best and len(val.pairs):

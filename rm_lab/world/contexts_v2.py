@@ -28,8 +28,10 @@ LAST_TURN: dict[str, list[str]] = {
                   "nobody around me cares about {thing} and it makes me lonely",
                   "I'm stressed, {activity} is taking all my energy", "I cried today because of {thing}",
                   "I'm scared I'm just bad at {activity}"],
-    "roleplay": ["let's pretend we're {activity} together, you start", "tell me a story about {thing} where I'm the hero",
-                 "imagine we found {thing} on an adventure, what happens next?", "you're my guide today, show me {thing}",
+    "roleplay": ["let's pretend we're {activity} together, you start",
+                 "tell me a story about {thing} where I'm the hero",
+                 "imagine we found {thing} on an adventure, what happens next?",
+                 "you're my guide today, show me {thing}",
                  "let's play a game about {activity}, you lead", "pretend we just met while {activity}"],
     "advice": ["how do I get better at {activity}?", "any tips for {thing}?", "what should I know before {activity}?",
                "how can I stop messing up {thing}?", "what's the best way to start {activity}?",
@@ -83,15 +85,17 @@ def make_contexts_v2(characters: pd.DataFrame, n: int, traffic_share_user: float
     names = characters["name"].to_numpy()
     cids = characters["character_id"].to_numpy()
     kws = characters["keywords"].to_numpy() if "keywords" in characters else [None] * len(characters)
+    def pick(seq):
+        return seq[int(rng.integers(len(seq)))]
+
     rows = []
     for i in range(n):
         c = char_idx[i]
         topic = TOPICS[topics[i]]
 
         def slots():
-            return {"name": names[c].split()[-1], "thing": str(rng.choice(topic.things)),
-                    "activity": str(rng.choice(topic.activities)), "person": str(rng.choice(PERSONS)),
-                    "time": str(rng.choice(TIMES))}
+            return {"name": names[c].split()[-1], "thing": pick(topic.things), "activity": pick(topic.activities),
+                    "person": pick(PERSONS), "time": pick(TIMES)}
 
         facts = list(character_facts(cids[c]).items())
         rng.shuffle(facts)
@@ -101,21 +105,21 @@ def make_contexts_v2(characters: pd.DataFrame, n: int, traffic_share_user: float
         for t in range(k - 1):
             s = slots()
             if role == "user":
-                history.append({"role": "user", "content": _fill(str(rng.choice(EARLIER_USER)), s)})
+                history.append({"role": "user", "content": _fill(pick(EARLIER_USER), s)})
             else:
                 if t == 0:  # the character opens the conversation
                     parts = [f"Hello, I'm {names[c]}."]
                 else:
-                    parts = [str(rng.choice(CHAR_OPEN)), _fill(str(rng.choice(CHAR_TOPIC)), s)]
+                    parts = [pick(CHAR_OPEN), _fill(pick(CHAR_TOPIC), s)]
                 ckw = list(kws[c]) if kws[c] is not None else []
                 if ckw and rng.random() < 0.5:
-                    parts.append(f"As always, there is {rng.choice(ckw)} on my mind.")
+                    parts.append(f"As always, there is {pick(ckw)} on my mind.")
                 if facts and rng.random() < 0.8:
                     parts.append(statement(*facts.pop()))
-                parts.append(str(rng.choice(CHAR_QUESTION)))
+                parts.append(pick(CHAR_QUESTION))
                 history.append({"role": "assistant", "content": " ".join(parts)})
             role = "assistant" if role == "user" else "user"
-        history.append({"role": "user", "content": _fill(str(rng.choice(LAST_TURN[ptypes[i]])), slots())})
+        history.append({"role": "user", "content": _fill(pick(LAST_TURN[ptypes[i]]), slots())})
         rows.append({"context_id": f"{prefix}-{seed}-{i:06d}", "character_id": cids[c], "history": history,
                      "traffic": traffic[i], "prompt_type": ptypes[i], "truth_topic": topics[i]})
     return pd.DataFrame(rows)

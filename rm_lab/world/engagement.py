@@ -8,6 +8,11 @@ population (segments by weight, u by Gauss-Hermite quadrature), so it is exact, 
 The spurious correlation: the `emoji_lover` segment, invisible in the text, likes emoji and also
 chats more; when the world is told to plant it, logging policies show that segment emoji-heavy
 replies, so logged data make emoji look better than they are.
+
+This is world v1's judge, a function of style alone (a fixed persona template scores near the top).
+`Population.world_version = 2` selects `rm_lab.world.engagement_v2`, which adds relevance, coherence,
+finished sentences and templating; `score_replies` dispatches on it, so every caller that holds a
+world's population gets that world's truth.
 """
 
 from __future__ import annotations

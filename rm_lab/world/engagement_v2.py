@@ -125,33 +125,51 @@ def reply_signals(responses, contexts: pd.DataFrame, policy=None) -> pd.DataFram
     return sig
 
 
-def v2_terms(sig: pd.DataFrame, ptype: np.ndarray, w: Weights = WEIGHTS) -> tuple[np.ndarray, np.ndarray]:
-    """(relevance term, everything else): v2's additions to the logit, before the segment weights."""
+TERMS = ("style", "relevance", "coherence", "unfinished", "templating")
+
+
+def v2_terms(sig: pd.DataFrame, ptype: np.ndarray, w: Weights = WEIGHTS) -> pd.DataFrame:
+    """v2's additions to the logit per reply (relevance before the segment weights)."""
     th, uh = sig["topic_hits"].to_numpy(), sig["user_hits"].to_numpy()
     rel = np.where((th == 0) & (uh == 0), w.off_topic,
                    w.topic_hit * np.minimum(th, w.topic_cap) + w.user_hit * np.minimum(uh, w.user_cap))
-    rel = rel * np.where(ptype == "adversarial", w.relevance_adversarial, 1.0)
-    other = (w.contradiction * np.minimum(sig["contradictions"].to_numpy(), 2)
-             + w.echo * sig["echo"].to_numpy() + w.self_repeat * sig["self_repeat"].to_numpy()
-             + w.unfinished * (~sig["finished"].to_numpy().astype(bool))
-             + w.templated * np.maximum(sig["templated"].to_numpy() - w.template_free, 0.0))
-    return rel, other
+    return pd.DataFrame({
+        "relevance": rel * np.where(ptype == "adversarial", w.relevance_adversarial, 1.0),
+        "coherence": (w.contradiction * np.minimum(sig["contradictions"].to_numpy(), 2)
+                      + w.echo * sig["echo"].to_numpy() + w.self_repeat * sig["self_repeat"].to_numpy()),
+        "unfinished": w.unfinished * (~sig["finished"].to_numpy().astype(bool)),
+        "templating": w.templated * np.maximum(sig["templated"].to_numpy() - w.template_free, 0.0),
+    })
 
 
 def score_replies_v2(responses, contexts: pd.DataFrame, characters: pd.DataFrame,
                      population: Population | None = None, policy=None, weights: Weights = WEIGHTS) -> ScoredReplies:
     """Hidden v2 engagement of each reply (rows aligned). `policy`: a label per reply naming the policy
     that wrote it (templating is judged within each policy's replies); None: all are one policy's.
-    `extra["signals"]` holds the v2 signals, `extra["templated_depth"]` the log-depth change."""
+    `extra["signals"]` holds the v2 signals, `extra["terms"]` the logit split by part (see `breakdown`),
+    `extra["templated_depth"]` the log-depth change of templating."""
     population = population or Population(world_version=2)
     responses = list(responses)
     scored = style_logits(responses, contexts, characters)
     sig = reply_signals(responses, contexts, policy)
-    rel, other = v2_terms(sig, scored.extra["prompt_type"], weights)
+    terms = v2_terms(sig, scored.extra["prompt_type"], weights)
     seg_w = np.array(weights.relevance_by_segment)[: scored.z.shape[1]]
-    scored.z = scored.z + rel[:, None] * seg_w[None, :] + other[:, None]
+    rel = terms["relevance"].to_numpy()
+    style = scored.z
+    scored.z = style + rel[:, None] * seg_w[None, :] + terms[["coherence", "unfinished", "templating"]].to_numpy().sum(
+        axis=1, keepdims=True)
+    # the logit split by part, each averaged over segments by their shares (the parts sum to z @ shares)
+    shares = np.array(population.shares)
+    terms.insert(0, "style", style @ shares)
+    terms["relevance"] = rel * float(seg_w @ shares)
     scored.true_engagement = population_engagement(scored.z, population)
-    scored.extra = {"signals": sig,
+    scored.extra = {"signals": sig, "terms": terms,
                     "templated_depth": weights.templated_depth * np.maximum(sig["templated"].to_numpy()
                                                                             - weights.template_free, 0.0)}
     return scored
+
+
+def breakdown(scored: ScoredReplies) -> dict[str, float]:
+    """Mean logit contribution of each part of the v2 judge (style, relevance, coherence, unfinished,
+    templating) over a set of scored replies: where a policy's engagement comes from."""
+    return {k: float(v) for k, v in scored.extra["terms"][list(TERMS)].mean().items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from functools import lru_cache
 
 import numpy as np
 
@@ -59,10 +60,15 @@ def contradictions(reply: str, earlier: list[str]) -> int:
 
 def character_facts(character_id: str) -> dict[tuple[str, str], str]:
     """A character's stable facts (the same in every context), seeded by its id."""
-    rng = np.random.default_rng(zlib.crc32(str(character_id).encode()))
+    return dict(_facts(str(character_id)))
+
+
+@lru_cache(maxsize=4096)
+def _facts(character_id: str) -> tuple:
+    rng = np.random.default_rng(zlib.crc32(character_id.encode()))
     facts = {("favourite", slot): str(rng.choice(vals)) for slot, vals in FAVOURITES.items()}
     facts[("pet", str(rng.choice(PETS)))] = str(rng.choice(PET_NAMES)).lower()
-    return facts
+    return tuple(facts.items())
 
 
 def statement(key: tuple[str, str], value: str) -> str:

@@ -51,7 +51,8 @@ def cuped_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
             f"| {r['treatment']} vs {r['control']} | {fmt_pct(r['breadth_lift'])} "
             f"| [{fmt_pct(r['breadth_ci_low'])}, {fmt_pct(r['breadth_ci_high'])}] | {fmt_pct(r['breadth_cuped_lift'])} "
             f"| [{fmt_pct(r['breadth_cuped_ci_low'])}, {fmt_pct(r['breadth_cuped_ci_high'])}] "
-            f"| {_p(r['breadth_cuped_p_value'])} | {_p(r['breadth_cuped_p_holm'])} | {r['breadth_pre_correlation']:.3f} "
+            f"| {_p(r['breadth_cuped_p_value'])} | {_p(r['breadth_cuped_p_holm'])} "
+            f"| {r['breadth_pre_correlation']:.3f} "
             f"| {r['breadth_variance_reduction']:.1%} |{cov}")
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 WORD_RE = re.compile(r"[a-z0-9']+")
 
@@ -128,6 +129,7 @@ things something anything one lot much bit way make made still even ever never a
 """.split())
 
 
+@lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A crude suffix-stripper, enough that 'baking', 'baked' and 'bake' meet."""
     w = word.lower().strip("'")

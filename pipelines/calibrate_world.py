@@ -1,0 +1,69 @@
+"""Lift-calibration figures on the simulated world (README "Lift calibration").
+
+Two `rm_lab calibrate` runs, composed from the library: the clean world (40 simulated A/B tests
+between scripted policies of varying quality; held-out Spearman, coverage, calibration line, and the
+guardrail on the emoji-heavy preset), and the world with the emoji-lover confound planted, where the
+reward model trained on its logs over-rates emoji (the guardrail must fire there too). A summary
+table of both goes to <out>/summary.md.
+
+    HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python pipelines/calibrate_world.py [--out runs/calibrate-world]
+        [--model-world RUN] [--model-spurious RUN] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rm_lab import config as cfgmod, io  # noqa: E402
+from rm_lab.calibrate.config import CalibrateConfig  # noqa: E402
+from rm_lab.calibrate.report import reliability_table  # noqa: E402
+from rm_lab.calibrate.stage import run_calibrate  # noqa: E402
+from rm_lab.runs import Run  # noqa: E402
+
+
+def one(name: str, overrides: list[str], out: Path) -> tuple[dict, Path]:
+    cfg = cfgmod.load(CalibrateConfig, "calibrate", overrides)
+    os.environ["RM_LAB_RUNS"] = str(out / name)
+    with Run("calibrate", cfgmod.to_dict(cfg)) as run:
+        m = run_calibrate(cfg, run, say=lambda s: print(f"[{name}] {s}", flush=True))
+        return m, run.path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="runs/calibrate-world")
+    ap.add_argument("--model-world", default=None, help="a train-rm run on the clean world (default: train one)")
+    ap.add_argument("--model-spurious", default=None, help="a train-rm run on the spurious world (default: train one)")
+    ap.add_argument("overrides", nargs="*", help="CalibrateConfig key=value for both runs")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    runs = {"world": [*([f"model={args.model_world}"] if args.model_world else []), *args.overrides],
+            "spurious_emoji": ["spurious_emoji=true", *([f"model={args.model_spurious}"] if args.model_spurious
+                                                        else []), *args.overrides]}
+    lines = ["# Lift calibration on the simulated world", ""]
+    for name, ov in runs.items():
+        m, path = one(name, ov, out)
+        h, g = m["heldout"], m["guardrail"]
+        lines += [f"## {name} ({m['n_tests']} tests, `{m['predictor']}`, run `{path}`)", "",
+                  f"![predicted vs observed]({os.path.relpath(path / 'predicted_vs_observed.png', out)})", "",
+                  "| target | value | met |", "|---|---|---|"]
+        lines += [f"| {k} | {v['value']:.3f} | {'yes' if v['met'] else 'NO'} |" for k, v in m["targets"].items()]
+        lines += ["", f"sign agreement {h['sign_agreement']:.1%}, calibration slope {h['calibration_slope']:.3f}, "
+                  f"intercept {h['calibration_intercept']:.4f}, mean 90% interval width {h['mean_width']:.1%}", "",
+                  reliability_table(m["by_predictor"]), "",
+                  f"guardrail on the over-optimised preset: {'ok' if g['ok'] else 'ALARM ' + ', '.join(g['alarms'])}",
+                  ""]
+        print(f"[{name}] " + ", ".join(f"{k}={v['value']:.3f}" for k, v in m["targets"].items()), flush=True)
+    io.write_text(out / "summary.md", "\n".join(lines) + "\n")
+    print(f"wrote {out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

