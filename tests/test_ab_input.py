@@ -99,3 +99,28 @@ def test_good_simulated_records_analyse_through_the_cli(tmp_path, runs_dir, caps
         assert (e.code or 0) == 0
     out = capsys.readouterr().out
     assert "CUPED" in out and "Sequential monitoring" in out and "Holm p" in out
+
+
+def test_k_arm_simulated_test_through_the_cli(runs_dir, capsys, monkeypatch):
+    from rm_lab import cli
+
+    monkeypatch.setattr(sys, "argv", ["rm_lab", "ab-test", "eligible_users=30000", "quality_contexts=200",
+                                      "more_treatments=[engaging, baseline]", "arm_share=0.25", "days=3"])
+    try:
+        cli.main()
+    except SystemExit as e:
+        assert (e.code or 0) == 0
+    out = capsys.readouterr().out
+    run = next((runs_dir / "ab-test").iterdir())
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["truth"]["by_arm"]) == {"improved", "engaging", "baseline (treatment 3)"}
+    assert report["truth"]["by_arm"]["baseline (treatment 3)"]["breadth_lift"] == 0
+    assert report["n_comparisons"] == 3 and "breadth (engaging vs baseline)" in out
+    analysis = pd.read_csv(run / "analysis.csv")
+    assert (analysis["breadth_p_holm"] >= analysis["breadth_p_value"]).all()
+
+
+def test_more_arms_than_traffic_is_a_config_error(runs_dir, capsys, monkeypatch):
+    code, err = _main(["ab-test", "more_treatments=[engaging, terse]", "arm_share=0.3", "quality_contexts=20"],
+                      capsys, monkeypatch)
+    assert code == 2 and "arm_share" in err and "more_treatments" in err and "above 1" in err

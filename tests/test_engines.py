@@ -224,6 +224,24 @@ def test_logprobs_match_with_absolute_positions_only_when_positions_skip_padding
     assert ((naive_lp - engine_lp) * mask).abs().max().item() > 1e-3
 
 
+def test_a_lora_wrapped_policy_samples_and_recomputes_the_same_logprobs(world):
+    """SFT/GRPO train a peft LoRA wrapper of the very model the engine samples from."""
+    from peft import LoraConfig, get_peft_model
+
+    tok, model = tiny_llama(seed=1)
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    lora.eval()
+    contexts, chars = world
+    eng = HFEngine(tok, lora)
+    comps = flatten(eng.generate(conversations(contexts, chars), GenerationConfig(n=2, max_new_tokens=6,
+                                                                                  temperature=1.0)))
+    b = pack_completions(comps, tok.pad_token_id, eng.eos)
+    with torch.no_grad():
+        lp, mask = sequence_logprobs(lora, b)
+    assert ((lp - _engine_logprobs(comps, lp.shape[1])) * mask).abs().max().item() < 1e-3
+
+
 def test_stop_at_eos_false_runs_to_the_cap(tiny, world):
     tok, model = tiny
     contexts, chars = world
@@ -256,9 +274,13 @@ def test_load_engine_from_a_model_folder(tiny, tmp_path, world):
     m.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     contexts, chars = world
-    with load_engine(EngineConfig(engine="hf", model=str(tmp_path / "lm"), batch_rows=2)) as eng:
-        assert eng.name == "hf"
-        groups = eng.generate(conversations(contexts, chars), GenerationConfig(n=1, max_new_tokens=3))
+    threads = torch.get_num_threads()
+    try:
+        with load_engine(EngineConfig(engine="hf", model=str(tmp_path / "lm"), batch_rows=2, threads=1)) as eng:
+            assert eng.name == "hf" and eng.batch_rows == 2 and torch.get_num_threads() == 1
+            groups = eng.generate(conversations(contexts, chars), GenerationConfig(n=1, max_new_tokens=3))
+    finally:
+        torch.set_num_threads(threads)
     assert [len(g) for g in groups] == [1, 1]
 
 

@@ -185,7 +185,8 @@ def test_against_a_real_vllm_server(world, tmp_path):
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
                              "--served-model-name", "smollm2", "--dtype", "float32", "--max-model-len", "1024",
-                             "--port", str(port), "--host", "127.0.0.1", "--logprobs-mode", "processed_logprobs"],
+                             "--port", str(port), "--host", "127.0.0.1", "--logprobs-mode", "processed_logprobs",
+                             "--compilation-config", '{"mode": 0}'],  # eager: no minutes of warm-up
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

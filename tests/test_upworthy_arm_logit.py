@@ -93,7 +93,7 @@ def test_single_arm_groups_carry_no_information_and_gradients_are_finite():
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-12)
     loss.backward()
     assert torch.isfinite(eta.grad).all() and float(eta.grad.abs().max()) < 1e-12
-    assert float(arm_logit_nll(eta, _t([0, 0, 0]), _t([1, 1, 1]), torch.tensor([0, 0, 1]))) == 0.0
+    assert float(arm_logit_nll(eta.detach(), _t([0, 0, 0]), _t([1, 1, 1]), torch.tensor([0, 0, 1]))) == 0.0
 
 
 def test_group_codes():
@@ -112,3 +112,48 @@ def test_registry_entry_and_declarations():
         declare("ctr", {"kind": "arm_logit", "record": "label"})
     with pytest.raises(ConfigError, match="arm_logit"):
         HeadSpec("x", "arm_logit")  # record defaults to label
+
+
+def _arm_records(tmp_path):
+    from rm_lab.sources import upworthy
+
+    df = pd.DataFrame({
+        "clickability_test_id": ["t1"] * 3 + ["t2"] * 4 + ["t3"] * 2,
+        "headline": ["A", "B", "B", "C", "D", "E", "F", "G", "H"],
+        "impressions": [100, 110, 120, 90, 95, 80, 85, 70, 75], "clicks": [5, 7, 6, 3, 4, 2, 9, 1, 8],
+        "lede": ["<p>x</p>"] * 9, "test_week": [201401] * 9})
+    p = tmp_path / "u.parquet"
+    df.to_parquet(p)
+    return upworthy.load(p)
+
+
+def test_arms_become_items_of_their_experiment_and_batches_keep_tests_whole(tmp_path):
+    from rm_lab.reward.data import build_reward_data
+    from rm_lab.reward.train import UnitCollator, unit_loader
+
+    rec = _arm_records(tmp_path)
+    data = build_reward_data(rec, ["ab_engaged"])
+    items = data.items
+    assert len(items) == 8  # the two 'B' arms of t1 (same text) are one item with summed counts
+    b = items[(items.context_id == "t1") & (items.response == "B")].iloc[0]
+    assert (b["ab_engaged_n"], b["ab_engaged_k"]) == (230, 13)
+    data.items["feat_row"] = np.arange(len(items))
+    col = UnitCollator(data, torch.zeros(len(items), 3), np.zeros((len(items), 2), np.float32), ["ab_engaged"])
+    assert col.n_units == 3  # one unit per experiment
+    seen = []
+    for batch in unit_loader(col, batch_size=1, seed=0, shuffle=True):
+        n = batch["ab_engaged_n"].numpy()
+        assert len(set(batch["group"].tolist())) == 1 and (n > 0).all()
+        seen.append(int((n > 0).sum()))
+    assert sorted(seen) == [2, 2, 4]
+
+
+def test_arms_of_an_experiment_without_a_context_are_an_error(tmp_path):
+    from rm_lab.reward.data import build_reward_data
+    from rm_lab.schema import RecordError, Records
+
+    rec = _arm_records(tmp_path)
+    ctx = rec["context"][rec["context"].context_id != "t2"].reset_index(drop=True)
+    with pytest.raises(RecordError) as e:
+        build_reward_data(Records({**rec.frames, "context": ctx}), ["ab_engaged"])
+    assert e.value.field == "experiment_id" and e.value.value == "t2"

@@ -113,7 +113,8 @@ def test_pairs_and_their_statistics(records):
 def test_z_test_matches_statsmodels():
     from statsmodels.stats.proportion import proportions_ztest
 
-    k_a, n_a, k_b, n_b = np.array([30, 50, 7]), np.array([3000, 2500, 900]), np.array([45, 50, 19]), np.array([3100, 2600, 880])
+    k_a, n_a = np.array([30, 50, 7]), np.array([3000, 2500, 900])
+    k_b, n_b = np.array([45, 50, 19]), np.array([3100, 2600, 880])
     got = U.two_proportion_p(k_a, n_a, k_b, n_b)
     for i in range(3):
         _, p = proportions_ztest([k_b[i], k_a[i]], [n_b[i], n_a[i]])
@@ -132,8 +133,8 @@ def test_pair_baselines_are_antisymmetric_and_learn_a_word():
     rng = np.random.default_rng(0)
     a = [f"{rng.choice(GOOD + BAD)} story {i}" for i in range(300)]
     b = [f"{rng.choice(GOOD + BAD)} story {i}" for i in range(300)]
-    y = np.array([float(x.split()[0] in GOOD and not z.split()[0] in GOOD) if x.split()[0] in GOOD or z.split()[0] in GOOD
-                  else rng.integers(0, 2) for z, x in zip(a, b)], float)
+    good_a, good_b = np.array([t.split()[0] in GOOD for t in a]), np.array([t.split()[0] in GOOD for t in b])
+    y = np.where(good_b & ~good_a, 1.0, np.where(good_a & ~good_b, 0.0, rng.integers(0, 2, 300)))
     m = PairDiffBaseline("tfidf").fit(a, b, y, groups=np.arange(300) // 3)
     assert np.allclose(m.decision(a, b), -m.decision(b, a))
     assert m.decision(["Report story 1"], ["Amazing story 1"])[0] > 0
@@ -156,8 +157,8 @@ def test_tiny_benchmark_end_to_end(records, backbone, tmp_path):
     p = run_cli("calibrate", "source=upworthy", f"upworthy.data={path}", "upworthy.last_train_week=201420",
                 "upworthy.calib_folds=2", "upworthy.conformal_folds=5", "upworthy.baselines=[longer, tfidf]",
                 f"cache_dir={tmp_path / 'cache'}",
-                *(f"upworthy.train.{k}" for k in (f"backbone={backbone}", "epochs=8", "max_length=32", "hidden=16",
-                                                   "lr=3e-3", "val_fraction=0")), runs=runs)
+                *(f"upworthy.train.{k}" for k in (f"backbone={backbone}", "epochs=10", "max_length=32", "n_layers=1",
+                                                   "hidden=32", "lr=3e-3", "val_fraction=0")), runs=runs)
     assert p.returncode == 0, p.stderr[-3000:]
     run = next((runs / "calibrate").iterdir())
     for name in ("calibration.json", "test_pairs.csv", "report.md", "predicted_vs_observed.png", "reliability.png",

@@ -25,8 +25,10 @@ def reward_model(cfg, run, say: Callable[[str], None] = print):
     from rm_lab.reward.model import RewardModel
     from rm_lab.reward.train import TrainRMConfig, train_reward_model
 
-    if cfg.model:
-        return RewardModel.load(cfg.model, cfg.cache_dir), cfg.model
+    from rm_lab.reward.embed_cache import default_cache_root
+
+    if cfg.model:  # the shared cache by default: the tests' contexts are encoded once, not once per policy
+        return RewardModel.load(cfg.model, cfg.cache_dir or default_cache_root()), cfg.model
     train = dict(cfg.train)
     world = {"seed": cfg.world_seed, "n_characters": cfg.n_characters, "spurious_emoji": cfg.spurious_emoji,
              **dict(train.pop("world", {}) or {})}
@@ -37,7 +39,7 @@ def reward_model(cfg, run, say: Callable[[str], None] = print):
     folder = run.file("rm")
     say(f"training the reward model on the world's logs into {folder}")
     train_reward_model(tcfg, folder, say=lambda m: None)
-    return RewardModel.load(folder, tcfg.cache_dir), str(folder)
+    return RewardModel.load(folder, tcfg.cache_dir or default_cache_root()), str(folder)
 
 
 def calibrate_world(cfg, run, say: Callable[[str], None] = print) -> dict:

@@ -115,6 +115,8 @@ class EngineConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = param("float32", doc="weights dtype (float32 is fastest on CPU)")
     batch_rows: int = param(128, doc="hf: most sequences per generate call (prompts x n)", ge=1)
     device: str = param("cpu", doc="hf: torch device (cpu, cuda, cuda:1)")
+    threads: int = param(0, doc="hf: torch CPU threads (0 = leave as is; 1 is far faster on a CPU other jobs share)",
+                         ge=0)
     timeout_s: float = param(600.0, doc="vllm-server: seconds to wait for one request", gt=0)
 
     def __post_init__(self):

@@ -98,8 +98,10 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
 
 
 def _accepts(model, name: str) -> bool:
+    """Whether the model's forward takes `name` (a peft wrapper passes keywords on to its base model)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return name in inspect.signature(model.forward).parameters
+        return name in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
         return False
 

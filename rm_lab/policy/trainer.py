@@ -72,7 +72,8 @@ def is_policy_run(folder: str | Path) -> bool:
 # the policy, trainable
 
 def load_trainable_policy(path: str | None, dtype: torch.dtype = torch.float32):
-    """(tokenizer, model) of a causal LM to train; anything else is a ConfigError naming the path."""
+    """(tokenizer, model) of a causal LM to train (`rm_lab.models.load_policy` refuses any other kind of
+    model); anything else is a ConfigError naming the path."""
     from rm_lab.models import ModelPackageMissing, load_policy
 
     shown = path or "packaged SmolLM2"
@@ -80,11 +81,7 @@ def load_trainable_policy(path: str | None, dtype: torch.dtype = torch.float32):
         tok, model = load_policy(path, dtype=dtype)
     except (OSError, ValueError, KeyError, ModelPackageMissing) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"policy: '{shown}' is not a causal language model ({first})") from None
-    archs = list(getattr(model.config, "architectures", None) or [])
-    if getattr(model.config, "is_encoder_decoder", False) or (archs and not any(a.endswith("ForCausalLM") for a in archs)):
-        raise ConfigError(f"policy: '{shown}' is not a causal language model (architectures {archs}); give a "
-                          "Hugging Face causal-LM folder such as a train-policy run's policy/ folder")
+        raise ConfigError(f"policy: cannot load '{shown}' as a causal language model: {first}") from None
     if not getattr(tok, "chat_template", None):
         raise ConfigError(f"policy: '{shown}' has no chat template, so the character card cannot be its system "
                           "prompt; use an instruct (chat) model")
@@ -210,7 +207,7 @@ def fit(module: PolicyModule, examples: Sequence, run: PolicyRun, s: FitSettings
     loader = DataLoader(list(examples), batch_size=s.batch_size, sampler=EpochSampler(len(examples), s.seed, True),
                         collate_fn=module.objective.collate)
     ckpt = ModelCheckpoint(dirpath=str(run.checkpoints), filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                           save_top_k=0, save_last=True, every_n_epochs=1)
+                           save_top_k=1, save_last=True, every_n_epochs=1)  # top_k=0 would save last only at the end
     trainer = L.Trainer(max_epochs=s.epochs, accelerator=s.accelerator, devices=s.devices, strategy=s.strategy,
                         precision=s.precision, accumulate_grad_batches=s.accumulate, logger=False,
                         enable_progress_bar=s.progress, enable_model_summary=False, num_sanity_val_steps=0,

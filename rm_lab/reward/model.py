@@ -33,6 +33,9 @@ from rm_lab.reward.inputs import assemble, features, input_dim, item_texts
 # ----------------------------------------------------------------------------------------------
 # losses
 
+GRADED = ("ordinal", "gaussian")  # likelihoods of graded ratings and continuous targets
+GRADED_LOSS = "val/loss/graded"  # held-out NLL per graded label, pooled over those heads (train-rm monitor=auto)
+
 def bt_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
     """Bradley-Terry: -log sigmoid(s_c - s_r - margin), averaged over pairs."""
     d = s_chosen - s_rejected
@@ -378,8 +381,14 @@ class RewardLit(L.LightningModule):
         check_finite(loss, parts, f"validation after epoch {self.current_epoch}", self._lrs())
         bs = int(batch["style"].shape[0])
         self.log("val/loss", loss, on_epoch=True, batch_size=bs)
+        graded = [0.0, 0]
         for h, v in parts.items():  # val/loss/<head>: `monitor=<head>` (train-rm) selects the epoch by it
-            self.log(f"val/loss/{h}", v, on_epoch=True, batch_size=self._weight(h, batch))
+            w = self._weight(h, batch)
+            self.log(f"val/loss/{h}", v, on_epoch=True, batch_size=w)
+            if self.net.specs[h].likelihood in GRADED:
+                graded = [graded[0] + v * w, graded[1] + w]
+        if graded[1]:  # the epoch mean of this is the NLL per graded label over the whole held-out split
+            self.log(GRADED_LOSS, graded[0] / graded[1], on_epoch=True, batch_size=graded[1])
         if "preference" in out and batch["pair_c"].numel():
             s = out["preference"]
             acc = (s[batch["pair_c"]] > s[batch["pair_r"]]).float().mean()

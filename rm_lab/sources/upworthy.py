@@ -52,7 +52,8 @@ _TAG = re.compile(r"<[^>]+>")
 
 def character_frame() -> pd.DataFrame:
     return pd.DataFrame({"character_id": [CHARACTER_ID], "name": ["Upworthy"],
-                         "persona": [["An editor writing headlines for stories that matter, to be clicked and shared."]],
+                         "persona": [["An editor writing headlines for stories that matter, to be clicked and "
+                                      "shared."]],
                          "instructions": [[]]})
 
 

@@ -92,7 +92,12 @@ def tune(cfg: TuneConfig, space: spacemod.SearchSpace, run_dir: Path, runs_root:
     obj = _objective(cfg, space, runs_root, parent, say)  # resolves the metric (and loads the data once)
     study = _open(cfg, url, obj.direction, 0)
     if cfg.enqueue_base and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(space.base_values(), skip_if_exists=True)
+        base = space.base_values()
+        study.enqueue_trial(base, skip_if_exists=True)
+        drawn = [k for k in space.dists if k not in base]
+        if drawn:
+            say(f"note: trial 0 (the base config) draws {drawn}: the base has no value for them inside their "
+                f"ranges (set them in `fixed` to compare with the default)")
     say(f"study '{cfg.study}' ({studymod.redact(url)}): {obj.metric} ({obj.direction}), "
         f"{len(study.get_trials(deepcopy=False))} trials so far, target {cfg.n_trials}, {cfg.workers} worker(s)")
     data = dataclasses.asdict(dataclasses.replace(cfg, metric=obj.metric))

@@ -126,6 +126,8 @@ class ABConfig:
 
     control: str = param("baseline", doc="scripted policy of the control arm", choices=_presets)
     treatment: str = param("improved", doc="scripted policy of the treatment arm", choices=_presets)
+    more_treatments: list[str] = param([], doc="further scripted policies, each one more treatment arm against the "
+                                       "same control (a K-arm test: Holm corrects across the arms)", choices=_presets)
     eligible_users: int = param(400_000, doc="users eligible for the test", ge=1, le=1_000_000_000)
     arm_share: float = param(0.1, doc="share of eligible users per arm (paper: usually 10%; two disjoint arms)",
                              gt=0, le=0.5)
@@ -151,6 +153,11 @@ class ABConfig:
         if self.eligible_users * self.arm_share < 1:
             raise ValueError(f"eligible_users x arm_share = {self.eligible_users * self.arm_share:g} expected users "
                              "per arm; each arm needs at least 1")
+        n_arms = 2 + len(self.more_treatments)
+        if n_arms * self.arm_share > 1 + 1e-9:
+            raise ValueError(f"arm_share x arms = {self.arm_share:g} x {n_arms} (control, treatment and "
+                             f"{len(self.more_treatments)} more_treatments) is above 1; the arms are disjoint shares "
+                             "of the eligible users")
 
 
 def simulate_ab(cfg: ABConfig) -> tuple[pd.DataFrame, dict]:
@@ -159,12 +166,17 @@ def simulate_ab(cfg: ABConfig) -> tuple[pd.DataFrame, dict]:
 
     pop = Population(spurious_emoji=cfg.spurious_emoji, world_version=cfg.world_version)
     qc = policy_quality(ScriptedPolicy.preset(cfg.control), pop, cfg.quality_contexts, seed=cfg.seed)
-    qt = policy_quality(ScriptedPolicy.preset(cfg.treatment), pop, cfg.quality_contexts, seed=cfg.seed)
+    qts = [policy_quality(ScriptedPolicy.preset(name), pop, cfg.quality_contexts, seed=cfg.seed)
+           for name in (cfg.treatment, *cfg.more_treatments)]
     rng = np.random.default_rng(cfg.seed)
-    arms = run_ab(qc, qt, pop, cfg.eligible_users, cfg.arm_share, cfg.days, rng, cfg.experiment_id, cfg.per_day,
+    arms = run_ab(qc, qts, pop, cfg.eligible_users, cfg.arm_share, cfg.days, rng, cfg.experiment_id, cfg.per_day,
                   pre_days=cfg.pre_days)
     _check_simulated(arms, cfg)
-    return arms, true_lifts(qc, qt, pop)
+    truth = true_lifts(qc, qts[0], pop)
+    if cfg.more_treatments:  # K arms: each arm's own truth, by its name in the records
+        names = arms.loc[arms["day"].isna() & ~arms["is_control"], "arm"].tolist()
+        truth["by_arm"] = {name: true_lifts(qc, q, pop) for name, q in zip(names, qts)}
+    return arms, truth
 
 
 # which setting produced each ab_arm field of a simulated test

@@ -13,16 +13,22 @@ def _p(x) -> str:
     return "n/a" if pd.isna(x) else f"{x:.3g}"
 
 
+def truth_of(truth: dict | None, treatment: str) -> dict | None:
+    """The true lifts of one treatment arm: its own in a K-arm test (truth["by_arm"]), else the test's."""
+    return (truth.get("by_arm") or {}).get(treatment, truth) if truth else None
+
+
 def ab_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
     """Markdown table of lifts with 95% intervals, p-values (raw and Holm-corrected across the test's
     treatment arms), next to the true lifts when known."""
     lines = ["| metric | control | treatment | lift | 95% CI | p | Holm p | true lift | covered |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in analysis.iterrows():
+        tr = truth_of(truth, r["treatment"])
         for m in ("breadth", "depth"):
             if pd.isna(r[f"{m}_control"]) and pd.isna(r[f"{m}_treatment"]) and not truth:
                 continue  # not measured: e.g. click tests have no depth
-            t = truth.get(f"{m}_lift") if truth else None
+            t = tr.get(f"{m}_lift") if tr else None
             covered = "" if t is None else ("yes" if r[f"{m}_ci_low"] <= t <= r[f"{m}_ci_high"] else "NO")
             lines.append(
                 f"| {m} ({r['treatment']} vs {r['control']}) | {r[f'{m}_control']:.4f} | {r[f'{m}_treatment']:.4f} "
@@ -39,12 +45,13 @@ def cuped_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
         if "breadth_cuped_lift" in analysis else analysis.iloc[:0]
     if rows.empty:
         return ""
-    t = truth.get("breadth_lift") if truth else None
+    known = truth is not None
     lines = ["CUPED (pre-period active days as covariate), breadth:", "",
              "| arm | lift | 95% CI | CUPED lift | 95% CI | CUPED p | Holm p | pre-period rho | variance cut |"
-             + (" covered |" if t is not None else ""),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if t is not None else "")]
+             + (" covered |" if known else ""),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if known else "")]
     for _, r in rows.iterrows():
+        t = truth_of(truth, r["treatment"]).get("breadth_lift") if known else None
         cov = "" if t is None else (" yes |" if r["breadth_cuped_ci_low"] <= t <= r["breadth_cuped_ci_high"]
                                     else " NO |")
         lines.append(

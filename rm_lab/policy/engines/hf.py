@@ -72,6 +72,8 @@ class HFEngine:
     def from_config(cls, cfg: EngineConfig) -> "HFEngine":
         from rm_lab.models import load_policy
 
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)  # process-wide, as a job's setting should be
         tokenizer, model = load_policy(cfg.model or None, dtype=DTYPES[cfg.dtype])
         model.to(cfg.device)
         return cls(tokenizer, model, batch_rows=cfg.batch_rows)

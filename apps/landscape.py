@@ -1,0 +1,206 @@
+"""The reward-landscape explorer: `rm_lab explore [RUNS_DIR]` (or `streamlit run apps/landscape.py -- RUNS_DIR`).
+
+Only lays out what `rm_lab.explore.*` returns; every page catches its library call's error and shows it
+as one line (never a traceback). Reads only run folders under RUNS_DIR and its registry."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from rm_lab.commands.common import one_line
+from rm_lab.explore import calibration as C
+from rm_lab.explore import generations as G
+from rm_lab.explore import landscape as L
+from rm_lab.explore import paths
+from rm_lab.explore import runs as R
+from rm_lab.explore import samples as S
+
+PAGES = ("Runs", "Landscape", "Calibration", "Samples", "Generations")
+
+
+def runs_dir() -> Path:
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return paths.runs_folder(args[0] if args else os.environ.get("RM_LAB_EXPLORE_RUNS")
+                             or os.environ.get("RM_LAB_RUNS", "runs"))
+
+
+def pick_folder(label: str, folders: list[Path], root: Path, key: str) -> Path | None:
+    """A run folder from the list, or a path typed by the user (refused outside the runs folder)."""
+    typed = st.sidebar.text_input(f"{label}: or a path under the runs folder", "", key=f"{key}_path")
+    if typed.strip():
+        return paths.run_folder(root, typed.strip(), label)
+    if not folders:
+        return None
+    names = [str(f.relative_to(root)) for f in folders]
+    return root / st.sidebar.selectbox(label, names, key=key)
+
+
+@st.cache_resource(show_spinner="loading the reward model and scoring its training replies")
+def landscape_of(root: str, folder: str, max_points: int) -> L.Landscape:
+    return L.load_landscape(root, folder, max_points=max_points)
+
+
+def page_runs(root: Path) -> None:
+    st.header("Runs")
+    table = R.runs_table(root)
+    if table.empty:
+        st.info(f"No runs in {root} yet (no registry.sqlite): run a stage, e.g. `rm_lab simulate`.")
+        return
+    st.dataframe(table, hide_index=True)
+    ids = table["run_id"].tolist()
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("run A", ids, index=0, key="run_a")
+    b = c2.selectbox("run B", ids, index=min(1, len(ids) - 1), key="run_b")
+    diff = R.compare(root, a, b)
+    only = st.checkbox("only keys that differ", value=False, key="only_diff")
+    st.subheader("Side by side")
+    st.dataframe(diff[diff["differs"]] if only else diff, hide_index=True)
+
+
+def page_landscape(root: Path) -> None:
+    st.header("Landscape")
+    folder = pick_folder("reward-model run", L.train_runs(root), root, "rm_run")
+    if folder is None:
+        st.info("No finished train-rm run under the runs folder: train one with `rm_lab train-rm data=...`.")
+        return
+    max_points = st.sidebar.number_input("max replies on the map", 50, 50_000, 5000, step=500, key="max_points")
+    land = landscape_of(str(root), str(folder), int(max_points))
+    info = land.info
+    st.caption(f"{info['n_points']} replies of {info['data']}; {info['n_members']} member(s); inputs "
+               f"{', '.join(info['inputs'])}; PCA explains {land.explained[0]:.0%} + {land.explained[1]:.0%}")
+    colour = st.selectbox("colour by", land.colours, key="colour")
+    pts = land.points
+    chart = alt.Chart(pts).mark_circle(size=40, opacity=0.8).encode(
+        x=alt.X("x", title="PC 1"), y=alt.Y("y", title="PC 2"),
+        color=alt.Color(colour, scale=alt.Scale(scheme="viridis")),
+        tooltip=["context_id", "origin", "response", colour])
+    st.altair_chart(chart, width="stretch")
+    st.subheader("Heads over the map")
+    st.dataframe(L.heads_summary(land), hide_index=True)
+
+    st.subheader("Style sliders: the model's score along one feature, next to the truth")
+    from rm_lab.explore.edits import EDITS
+
+    edit = st.radio("feature", list(EDITS), horizontal=True, key="edit")
+    levels = EDITS[edit][2]
+    lo, hi = st.select_slider("levels", options=levels, value=(levels[0], levels[-1]), key=f"lv_{edit}")
+    chosen = [v for v in levels if lo <= v <= hi]
+    n = st.slider("replies edited", 8, 256, 32, step=8, key="n_edit")
+    sweep = L.style_sweep(land, edit, chosen, n_replies=n)
+    cols = ["score_change"] + (["truth_change"] if "truth_change" in sweep else [])
+    left, right = st.columns(2)
+    left.caption("mean change from the unedited replies")
+    left.line_chart(sweep.set_index("level")[cols])
+    right.caption("share of training replies at this level (near 0: the model extrapolates)")
+    right.bar_chart(sweep.set_index("level")[["train_share"]])
+    st.dataframe(sweep, hide_index=True)
+
+
+def page_calibration(root: Path) -> None:
+    st.header("Calibration")
+    folder = pick_folder("calibrate run", C.calibrate_runs(root), root, "cal_run")
+    if folder is None:
+        st.info("No calibrate run with calibration.json under the runs folder: run `rm_lab calibrate model=...`.")
+    else:
+        view = C.calibration_view(root, folder)
+        cal, table = view["calibration"], view["experiments"]
+        st.caption(f"predictor {cal.predictor}; map {cal.lift_map.method}; tau {cal.tau:.4g}; "
+                   f"confidence {cal.confidence:.0%}")
+        rel = view["reliability"]
+        if rel:
+            st.dataframe(pd.DataFrame([{k: v for k, v in rel.items() if isinstance(v, (int, float))}]),
+                         hide_index=True)
+        if not table.empty:
+            x = "loo_pred" if "loo_pred" in table else cal.predictor
+            base = alt.Chart(table)
+            pts = base.mark_circle(size=50).encode(x=alt.X(x, title="predicted lift (held out)"),
+                                                   y=alt.Y("observed_lift", title="observed lift"),
+                                                   tooltip=list(table.columns[:6]))
+            layers = [pts, base.mark_rule(opacity=0.5).encode(x=x, y="observed_low", y2="observed_high")]
+            if {"loo_low", "loo_high"} <= set(table.columns):
+                layers.append(base.mark_rule(opacity=0.3, color="orange").encode(y="observed_lift", x="loo_low",
+                                                                                 x2="loo_high"))
+            st.altair_chart(alt.layer(*layers), width="stretch")
+            st.dataframe(table, hide_index=True)
+        pred = st.number_input(f"what if: offline {cal.predictor}", value=float(table[cal.predictor].median())
+                               if cal.predictor in table else 0.5, key="what_if")
+        iv = C.interval_of(cal, pred)
+        st.metric("calibrated lift", f"{iv['lift']:+.4f}", help=f"interval [{iv['low']:+.4f}, {iv['high']:+.4f}]")
+        st.write(f"interval: [{iv['low']:+.4f}, {iv['high']:+.4f}]")
+    st.subheader("Reliability per head (eval-rm)")
+    evals = C.eval_runs(root)
+    if not evals:
+        st.info("No eval-rm run under the runs folder: run `rm_lab eval-rm model=... data=...`.")
+        return
+    ev = st.selectbox("eval-rm run", [str(f.relative_to(root)) for f in evals], key="eval_run")
+    rel = C.head_reliability(root, root / ev)
+    if rel["table"].empty:
+        st.info("This eval-rm run has no binary head with calibration metrics.")
+    else:
+        st.dataframe(rel["table"], hide_index=True)
+    for head, png in rel["plots"].items():
+        st.image(str(png), caption=f"reliability: {head}")
+
+
+def page_samples(root: Path) -> None:
+    st.header("Samples")
+    folder = pick_folder("sampling run", S.sample_runs(root), root, "sample_run")
+    if folder is None:
+        st.info("No best-of-n or rejection-sample run with samples.parquet under the runs folder: run "
+                "`rm_lab best-of-n model=...`.")
+        return
+    view = S.load_samples(root, folder)
+    st.dataframe(S.summary(view), hide_index=True)
+    ctx = st.selectbox("prompt (context)", view["contexts"], key="ctx")
+    st.dataframe(S.ranked(view, ctx), hide_index=True)
+
+
+def page_generations(root: Path) -> None:
+    st.header("Generations")
+    gen = G.generations(root)
+    if gen.empty:
+        st.info("No evaluate run under the runs folder: run `rm_lab evaluate model=...` per generation.")
+    else:
+        st.dataframe(gen, hide_index=True)
+        long = G.win_rate_long(gen)
+        if not long.empty:
+            base = alt.Chart(long)
+            chart = base.mark_line(point=True).encode(x="generation:O", y=alt.Y("rate", scale=alt.Scale(zero=False)),
+                                                      color="which")
+            band = base.mark_rule().encode(x="generation:O", y="low", y2="high", color="which")
+            ceiling = alt.Chart(pd.DataFrame({"ceiling": [gen["ceiling"].dropna().iloc[0]]})).mark_rule(
+                strokeDash=[4, 4], color="red").encode(y="ceiling") if gen["ceiling"].notna().any() else None
+            st.altair_chart(chart + band + ceiling if ceiling is not None else chart + band, width="stretch")
+    hist = G.training_histories(root)
+    st.subheader("Policy training (train-policy)")
+    if hist.empty:
+        st.info("No train-policy run with history.json under the runs folder.")
+    else:
+        st.dataframe(hist, hide_index=True)
+
+
+def main() -> None:
+    st.set_page_config(page_title="rm_lab explorer", layout="wide")
+    st.title("rm_lab explorer")
+    try:
+        root = runs_dir()
+    except Exception as e:  # noqa: BLE001  (shown as one line, never a traceback)
+        st.error(f"error: {one_line(e)}")
+        return
+    st.sidebar.caption(f"runs folder: {root}")
+    page = st.sidebar.radio("page", PAGES, key="page")
+    fn = {"Runs": page_runs, "Landscape": page_landscape, "Calibration": page_calibration,
+          "Samples": page_samples, "Generations": page_generations}[page]
+    try:
+        fn(root)
+    except Exception as e:  # noqa: BLE001
+        st.error(f"error: {one_line(e)}")
+
+
+main()

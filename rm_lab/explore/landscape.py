@@ -1,0 +1,265 @@
+"""The Landscape page: a trained reward model over the records it was trained on.
+
+The (context, reply) rows of the training records are scored by the model and projected to 2-D by PCA
+of the very features the model's heads read (its encoder views, through its embedding cache), so the
+map shows what the model sees. Each point carries every head's output, the ensemble's spread and, for
+a simulated world, the hidden truth (`rm_lab.world.engagement.score_replies`). `style_sweep` edits
+replies along one style feature (`rm_lab.explore.edits`) and sets the model's score change next to the
+truth's, with the share of training replies near each level: where that share is small the model
+extrapolates (the paper's "local map" is trusted only near the data it was drawn from).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rm_lab.config import ConfigError
+from rm_lab.explore import paths
+
+TRUTH = "truth"
+UNCERTAINTY = "uncertainty"
+
+
+@dataclass
+class Landscape:
+    """What the Landscape page shows (points aligned with `contexts`)."""
+
+    folder: Path
+    model: Any  # rm_lab.reward.model.RewardModel
+    points: pd.DataFrame  # context_id, response, origin, x, y, <outputs>, uncertainty?, truth?
+    contexts: pd.DataFrame  # one context row per point
+    characters: pd.DataFrame
+    population: Any = None  # rm_lab.world.engagement.Population of a simulated world, else None
+    explained: list[float] = field(default_factory=list)  # PCA explained-variance ratio of x, y
+    info: dict = field(default_factory=dict)
+
+    @property
+    def colours(self) -> list[str]:
+        """What the map can be coloured by: the score first, each head's output, uncertainty, truth."""
+        outs = [o for o in self.model.outputs() if o in self.points.columns]
+        extra = [c for c in (UNCERTAINTY, TRUTH) if c in self.points.columns]
+        return outs + extra
+
+
+def train_run(root: str | Path, folder: str | Path) -> Path:
+    """A finished train-rm run folder under the runs folder."""
+    from rm_lab.reward import store
+
+    full = paths.run_folder(root, folder, "reward-model run")
+    if not (store.TrainRun(full).model_config.is_file() and store.TrainRun(full).model.is_file()):
+        raise ConfigError(f"'{folder}' holds no finished reward model (needs {store.MODEL_CONFIG} and "
+                          f"{store.MODEL}); pick a finished train-rm run")
+    return full
+
+
+def train_runs(root: str | Path) -> list[Path]:
+    """Finished train-rm run folders, newest first."""
+    from rm_lab.reward import store
+
+    return [p for p in paths.folders_of_kind(root, ("train-rm",)) if store.TrainRun(p).model_config.is_file()]
+
+
+def _cache_dir(folder: Path, cfg: dict) -> Path:
+    from rm_lab.reward.embed_cache import default_cache_root
+
+    c = cfg.get("cache_dir")
+    return folder / "embed_cache" if c == "run" else (Path(c) if c else default_cache_root())
+
+
+def training_records(root: str | Path, folder: Path):
+    """(Records, Population or None, where) of the data a train-rm run was trained on; the data folders
+    must lie under the runs folder (an on-the-fly world is simulated again from its config)."""
+    from rm_lab import config as cfgmod
+    from rm_lab.reward.data import merge_sources, read_sources
+    from rm_lab.runs import load_run_config
+    from rm_lab.world.simulate import WorldConfig, simulate
+
+    cfg = load_run_config(folder)
+    data = cfg.get("data")
+    if not data:
+        wc = cfgmod.build(WorldConfig, dict(cfg.get("world") or {}), f"{folder}/config.yaml: world")
+        return simulate(wc), wc.population(), "the on-the-fly world of its config"
+    folders = [data] if isinstance(data, str) else list(data)
+    resolved = [paths.run_folder(root, f, "training data (train-rm config `data`)") for f in folders]
+    records = merge_sources(read_sources([str(f) for f in resolved]))
+    population = None
+    if len(resolved) == 1 and (resolved[0] / "config.yaml").is_file():
+        raw = load_run_config(resolved[0])
+        if "interaction" in records and "truth_engagement" in records["interaction"].columns:
+            try:
+                population = cfgmod.build(WorldConfig, raw, str(resolved[0] / "config.yaml")).population()
+            except ConfigError:
+                population = None  # not a simulate run: no hidden truth
+    return records, population, ", ".join(map(str, resolved))
+
+
+def _items(records, max_points: int, seed: int) -> pd.DataFrame:
+    """Unique (context_id, response) rows of the interactions and both sides of the preferences."""
+    parts = []
+    if "interaction" in records:
+        it = records["interaction"]
+        parts.append(pd.DataFrame({"context_id": it["context_id"].astype(str), "response": it["response"].astype(str),
+                                   "origin": "interaction"}))
+    if "preference" in records:
+        pr = records["preference"]
+        for side in ("chosen", "rejected"):
+            parts.append(pd.DataFrame({"context_id": pr["context_id"].astype(str),
+                                       "response": pr[side].astype(str), "origin": f"preference ({side})"}))
+    if not parts:
+        raise ConfigError("the training records hold no interactions or preferences to place on the map")
+    items = pd.concat(parts, ignore_index=True).drop_duplicates(["context_id", "response"]).reset_index(drop=True)
+    if len(items) > max_points:
+        items = items.sample(max_points, random_state=seed).reset_index(drop=True)
+    return items
+
+
+def _project(feats: np.ndarray, seed: int) -> tuple[np.ndarray, list[float]]:
+    from sklearn.decomposition import PCA
+
+    feats = np.asarray(feats, float)
+    k = min(2, feats.shape[0], feats.shape[1])
+    xy = np.zeros((len(feats), 2))
+    if k == 0 or len(feats) < 2:
+        return xy, [0.0, 0.0]
+    pca = PCA(n_components=k, random_state=seed)
+    xy[:, :k] = pca.fit_transform(feats)
+    ratio = list(map(float, pca.explained_variance_ratio_)) + [0.0] * (2 - k)
+    return xy, ratio
+
+
+class ReadOnlyCache:
+    """An embedding cache the explorer reads but never writes (edited replies are embedded, not stored)."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def get(self, texts, compute):
+        c = self.cache
+        c._load()
+        keys = [c._hash(t) for t in texts]
+        todo = [i for i, k in enumerate(keys) if k not in c._mem]
+        new = np.asarray(compute([texts[i] for i in todo]), np.float32) if todo else None
+        fresh = dict(zip(todo, new)) if todo else {}
+        return np.stack([fresh[i] if i in fresh else c._mem[k] for i, k in enumerate(keys)]) if keys else \
+            np.zeros((0, 0), np.float32)
+
+
+def load_model(root: str | Path, folder: str | Path):
+    """The run's RewardModel, as the library loads it (safetensors + JSON), reading its embedding cache."""
+    from rm_lab.reward.model import RewardModel
+    from rm_lab.runs import load_run_config
+
+    full = train_run(root, folder)
+    rm = RewardModel.load(full, _cache_dir(full, load_run_config(full)))
+    if rm.cache is not None:
+        rm.cache = ReadOnlyCache(rm.cache)
+    return rm
+
+
+def load_landscape(root: str | Path, folder: str | Path, max_points: int = 5000, seed: int = 0,
+                   model=None) -> Landscape:
+    """Score and project up to `max_points` training replies of a train-rm run."""
+    full = train_run(root, folder)
+    rm = model if model is not None else load_model(root, full)
+    records, population, where = training_records(root, full)
+    items = _items(records, max_points, seed)
+    ctx = records["context"].assign(context_id=records["context"]["context_id"].astype(str))
+    ctx = ctx.drop_duplicates("context_id").set_index("context_id")
+    known = items["context_id"].isin(ctx.index)
+    items = items[known].reset_index(drop=True)
+    if items.empty:
+        raise ConfigError(f"{where}: no reply whose context is in context records")
+    rows = ctx.loc[items["context_id"]].reset_index()
+    chars = records["character"]
+    texts, style = rm.item_texts(rows, items["response"].tolist(), chars)
+    feats = rm.member_features(texts)
+    scores = rm.score_features(feats, style)
+    xy, ratio = _project(feats[0] if isinstance(feats, list) else feats, seed)
+    pts = items.assign(x=xy[:, 0], y=xy[:, 1])
+    for k, v in scores.items():
+        pts[k] = v
+    if "score_std" in scores:
+        pts[UNCERTAINTY] = scores["score_std"]
+    if population is not None:
+        from rm_lab.world.engagement import score_replies
+
+        pts[TRUTH] = score_replies(items["response"].tolist(), rows, chars, population).true_engagement
+    info = {"data": where, "n_points": int(len(pts)), "n_members": len(rm.members), "heads": rm.heads,
+            "inputs": list(rm.cfg.inputs), "simulated_world": population is not None}
+    return Landscape(full, rm, pts, rows, chars, population, ratio, info)
+
+
+def heads_summary(land: Landscape) -> pd.DataFrame:
+    """Per output: mean, sd and (with the truth) Spearman with the truth over the map's points."""
+    from scipy.stats import spearmanr
+
+    out = []
+    for c in land.colours:
+        v = land.points[c].to_numpy(float)
+        row = {"output": c, "mean": float(np.mean(v)), "sd": float(np.std(v))}
+        if TRUTH in land.points and c != TRUTH and np.std(v) > 0:
+            row["spearman_vs_truth"] = float(spearmanr(v, land.points[TRUTH]).statistic)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def style_sweep(land: Landscape, edit: str, levels: list[int] | None = None, n_replies: int = 64,
+                seed: int = 0, output: str = "score") -> pd.DataFrame:
+    """Per level of one style edit: the model's mean `output` and the truth over `n_replies` edited replies,
+    their mean change from the unedited replies, the ensemble spread, and the share of training replies
+    at that level (`train_share`; near 0 = the model extrapolates there)."""
+    from rm_lab.explore.edits import EDITS
+    from rm_lab.features.style import style_frame
+
+    if edit not in EDITS:
+        raise ConfigError(f"style edit '{edit}': expected one of {sorted(EDITS)}")
+    fn, feature, default = EDITS[edit]
+    levels = [int(v) for v in (levels if levels is not None else default)]
+    if not levels:
+        raise ConfigError("style sweep: give at least one level")
+    if output not in land.points.columns:
+        raise ConfigError(f"output '{output}': expected one of {land.model.outputs()}")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(land.points), size=min(n_replies, len(land.points)), replace=False))
+    replies = land.points["response"].iloc[idx].tolist()
+    rows = land.contexts.iloc[idx].reset_index(drop=True)
+    base_score = land.points[output].to_numpy(float)[idx]
+    truth_fn = None
+    if land.population is not None:
+        from rm_lab.world.engagement import score_replies
+
+        def truth_fn(r):
+            return score_replies(r, rows, land.characters, land.population).true_engagement
+        base_truth = land.points[TRUTH].to_numpy(float)[idx]
+    train_feat = style_frame(land.points["response"])[feature].to_numpy(float)
+    step = np.diff(sorted(set(levels))).min() / 2 if len(set(levels)) > 1 else 0.5
+    out = []
+    for lv in levels:
+        edited = [fn(r, lv) for r in replies]
+        sc = land.model.score(rows, edited, land.characters)
+        s = np.asarray(sc[output], float)
+        row = {"level": lv, "feature": feature, "feature_mean": float(style_frame(edited)[feature].mean()),
+               "score": float(s.mean()), "score_change": float((s - base_score).mean()),
+               "train_share": float(np.mean(np.abs(train_feat - lv) <= step)), "n": len(edited)}
+        if f"{output}_std" in sc:
+            row["ensemble_sd"] = float(np.mean(sc[f"{output}_std"]))
+        if truth_fn is not None:
+            t = truth_fn(edited)
+            row["truth"], row["truth_change"] = float(t.mean()), float((t - base_truth).mean())
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def neighbours(land: Landscape, i: int, k: int = 5) -> pd.DataFrame:
+    """The k replies nearest to point i on the map (what the model places next to it)."""
+    if not 0 <= i < len(land.points):
+        raise ConfigError(f"point {i}: expected 0..{len(land.points) - 1}")
+    p = land.points
+    d = np.hypot(p["x"] - p["x"].iloc[i], p["y"] - p["y"].iloc[i])
+    cols = ["context_id", "response"] + land.colours
+    return p.assign(distance=d).nsmallest(k + 1, "distance")[cols + ["distance"]].reset_index(drop=True)

@@ -1,0 +1,337 @@
+"""The explorer (`apps/landscape.py`, `rm_lab explore`) and its library (`rm_lab.explore`), on a runs folder
+made here: a tiny simulate, train-rm (2 members, tiny encoder), eval-rm, calibrate and evaluate through the
+CLI, and a best-of-n-shaped samples run scored by the same library function best-of-n uses."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rm_lab.cli import app
+from rm_lab.config import ConfigError
+
+pytestmark = pytest.mark.models
+runner = CliRunner()
+APP = str(Path(__file__).resolve().parent.parent / "apps" / "landscape.py")
+
+
+def _ok(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (args[0], res.output[-2000:], res.exception)
+    return res
+
+
+def _only(root: Path, kind: str) -> Path:
+    (run,) = sorted((root / kind).iterdir())
+    return run
+
+
+def _write_samples(root: Path, model: Path, sim: Path) -> Path:
+    """A best-of-n run folder: two replies per context (a preference pair), scored and picked by
+    `score_samples` with the model's scorer, the world's truth beside them."""
+    from rm_lab import io
+    from rm_lab.policy.objectives.best_of_n import load_scorer, score_report, score_samples, world_truth
+    from rm_lab.runs import Run
+
+    from rm_lab.reward.data import read_record_folder
+
+    recs = read_record_folder(sim)
+    pr = recs["preference"].head(5)
+    ctx = recs["context"].set_index("context_id").loc[pr["context_id"]].reset_index()
+    chars = recs["character"]
+    scorer = load_scorer(str(model))
+    samples = score_samples(ctx, [[a, b] for a, b in zip(pr["chosen"], pr["rejected"])], chars, scorer.outputs)
+    samples["truth_engagement"] = world_truth(samples["response"], ctx.loc[ctx.index.repeat(2)].reset_index(drop=True),
+                                              chars, 1)
+    run = Run("best-of-n", {"model": str(model), "n": 2}, root=root)
+    with io.atomic_path(run.file("samples.parquet")) as tmp:
+        samples.to_parquet(tmp, index=False)
+    io.write_json(run.file("report.json"), {"n": 2, "n_contexts": len(ctx), "scores": score_report(samples)})
+    run.finish()
+    return run.path
+
+
+@pytest.fixture(scope="module")
+def runs(backbone, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RM_LAB_RUNS", str(root))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        _ok(["simulate", "seed=3", "n_characters=4", "n_contexts=24", "n_preference_contexts=24"])
+        sim = _only(root, "simulate")
+        _ok(["train-rm", f"data={sim}", f"backbone={backbone}", "cache_dir=run", "n_ensemble=2", "epochs=1",
+             "pairwise=false", "hidden=16", "batch_size=16", "max_length=64"])
+        model = _only(root, "train-rm")
+        _ok(["eval-rm", f"model={model}", f"data={sim}", "split=all", "n_counterfactual=4"])
+        _ok(["calibrate", f"model={model}", "n_characters=4", "n_tests=8", "offline_contexts=16",
+             "quality_contexts=60", "eligible_users=3000", "jitter=0.1"])
+        _ok(["evaluate", f"model={model}", "n_contexts=8", "eligible_users=20000"])
+        _write_samples(root, model, sim)
+    finally:
+        mp.undo()
+    return root
+
+
+@pytest.fixture(scope="module")
+def land(runs):
+    from rm_lab.explore import landscape as L
+
+    return L.load_landscape(runs, L.train_runs(runs)[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# library
+
+def test_paths_outside_the_runs_folder_are_refused(tmp_path):
+    from rm_lab.explore import paths
+
+    root = tmp_path / "runs"
+    (root / "simulate" / "a").mkdir(parents=True)
+    assert paths.inside(root, "simulate/a") == (root / "simulate" / "a").resolve()
+    for bad in ("/etc", "../", "simulate/../../x", str(tmp_path)):
+        with pytest.raises(paths.OutsideRunsFolder, match="outside the runs folder"):
+            paths.inside(root, bad)
+    (root / "link").symlink_to(tmp_path)  # a symlink that leaves the runs folder is outside too
+    with pytest.raises(paths.OutsideRunsFolder):
+        paths.run_folder(root, "link")
+    with pytest.raises(ConfigError, match="does not exist"):
+        paths.runs_folder(tmp_path / "nope")
+
+
+def test_style_edits_set_exactly_the_feature():
+    from rm_lab.explore.edits import set_emoji, set_length, set_list, set_question
+    from rm_lab.features.style import style_features as f
+
+    t = "Hey there! I love hiking 😊. Do you like it?"
+    for k in (0, 1, 4):
+        assert f(set_emoji(t, k))["n_emoji"] == k
+    assert "hiking." in set_emoji(t, 0)
+    for n in (3, 9, 40):
+        assert f(set_length(t, n))["n_words"] == n
+    assert f(set_question(t, 0))["ends_with_question"] == 0 and f(set_question(t, 1))["ends_with_question"] == 1
+    assert f(set_question("Fine.", 1))["ends_with_question"] == 1
+    assert f(set_list(t, 1))["has_list"] == 1 and f(set_list(set_list(t, 1), 0))["has_list"] == 0
+    assert f(set_list("one short line", 1))["has_list"] == 1
+
+
+def test_runs_table_and_side_by_side(runs):
+    from rm_lab.explore import runs as R
+
+    table = R.runs_table(runs)
+    assert {"simulate", "train-rm", "eval-rm", "calibrate", "evaluate", "best-of-n"} <= set(table["kind"])
+    assert (table["status"] == "done").all()
+    sim = table.loc[table["kind"] == "simulate", "run_id"].iloc[0]
+    tr = table.loc[table["kind"] == "train-rm", "run_id"].iloc[0]
+    df = R.compare(runs, sim, tr).set_index("key")
+    assert df.loc["config/n_ensemble", f"A: {sim}"] == "" and df.loc["config/n_ensemble", f"B: {tr}"] == "2"
+    assert df.loc["config/n_ensemble", "differs"]
+    same = R.compare(runs, tr, tr)
+    assert not same["differs"].any() and any(k.startswith("metric/") for k in same["key"])
+    with pytest.raises(ConfigError, match="not in"):
+        R.run_record(runs, "no-such-run")
+    assert R.runs_table(runs / "simulate").empty  # no registry there: an empty table, none created
+    assert not (runs / "simulate" / "registry.sqlite").exists()
+
+
+def test_landscape_points_heads_uncertainty_and_truth(runs, land):
+    sim = _only(runs, "simulate")
+    from rm_lab.reward.data import read_record_folder
+
+    it = read_record_folder(sim)["interaction"]
+    pts = land.points
+    assert len(pts) == len(pts.drop_duplicates(["context_id", "response"])) and len(pts) >= len(it.drop_duplicates(
+        ["context_id", "response"]))
+    assert np.isfinite(pts[["x", "y"]].to_numpy()).all() and pts["x"].std() > 0
+    assert land.colours[0] == "score" and {"p_continue", "uncertainty", "truth"} <= set(land.colours)
+    assert (pts["uncertainty"] > 0).all()  # two members disagree somewhere everywhere
+    # the truth the map shows is the world's own, as logged at simulation time
+    logged = it.drop_duplicates(["context_id", "response"]).merge(pts, on=["context_id", "response"])
+    assert len(logged) > 10
+    np.testing.assert_allclose(logged["truth"], logged["truth_engagement"], rtol=1e-6)
+    # the scores are the model's: the same as RewardModel.score on those rows
+    sc = land.model.score(land.contexts.head(6), pts["response"].head(6).tolist(), land.characters)
+    np.testing.assert_allclose(pts["score"].head(6), sc["score"], rtol=1e-4, atol=1e-5)
+
+
+def test_style_sweep_sets_the_feature_and_follows_the_truth(land):
+    from rm_lab.explore import landscape as L
+
+    cache_dir = next(land.folder.glob("embed_cache/*"))
+    shards = sorted(cache_dir.iterdir())
+    sw = L.style_sweep(land, "emoji", [0, 2, 6], n_replies=16)
+    assert list(sw["feature_mean"]) == [0, 2, 6] and (sw["n"] == 16).all()
+    t = sw.set_index("level")["truth"]
+    assert t[2] > t[6]  # the world: moderate emoji help most users, many hurt
+    assert {"score_change", "truth_change", "ensemble_sd", "train_share"} <= set(sw.columns)
+    assert 0 <= sw["train_share"].min() and sw["train_share"].max() <= 1
+    q = L.style_sweep(land, "questions", n_replies=8)
+    assert list(q["feature_mean"]) == [0, 1]
+    assert sorted(cache_dir.iterdir()) == shards  # the explorer never writes into a run folder's cache
+    with pytest.raises(ConfigError, match="expected one of"):
+        L.style_sweep(land, "sarcasm")
+
+
+def test_landscape_refuses_data_outside_and_unfinished_runs(runs, tmp_path):
+    from rm_lab.explore import landscape as L
+
+    with pytest.raises(ConfigError, match="no finished reward model"):
+        L.train_run(runs, _only(runs, "simulate"))
+    with pytest.raises(ConfigError, match="outside the runs folder"):
+        L.train_run(runs, tmp_path)
+
+
+def test_calibration_and_head_reliability(runs):
+    from rm_lab.explore import calibration as C
+
+    view = C.calibration_view(runs, C.calibrate_runs(runs)[0])
+    t = view["experiments"]
+    assert len(t) == 8 and (t["observed_low"] < t["observed_lift"]).all() and (t["observed_lift"] < t["observed_high"]).all()
+    assert {"loo_pred", "loo_low", "loo_high"} <= set(t.columns) and "coverage" in view["reliability"]
+    iv = C.interval_of(view["calibration"], float(t[view["calibration"].predictor].median()))
+    assert iv["low"] <= iv["lift"] <= iv["high"]
+    rel = C.head_reliability(runs, C.eval_runs(runs)[0])
+    assert {"continue", "thumb_up"} <= set(rel["table"]["head"]) and rel["table"]["ece"].between(0, 1).all()
+    assert rel["plots"] and all(p.suffix == ".png" for p in rel["plots"].values())
+    with pytest.raises(ConfigError, match="calibration.json"):
+        C.calibration_view(runs, _only(runs, "simulate"))
+
+
+def test_samples_ranked_by_value(runs):
+    from rm_lab.explore import samples as S
+
+    view = S.load_samples(runs, S.sample_runs(runs)[0])
+    assert len(view["contexts"]) == 5 and "score" in view["outputs"]
+    r = S.ranked(view, view["contexts"][0])
+    assert list(r["rank"]) == [1, 2] and r["value"].is_monotonic_decreasing and r["chosen"].iloc[0]
+    assert "p_continue" in r and "truth_engagement" in r
+    assert set(S.summary(view).columns) == {"output", "picked", "not picked"}
+    with pytest.raises(ConfigError, match="no samples"):
+        S.ranked(view, "nope")
+
+
+def test_generations_from_evaluate_runs(runs):
+    from rm_lab.explore import generations as G
+
+    gen = G.generations(runs)
+    assert len(gen) == 1 and gen["candidate"].iloc[0] and gen["ceiling"].iloc[0] == 0.65
+    wins = [c for c in gen.columns if c.startswith("win_") and not c.endswith(("_low", "_high"))]
+    assert wins and all(0 <= gen[c].iloc[0] <= 1 for c in wins)
+    assert gen["ab_breadth_low"].iloc[0] <= gen["ab_breadth_lift"].iloc[0] <= gen["ab_breadth_high"].iloc[0]
+    long = G.win_rate_long(gen)
+    assert len(long) == len(wins) and (long["low"] <= long["rate"]).all()
+    assert G.training_histories(runs).empty
+
+
+# ----------------------------------------------------------------------------------------------
+# the app (streamlit AppTest)
+
+def _walk(node):
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from _walk(child)
+
+
+def _types(at) -> list[str]:
+    return [getattr(n, "type", "") for n in _walk(at.main)]
+
+
+def _app(monkeypatch, root: Path, page: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RM_LAB_EXPLORE_RUNS", str(root))
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    if page:
+        at.sidebar.radio(key="page").set_value(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_app_runs_page(runs, monkeypatch):
+    at = _app(monkeypatch, runs)
+    assert not _errors(at) and at.header[0].value == "Runs"
+    assert len(at.dataframe) == 2 and len(at.dataframe[0].value) == 6  # the registry, then A | B
+    at.checkbox(key="only_diff").check().run()
+    assert not at.exception and at.dataframe[1].value["differs"].all()
+
+
+def test_app_landscape_page(runs, monkeypatch):
+    at = _app(monkeypatch, runs, "Landscape")
+    assert not _errors(at), _errors(at)
+    assert _types(at).count("vega_lite_chart") >= 3  # the map, the sweep, the train share
+    assert "truth" in at.selectbox(key="colour").options
+    at.selectbox(key="colour").set_value("uncertainty").run()
+    at.radio(key="edit").set_value("lists").run()
+    assert not at.exception and not _errors(at)
+    assert list(at.dataframe[-1].value["feature_mean"]) == [0, 1]
+    at.sidebar.text_input(key="rm_run_path").set_value("/etc").run()  # outside: refused, one line
+    (err,) = _errors(at)
+    assert "outside the runs folder" in err and not at.exception
+
+
+def test_app_calibration_page(runs, monkeypatch):
+    at = _app(monkeypatch, runs, "Calibration")
+    assert not _errors(at), _errors(at)
+    assert "vega_lite_chart" in _types(at) and "imgs" in _types(at) and len(at.metric) == 1
+    assert any("ece" in d.value.columns for d in at.dataframe)
+
+
+def test_app_samples_and_generations_pages(runs, monkeypatch):
+    at = _app(monkeypatch, runs, "Samples")
+    assert not _errors(at) and list(at.dataframe[-1].value["rank"]) == [1, 2]
+    at.sidebar.radio(key="page").set_value("Generations").run()
+    assert not at.exception and not _errors(at)
+    assert "vega_lite_chart" in _types(at) and len(at.dataframe[0].value) == 1
+    assert any("train-policy" in i.value for i in at.info)  # no policy training yet: an empty state
+
+
+def test_app_empty_states_and_a_missing_runs_folder(tmp_path, monkeypatch):
+    for page in ("Runs", "Landscape", "Calibration", "Samples", "Generations"):
+        at = _app(monkeypatch, tmp_path, page)
+        assert not _errors(at) and at.info, page
+    at = _app(monkeypatch, tmp_path / "missing")
+    (err,) = _errors(at)
+    assert "does not exist" in err
+
+
+def test_app_shows_a_damaged_run_as_one_error(tmp_path, monkeypatch):
+    bad = tmp_path / "best-of-n" / "r1"
+    bad.mkdir(parents=True)
+    (bad / "samples.parquet").write_bytes(b"not parquet")
+    at = _app(monkeypatch, tmp_path, "Samples")
+    (err,) = _errors(at)
+    assert "not a readable Parquet file" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# the command
+
+def test_explore_command_binds_to_localhost_unless_told(tmp_path, monkeypatch):
+    import subprocess
+
+    from rm_lab.explore.launch import streamlit_argv
+
+    argv = streamlit_argv(tmp_path)
+    assert argv[argv.index("--server.address") + 1] == "127.0.0.1" and argv[-1] == str(tmp_path.resolve())
+    seen = []
+    monkeypatch.setattr(subprocess, "call", lambda a, **kw: seen.append(a) or 0)
+    res = runner.invoke(app, ["explore", str(tmp_path), "--address", "0.0.0.0", "--port", "8600"])
+    assert res.exit_code == 0, res.output
+    (a,) = seen
+    assert a[a.index("--server.address") + 1] == "0.0.0.0" and a[a.index("--server.port") + 1] == "8600"
+    assert a[a.index("run") + 1].endswith("apps/landscape.py")
+    for args, msg in ((["explore", str(tmp_path / "nope")], "does not exist"),
+                      (["explore", str(tmp_path), "--port", "0"], "--port"),
+                      (["explore", str(tmp_path), "--address", "a b"], "--address")):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output, res.output
