@@ -20,12 +20,16 @@ from rm_lab.explore import landscape as L
 from rm_lab.explore import paths
 from rm_lab.explore import runs as R
 from rm_lab.explore import samples as S
+from rm_lab.explore import tuning as T
 
-PAGES = ("Runs", "Landscape", "Calibration", "Samples", "Generations")
+PAGES = ("Runs", "Landscape", "Calibration", "Samples", "Generations", "Tuning")
 
 
 def runs_dir() -> Path:
-    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    """RUNS_DIR after `--` (streamlit run sets sys.argv to this script and its arguments), else
+    $RM_LAB_EXPLORE_RUNS, $RM_LAB_RUNS or ./runs."""
+    own = Path(sys.argv[0]).name == Path(__file__).name if sys.argv else False
+    args = [a for a in sys.argv[1:] if not a.startswith("-")] if own else []
     return paths.runs_folder(args[0] if args else os.environ.get("RM_LAB_EXPLORE_RUNS")
                              or os.environ.get("RM_LAB_RUNS", "runs"))
 
@@ -44,6 +48,11 @@ def pick_folder(label: str, folders: list[Path], root: Path, key: str) -> Path |
 @st.cache_resource(show_spinner="loading the reward model and scoring its training replies")
 def landscape_of(root: str, folder: str, max_points: int) -> L.Landscape:
     return L.load_landscape(root, folder, max_points=max_points)
+
+
+@st.cache_resource(show_spinner="editing replies and scoring them", max_entries=64)
+def sweep_of(root: str, folder: str, max_points: int, edit: str, levels: tuple[int, ...], n: int) -> pd.DataFrame:
+    return L.style_sweep(landscape_of(root, folder, max_points), edit, list(levels), n_replies=n)
 
 
 def page_runs(root: Path) -> None:
@@ -69,7 +78,7 @@ def page_landscape(root: Path) -> None:
     if folder is None:
         st.info("No finished train-rm run under the runs folder: train one with `rm_lab train-rm data=...`.")
         return
-    max_points = st.sidebar.number_input("max replies on the map", 50, 50_000, 5000, step=500, key="max_points")
+    max_points = st.sidebar.number_input("max replies on the map", 50, 50_000, 10_000, step=500, key="max_points")
     land = landscape_of(str(root), str(folder), int(max_points))
     info = land.info
     st.caption(f"{info['n_points']} replies of {info['data']}; {info['n_members']} member(s); inputs "
@@ -92,7 +101,7 @@ def page_landscape(root: Path) -> None:
     lo, hi = st.select_slider("levels", options=levels, value=(levels[0], levels[-1]), key=f"lv_{edit}")
     chosen = [v for v in levels if lo <= v <= hi]
     n = st.slider("replies edited", 8, 256, 32, step=8, key="n_edit")
-    sweep = L.style_sweep(land, edit, chosen, n_replies=n)
+    sweep = sweep_of(str(root), str(folder), int(max_points), edit, tuple(chosen), int(n))
     cols = ["score_change"] + (["truth_change"] if "truth_change" in sweep else [])
     left, right = st.columns(2)
     left.caption("mean change from the unedited replies")
@@ -185,6 +194,32 @@ def page_generations(root: Path) -> None:
         st.dataframe(hist, hide_index=True)
 
 
+def page_tuning(root: Path) -> None:
+    st.header("Tuning")
+    folder = pick_folder("tune run", T.tune_runs(root), root, "tune_run")
+    if folder is None:
+        st.info("No tune run with study.json under the runs folder: run `rm_lab tune -c tune_rm`.")
+        return
+    view = T.study_view(root, folder)
+    s = view["summary"]
+    st.caption(f"study {s['study']} ({s['stage']}): {s['n_trials']} trials {s['states']}; {s['direction']} "
+               f"{s['metric']}")
+    trials = view["trials"]
+    done = trials[trials["state"] == "COMPLETE"]
+    if not done.empty:
+        st.altair_chart(alt.Chart(trials.dropna(subset=["value"])).mark_circle(size=60).encode(
+            x="number", y=alt.Y("value", scale=alt.Scale(zero=False)), color="state", tooltip=list(trials.columns)),
+            width="stretch")
+    st.dataframe(trials, hide_index=True)
+    if not view["importances"].empty:
+        st.subheader("Parameter importances")
+        st.bar_chart(view["importances"].set_index("parameter"))
+    if view["best"]:
+        st.subheader(f"Best trial: #{view['best']['number']} ({view['best']['value']:.4g})")
+        if view["best_yaml"]:
+            st.code(view["best_yaml"], language="yaml")
+
+
 def main() -> None:
     st.set_page_config(page_title="rm_lab explorer", layout="wide")
     st.title("rm_lab explorer")
@@ -196,7 +231,7 @@ def main() -> None:
     st.sidebar.caption(f"runs folder: {root}")
     page = st.sidebar.radio("page", PAGES, key="page")
     fn = {"Runs": page_runs, "Landscape": page_landscape, "Calibration": page_calibration,
-          "Samples": page_samples, "Generations": page_generations}[page]
+          "Samples": page_samples, "Generations": page_generations, "Tuning": page_tuning}[page]
     try:
         fn(root)
     except Exception as e:  # noqa: BLE001

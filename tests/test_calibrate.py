@@ -173,3 +173,19 @@ def test_test_design_spans_presets_and_keeps_knobs_valid():
     for _, t in tests:  # even a large nudge keeps probabilities in [0, 1] and rates >= 0
         s = t.style
         assert 0 <= s.question <= 1 and 0 <= s.preachy <= 1 and 0 <= s.wall <= 1 and s.emoji >= 0
+
+
+def test_a_given_model_is_loaded_with_the_shared_embedding_cache(monkeypatch, tmp_path):
+    """Regression: with cache_dir null the model was loaded without a cache, so every policy's test
+    contexts were re-encoded (3x the encoder work of a calibrate run)."""
+    from rm_lab.calibrate import stage
+    from rm_lab.calibrate.config import CalibrateConfig
+    from rm_lab.reward import model as model_mod
+    from rm_lab.reward.embed_cache import default_cache_root
+
+    seen = {}
+    monkeypatch.setattr(model_mod.RewardModel, "load", classmethod(lambda cls, d, c=None: seen.update(dir=d, cache=c)))
+    stage.reward_model(CalibrateConfig(model=str(tmp_path)), run=None)
+    assert seen == {"dir": str(tmp_path), "cache": default_cache_root()}
+    stage.reward_model(CalibrateConfig(model=str(tmp_path), cache_dir=str(tmp_path / "c")), run=None)
+    assert seen["cache"] == str(tmp_path / "c")

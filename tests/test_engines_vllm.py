@@ -23,8 +23,8 @@ SCRIPT = textwrap.dedent('''
 
     if __name__ == "__main__":
         from engines_support import tiny_world
-        from rm_lab.policy.base import GenerationConfig
-        from rm_lab.policy.engines.vllm import VLLMEngine, resolve_model_folder
+        from rm_lab.policy.base import EngineConfig, GenerationConfig
+        from rm_lab.policy.engines import load_engine
         from rm_lab.policy.prompts import conversations
 
         contexts, chars = tiny_world(2)
@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent('''
                       {{"role": "user", "content": "Is water wet? Answer yes or no."}}])
         out = {{}}
         # eager mode: the engine's torch.compile warm-up is minutes on a busy 2-core machine
-        with VLLMEngine(resolve_model_folder({model!r}), compilation_config={{"mode": 0}}) as eng:
+        with load_engine(EngineConfig(engine="vllm", model={model!r}, compile=False)) as eng:
+            assert type(eng).__name__ == "VLLMEngine"
             out["eos"] = list(eng.eos)
             cfg = GenerationConfig(n=2, max_new_tokens=8, temperature=0.8, seed=7)
             for key, c in (("a", cfg), ("b", cfg), ("other", cfg.with_(seed=8)),

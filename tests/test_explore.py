@@ -4,12 +4,9 @@ CLI, and a best-of-n-shaped samples run scored by the same library function best
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -192,7 +189,8 @@ def test_calibration_and_head_reliability(runs):
 
     view = C.calibration_view(runs, C.calibrate_runs(runs)[0])
     t = view["experiments"]
-    assert len(t) == 8 and (t["observed_low"] < t["observed_lift"]).all() and (t["observed_lift"] < t["observed_high"]).all()
+    assert len(t) == 8 and (t["observed_low"] < t["observed_lift"]).all()
+    assert (t["observed_lift"] < t["observed_high"]).all()
     assert {"loo_pred", "loo_low", "loo_high"} <= set(t.columns) and "coverage" in view["reliability"]
     iv = C.interval_of(view["calibration"], float(t[view["calibration"].predictor].median()))
     assert iv["low"] <= iv["lift"] <= iv["high"]
@@ -282,7 +280,7 @@ def test_app_landscape_page(runs, monkeypatch):
 def test_app_calibration_page(runs, monkeypatch):
     at = _app(monkeypatch, runs, "Calibration")
     assert not _errors(at), _errors(at)
-    assert "vega_lite_chart" in _types(at) and "imgs" in _types(at) and len(at.metric) == 1
+    assert "vega_lite_chart" in _types(at) and "image" in _types(at) and len(at.metric) == 1
     assert any("ece" in d.value.columns for d in at.dataframe)
 
 
@@ -296,7 +294,7 @@ def test_app_samples_and_generations_pages(runs, monkeypatch):
 
 
 def test_app_empty_states_and_a_missing_runs_folder(tmp_path, monkeypatch):
-    for page in ("Runs", "Landscape", "Calibration", "Samples", "Generations"):
+    for page in ("Runs", "Landscape", "Calibration", "Samples", "Generations", "Tuning"):
         at = _app(monkeypatch, tmp_path, page)
         assert not _errors(at) and at.info, page
     at = _app(monkeypatch, tmp_path / "missing")
@@ -335,3 +333,71 @@ def test_explore_command_binds_to_localhost_unless_told(tmp_path, monkeypatch):
                       (["explore", str(tmp_path), "--address", "a b"], "--address")):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output, res.output
+
+
+# ----------------------------------------------------------------------------------------------
+# tuning: study.json as rm_lab.tune.export writes it
+
+def _tune_run(root: Path) -> Path:
+    import optuna
+
+    from rm_lab import io
+    from rm_lab.runs import Run
+    from rm_lab.tune.export import SUMMARY_FILE, write_summary
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        lr, hidden = trial.suggest_float("lr", 1e-4, 1e-2, log=True), trial.suggest_int("hidden", 8, 64)
+        if trial.number == 3:
+            trial.report(0.0, 0)
+            raise optuna.TrialPruned()
+        return -abs(np.log10(lr) + 3) + hidden / 1000
+
+    study.optimize(objective, n_trials=6)
+    run = Run("tune", {"stage": "train-rm"}, root=root)
+    write_summary(run.file(SUMMARY_FILE), study, "spearman_truth", "sqlite://", "train-rm")
+    io.write_text(run.file("best.yaml"), "lr: 0.001\nhidden: 32\n")
+    run.finish()
+    return run.path
+
+
+def test_tuning_view_and_page(tmp_path, monkeypatch):
+    from rm_lab.explore import tuning as T
+
+    folder = _tune_run(tmp_path)
+    view = T.study_view(tmp_path, T.tune_runs(tmp_path)[0])
+    trials = view["trials"]
+    assert len(trials) == 6 and (trials["state"] == "PRUNED").sum() == 1
+    assert {"param/lr", "param/hidden"} <= set(trials.columns)
+    best = trials.loc[trials["value"].idxmax()]
+    assert view["best"]["number"] == best["number"] and view["summary"]["direction"] == "maximize"
+    assert set(view["importances"]["parameter"]) <= {"lr", "hidden"}
+    at = _app(monkeypatch, tmp_path, "Tuning")
+    assert not _errors(at) and len(at.dataframe[0].value) == 6 and "hidden: 32" in at.code[0].value
+    (folder / "study.json").write_text("{broken")
+    at = _app(monkeypatch, tmp_path, "Tuning")
+    (err,) = _errors(at)
+    assert "not valid JSON" in err
+
+
+def test_no_page_unpickles_anything(runs, monkeypatch):
+    """Every page's data loads with pickle and torch.load disabled (safetensors, JSON, Parquet, CSV only)."""
+    import pickle
+
+    import torch
+
+    from rm_lab.explore import calibration as C, generations as G, landscape as L, samples as S
+
+    def refuse(*a, **k):
+        raise AssertionError("the explorer unpickled a file")
+
+    for mod, name in ((pickle, "load"), (pickle, "loads"), (torch, "load")):
+        monkeypatch.setattr(mod, name, refuse)
+    land = L.load_landscape(runs, L.train_runs(runs)[0], max_points=20)
+    assert len(land.points) == 20
+    C.calibration_view(runs, C.calibrate_runs(runs)[0])
+    C.head_reliability(runs, C.eval_runs(runs)[0])
+    S.load_samples(runs, S.sample_runs(runs)[0])
+    assert len(G.generations(runs)) == 1

@@ -70,3 +70,47 @@ def test_guardrail_config_is_checked():
         GuardrailConfig(ceiling=0.4)
     with pytest.raises(ValueError, match="floor"):
         GuardrailConfig(floor=0.7, ceiling=0.65)
+
+
+class _FakeModel:
+    """The RewardModel surface OfflineScorer uses: a reply's score is its length, p_continue its length / 100,
+    and the pairwise model prefers the longer reply."""
+
+    class cfg:
+        train_mode = "frozen"
+
+    class pairwise:
+        @staticmethod
+        def prob(ea, sa, eb, sb, batch_size=64):
+            return 1 / (1 + np.exp(-(np.asarray(ea)[:, 0] - np.asarray(eb)[:, 0])))
+
+    def item_texts(self, contexts, replies, characters):
+        return list(replies), np.zeros((len(replies), 1))
+
+    def member_features(self, texts, batch_size=64):
+        return np.array([[float(len(t))] for t in texts])
+
+    def score_features(self, feats, style, batch_size=64):
+        return {"score": feats[:, 0], "p_continue": feats[:, 0] / 100}
+
+
+def test_offline_scorer_splits_traffic_and_caches_policies():
+    import pandas as pd
+
+    from rm_lab.calibrate.offline import OfflineScorer
+
+    ctx = pd.DataFrame({"context_id": list("abcd"), "traffic": ["user", "user", "internal", "internal"]})
+    sc = OfflineScorer(_FakeModel(), ctx, None)
+    cur = sc.score("cur", ["xx", "xx", "xx", "xx"])
+    cand = sc.score("cand", ["xxxx", "xxxx", "x", "xx"])  # longer on user traffic, not on internal
+    r = sc.win_rates(cand, cur)
+    assert r["point_user"]["rate"] == 1.0 and r["point_internal"]["rate"] == 0.25
+    assert r["pair_user"]["rate"] > 0.8 and r["pair_internal"]["rate"] < 0.5
+    assert sc.predicted_lift(cand, cur) == pytest.approx(1.0)  # 4 / 2 - 1 on user traffic
+    assert sc.score("cur", ["ignored"]) is cur and "cand" in sc
+    p = sc.predictions(cand, cur)
+    assert set(p) == {"pred_lift", "win_point_user", "win_point_internal", "win_pair_user", "win_pair_internal"}
+    v = check_guardrails(r)
+    assert v.fired("gap") and v.fired("ceiling") and v.fired("floor")
+    with pytest.raises(ValueError, match="no output 'depth'"):
+        sc.predicted_lift(cand, cur, "depth")

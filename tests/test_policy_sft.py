@@ -128,8 +128,8 @@ def test_sft_loss_is_the_mean_over_completion_tokens():
 def write_sft_set(folder: Path, n: int = 16) -> Path:
     chars = make_characters(6, seed=0)
     ctx = make_contexts(chars, n, 1.0, seed=3, prefix="sft")
-    labels = pd.DataFrame({"context_id": ctx["context_id"], "response": [f"Ahoy! Tale {i} of the sea?" for i in range(n)],
-                           "name": "rejection_pick", "value": 1.0})
+    replies = [f"Ahoy! Tale {i} of the sea?" for i in range(n)]
+    labels = pd.DataFrame({"context_id": ctx["context_id"], "response": replies, "name": "rejection_pick", "value": 1.0})
     folder.mkdir(parents=True, exist_ok=True)
     for kind, df in (("character", chars), ("context", ctx), ("label", labels)):
         io.write_records(df, folder / f"{kind}.parquet", kind)

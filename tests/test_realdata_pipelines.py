@@ -90,7 +90,7 @@ def test_transfer_pipeline_runs_both_ways_with_baselines_from_the_source(shared_
     out = _run("rm_transfer.py", ["--data", str(shared_data), "--limit", "40", "--folds", "2", "epochs=2"], tmp_path)
     res = out["json"]
     t, ms = res["transfer"], res["multi_source"]
-    assert res["settings"][-1] == "epochs=2" and "inputs=[reply, relevance]" in res["settings"]
+    assert res["settings"][-1] == "epochs=2" and "inputs=[relevance]" in res["settings"]  # no source-specific view
     for lab in ("thumb_up", "rating_ge_4"):
         assert {"ours", "length", "tfidf"} == set(t["pe_to_convai2"][lab])
         assert all(0 <= v["pooled"] <= 1 for v in t["pe_to_convai2"][lab].values())

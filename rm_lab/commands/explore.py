@@ -27,4 +27,9 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             raise fail(e) from None
         typer.echo(f"serving the explorer on http://{argv[argv.index('--server.address') + 1]}:{port}")
-        raise typer.Exit(subprocess.call(argv, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}))
+        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        try:
+            code = subprocess.call(argv, env=env)
+        except KeyboardInterrupt:  # Ctrl-C stops the server: no traceback
+            code = 130
+        raise typer.Exit(code)

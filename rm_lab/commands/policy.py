@@ -36,11 +36,13 @@ def _train_config(cls, config, overrides, options, resume=None):
 
 
 def _train_inputs(cfg, resume=None):
-    """The SFT set is read (and refused) before a run folder exists."""
+    """The SFT set and the starting policy are read (and refused) before a run folder exists."""
     from rm_lab.policy.objectives.sft import load_sft_set
+    from rm_lab.policy.trainer import load_trainable_policy
 
     if cfg.method == "sft":
         load_sft_set(cfg.data, cfg.targets, cfg.label_name)
+    return load_trainable_policy(cfg.policy)
 
 
 def _train_run(cfg, resume=None):
@@ -97,13 +99,13 @@ def register(app: typer.Typer) -> None:
     @stage_command(app, "train-policy", "rm_lab.policy.trainer:TrainPolicyConfig", config="train_policy",
                    load=_train_config, prepare=_train_inputs, open_run=_train_run,
                    config_options={"method": "--method"})
-    def train_policy_cmd(cfg, run, resume: Optional[str] = typer.Option(
+    def train_policy_cmd(cfg, run, inputs, resume: Optional[str] = typer.Option(
             None, "--resume", help="a stopped train-policy run folder (or its run id) to finish in place"),
             method: Optional[str] = typer.Option(None, "--method", help="the objective (sft)")):
         """Train a new policy generation (SFT on an SFT set; LoRA or full weights); resumable."""
         from rm_lab.policy.trainer import train_policy
 
-        metrics = train_policy(cfg, run.path, say=typer.echo)
+        metrics = train_policy(cfg, run.path, say=typer.echo, loaded=inputs)
         run.log_metrics(metrics)
         typer.echo(f"wrote {run.path} (the new policy: {metrics['policy']})")
 

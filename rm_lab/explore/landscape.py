@@ -37,6 +37,16 @@ class Landscape:
     population: Any = None  # rm_lab.world.engagement.Population of a simulated world, else None
     explained: list[float] = field(default_factory=list)  # PCA explained-variance ratio of x, y
     info: dict = field(default_factory=dict)
+    _style: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def style(self) -> pd.DataFrame:
+        """Style features of the map's replies (computed once: every sweep reads them)."""
+        if self._style is None:
+            from rm_lab.features.style import style_frame
+
+            self._style = style_frame(self.points["response"])
+        return self._style
 
     @property
     def colours(self) -> list[str]:
@@ -161,7 +171,7 @@ def load_model(root: str | Path, folder: str | Path):
     return rm
 
 
-def load_landscape(root: str | Path, folder: str | Path, max_points: int = 5000, seed: int = 0,
+def load_landscape(root: str | Path, folder: str | Path, max_points: int = 10_000, seed: int = 0,
                    model=None) -> Landscape:
     """Score and project up to `max_points` training replies of a train-rm run."""
     full = train_run(root, folder)
@@ -229,14 +239,12 @@ def style_sweep(land: Landscape, edit: str, levels: list[int] | None = None, n_r
     replies = land.points["response"].iloc[idx].tolist()
     rows = land.contexts.iloc[idx].reset_index(drop=True)
     base_score = land.points[output].to_numpy(float)[idx]
-    truth_fn = None
-    if land.population is not None:
+    world = land.population is not None
+    if world:
         from rm_lab.world.engagement import score_replies
 
-        def truth_fn(r):
-            return score_replies(r, rows, land.characters, land.population).true_engagement
         base_truth = land.points[TRUTH].to_numpy(float)[idx]
-    train_feat = style_frame(land.points["response"])[feature].to_numpy(float)
+    train_feat = land.style[feature].to_numpy(float)
     step = np.diff(sorted(set(levels))).min() / 2 if len(set(levels)) > 1 else 0.5
     out = []
     for lv in levels:
@@ -248,8 +256,8 @@ def style_sweep(land: Landscape, edit: str, levels: list[int] | None = None, n_r
                "train_share": float(np.mean(np.abs(train_feat - lv) <= step)), "n": len(edited)}
         if f"{output}_std" in sc:
             row["ensemble_sd"] = float(np.mean(sc[f"{output}_std"]))
-        if truth_fn is not None:
-            t = truth_fn(edited)
+        if world:
+            t = score_replies(edited, rows, land.characters, land.population).true_engagement
             row["truth"], row["truth_change"] = float(t.mean()), float((t - base_truth).mean())
         out.append(row)
     return pd.DataFrame(out)

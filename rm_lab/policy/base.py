@@ -118,6 +118,7 @@ class EngineConfig:
     threads: int = param(0, doc="hf: torch CPU threads (0 = leave as is; 1 is far faster on a CPU other jobs share)",
                          ge=0)
     timeout_s: float = param(600.0, doc="vllm-server: seconds to wait for one request", gt=0)
+    compile: bool = param(True, doc="vllm: torch.compile the model (faster rollouts; minutes of warm-up on a busy CPU)")
 
     def __post_init__(self):
         check_fields(self)

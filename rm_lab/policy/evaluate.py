@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from rm_lab.config import MAX_SEED, ConfigError, check_fields, param
+from rm_lab.config import MAX_SEED, check_fields, param
 from rm_lab.policy.base import EngineConfig
 
 

@@ -341,8 +341,10 @@ def with_absolute_paths(cfg: TrainPolicyConfig) -> TrainPolicyConfig:
     return dataclasses.replace(cfg, policy=ab(cfg.policy), data=ab(cfg.data))
 
 
-def train_policy(cfg: TrainPolicyConfig, run_dir: str | Path, say: Callable[[str], None] = print) -> dict:
-    """Dispatch to the method's trainer; inside a `rm_lab.jobs.Job`, SIGINT/SIGTERM stop at a safe point."""
+def train_policy(cfg: TrainPolicyConfig, run_dir: str | Path, say: Callable[[str], None] = print,
+                 loaded: tuple | None = None) -> dict:
+    """Dispatch to the method's trainer; inside a `rm_lab.jobs.Job`, SIGINT/SIGTERM stop at a safe point.
+    `loaded`: the (tokenizer, model) of `cfg.policy` when the caller has checked and loaded it already."""
     from rm_lab.config import _resolve
 
-    return _resolve(METHODS[cfg.method])(cfg, Path(run_dir), say)
+    return _resolve(METHODS[cfg.method])(cfg, Path(run_dir), say, loaded)

@@ -11,6 +11,7 @@ the held-out loss. A pruned trial's run is recorded with status "pruned".
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -144,8 +145,10 @@ class TrainRMObjective:
         trial.set_user_attr("run_id", run.run_id)
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         try:
-            metrics = train_reward_model(cfg, run.path, records=records, callbacks=self.callbacks(trial),
-                                         say=lambda m: None)
+            with warnings.catch_warnings():  # ensemble members 1.. report the epochs member 0 reported already
+                warnings.filterwarnings("ignore", message="The reported value is ignored")
+                metrics = train_reward_model(cfg, run.path, records=records, callbacks=self.callbacks(trial),
+                                             say=lambda m: None)
             value, detail = self.score(cfg, run.path, records)
         except optuna.TrialPruned as e:
             run.log_metrics({"tune/pruned": 1, "tune/trial": trial.number})

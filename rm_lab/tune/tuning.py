@@ -41,17 +41,16 @@ def search_space(cfg: TuneConfig, sources: Sources | None = None, where: str = "
 
 def load(config: str | Path | None, overrides: list[str] | None = None,
          options: dict[str, tuple[str, Any]] | None = None) -> tuple[TuneConfig, spacemod.SearchSpace]:
-    """The tune config (as `rm_lab.config.load`) and its checked search space, errors naming the YAML line."""
+    """The tune config (`rm_lab.config.load`, as every stage) and its checked search space, whose errors name
+    the YAML line (the file's key lines are read again for them)."""
+    cfg = cfgmod.load(TuneConfig, config, overrides, options=options)
     path = cfgmod.resolve_path(config)
-    data, sources = cfgmod.read_yaml(path) if path else ({}, Sources())
-    data = cfgmod._merge(data, cfgmod.parse_overrides(overrides, sources))
+    _, sources = cfgmod.read_yaml(path) if path else ({}, Sources())
+    cfgmod.parse_overrides(overrides, sources)
     for key, (flag, value) in (options or {}).items():
         if value is not None:
-            data = cfgmod._merge(data, {key: value})
             sources.set((key,), f"option '{flag} {value}'", value)
-    where = str(path) if path else "overrides"
-    cfg = cfgmod.build(TuneConfig, data, where, sources=sources)
-    return cfg, search_space(cfg, sources, where)
+    return cfg, search_space(cfg, sources, str(path) if path else "overrides")
 
 
 def storage_url(cfg: TuneConfig, runs_root: Path) -> str:

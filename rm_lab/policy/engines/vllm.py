@@ -71,7 +71,8 @@ class VLLMEngine:
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> "VLLMEngine":
-        return cls(resolve_model_folder(cfg.model), dtype=cfg.dtype)
+        extra = {} if cfg.compile else {"compilation_config": {"mode": 0}}  # 0 = CompilationMode.NONE
+        return cls(resolve_model_folder(cfg.model), dtype=cfg.dtype, **extra)
 
     def generate(self, conversations: Sequence[Conversation], cfg: GenerationConfig) -> list[list[Completion]]:
         from vllm import SamplingParams

@@ -289,11 +289,10 @@ def truth_report(samples: pd.DataFrame, truth: np.ndarray, n: int) -> dict:
 # the `best-of-n` stage (rejection-sample extends it)
 
 def _default_world() -> int:
-    try:
-        import rm_lab.world.engagement_v2  # noqa: F401
-        return 2
-    except ImportError:
-        return 1
+    """World v2 (a judge of relevance and coherence, not only style) when this version has it."""
+    import importlib.util
+
+    return 2 if importlib.util.find_spec("rm_lab.world.engagement_v2") else 1
 
 
 @dataclass
@@ -524,7 +523,8 @@ def render_report(rep: dict, title: str) -> str:
     """Markdown: picks, score distribution, style artifacts accepted vs rejected, and the world's truth."""
     lines = [f"# {title}", "", f"{rep['n_contexts']} contexts x {rep['n']} samples; {rep['n_picked']} picked; "
              f"filters: {', '.join(rep['filters']) or 'none'}; risk_lambda {rep['risk_lambda']:g}", "",
-             "## Reward-model score distribution", "", "| set | n | mean | sd | q10 | median | q90 |", "|---|---|---|---|---|---|---|"]
+             "## Reward-model score distribution", "", "| set | n | mean | sd | q10 | median | q90 |",
+             "|---|---|---|---|---|---|---|"]
     for k in ("all", "chosen", "not_chosen", "within_context_sd"):
         d = rep["scores"][k]
         lines.append(f"| {k} | {d.get('n', 0)} | {_f(d.get('mean'))} | {_f(d.get('sd'))} | {_f(d.get('q10'))} | "

@@ -135,7 +135,7 @@ def load_sft_set(folder: str, targets: str = "label", label_name: str = "rejecti
     return SFTSet(ctx, recs["character"], [str(t) for t in texts], str(folder))
 
 
-def run_sft(cfg, run_dir, say=print) -> dict:
+def run_sft(cfg, run_dir, say=print, loaded: tuple | None = None) -> dict:
     """`train-policy --method sft`: SFT (LoRA or full weights) on an SFT set; resumable; saves safetensors."""
     import time
 
@@ -148,7 +148,7 @@ def run_sft(cfg, run_dir, say=print) -> dict:
     t0 = time.time()
     run = tr.PolicyRun(run_dir)
     data = load_sft_set(cfg.data, cfg.targets, cfg.label_name)
-    tok, model = tr.load_trainable_policy(cfg.policy)
+    tok, model = loaded or tr.load_trainable_policy(cfg.policy)
     examples = sft_examples(tok, data.contexts, data.characters, data.replies, cfg.max_prompt_tokens,
                             cfg.max_completion_tokens)
     n_tokens = sum(len(e.completion) for e in examples)
@@ -162,7 +162,8 @@ def run_sft(cfg, run_dir, say=print) -> dict:
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         say(f"{n_train:,} of {n_all:,} parameters trainable ({'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'full'})")
-        module = tr.PolicyModule(model, SFTObjective(eos_ids(tok, getattr(model, "generation_config", None)), tok.pad_token_id), cfg.lr, cfg.weight_decay)
+        objective = SFTObjective(eos_ids(tok, getattr(model, "generation_config", None)), tok.pad_token_id)
+        module = tr.PolicyModule(model, objective, cfg.lr, cfg.weight_decay)
         metrics = tr.fit(module, examples, run, cfg.settings(), say)
         jobs.safe_point()
         model.eval()

@@ -1,0 +1,76 @@
+"""Time each explorer page on a large run folder: `python benchmarks/explore_pages.py [RUNS_DIR] [--replies N]`.
+
+Without RUNS_DIR it builds one in a temporary folder: a simulated world with about N replies
+(interactions + both sides of the preference pairs), a 2-member reward model on a tiny random encoder
+(the page cost is the app's, not the encoder's), an eval-rm run. Then each page is rendered with
+Streamlit's AppTest, once cold (loading and scoring: cached by the app after) and once warm, and the
+seconds are printed as JSON (the issue's target: each page under 3 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def build(root: Path, replies: int) -> None:
+    from typer.testing import CliRunner
+
+    from rm_helpers import make_tiny_backbone
+    from rm_lab.cli import app
+
+    os.environ["RM_LAB_RUNS"] = str(root)
+    r = CliRunner()
+    n = max(1, replies // 3)  # one reply per interaction context, two per preference context
+
+    def ok(args):
+        res = r.invoke(app, args)
+        if res.exit_code != 0:
+            raise SystemExit(f"{args[0]} failed: {res.output[-500:]}")
+
+    ok(["simulate", "seed=1", "n_characters=12", f"n_contexts={n}", f"n_preference_contexts={n}"])
+    sim = next((root / "simulate").iterdir())
+    bb = make_tiny_backbone(root.parent / "tiny_bert")
+    ok(["train-rm", f"data={sim}", f"backbone={bb}", "cache_dir=run", "n_ensemble=2", "epochs=1", "pairwise=false",
+        "hidden=32", "batch_size=256", "max_length=64"])
+    model = next((root / "train-rm").iterdir())
+    ok(["eval-rm", f"model={model}", f"data={sim}", "split=all", "n_counterfactual=4"])
+
+
+def main() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    replies = int(sys.argv[sys.argv.index("--replies") + 1]) if "--replies" in sys.argv else 10_000
+    if args and args[0] != str(replies):
+        root = Path(args[0])
+    else:
+        root = Path(tempfile.mkdtemp(prefix="explore_bench_")) / "runs"
+        root.mkdir()
+        t = time.time()
+        build(root, replies)
+        print(f"built {root} in {time.time() - t:.0f} s", file=sys.stderr)
+    os.environ["RM_LAB_EXPLORE_RUNS"] = str(root)
+    at = AppTest.from_file(str(ROOT / "apps" / "landscape.py"), default_timeout=1200).run()
+    out: dict = {"runs": str(root)}
+    for page in ("Runs", "Landscape", "Calibration", "Samples", "Generations"):
+        times = []
+        for _ in range(2):
+            t = time.time()
+            at.sidebar.radio(key="page").set_value(page).run()
+            times.append(round(time.time() - t, 2))
+            if at.exception or at.error:
+                raise SystemExit(f"{page}: {[e.value for e in at.error] or at.exception}")
+            at.sidebar.radio(key="page").set_value("Runs" if page != "Runs" else "Generations").run()
+        out[page] = {"cold_s": times[0], "warm_s": times[1]}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
