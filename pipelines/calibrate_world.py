@@ -3,8 +3,8 @@
 Two `rm_lab calibrate` runs, composed from the library: the clean world (40 simulated A/B tests
 between scripted policies of varying quality; held-out Spearman, coverage, calibration line, and the
 guardrail on the emoji-heavy preset), and the world with the emoji-lover confound planted, where the
-reward model trained on its logs over-rates emoji (the guardrail must fire there too). A summary
-table of both goes to <out>/summary.md.
+reward model trained on its logs over-rates emoji (the guardrail must fire there too). The summary
+of both goes to --report (default reports/calibrate_world.md), with each run's plot copied beside it.
 
     HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python pipelines/calibrate_world.py [--out runs/calibrate-world]
         [--model-world RUN] [--model-spurious RUN] [--reuse-world CALIBRATE_RUN] [key=value ...]
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def one(name: str, overrides: list[str], out: Path, reuse: str | None = None) ->
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/calibrate-world")
+    ap.add_argument("--report", default="reports/calibrate_world.md")
     ap.add_argument("--model-world", default=None, help="a train-rm run on the clean world (default: train one)")
     ap.add_argument("--model-spurious", default=None, help="a train-rm run on the spurious world (default: train one)")
     ap.add_argument("--reuse-world", default=None, help="a finished calibrate run on the clean world to report")
@@ -64,8 +66,12 @@ def main(argv=None) -> int:
     for name, ov in runs.items():
         m, path = one(name, ov, out, reuse[name])
         h, g = m["heldout"], m["guardrail"]
+        report = Path(args.report)
+        plot = report.with_name(f"{report.stem}_{name}.png")
+        with io.atomic_path(plot) as tmp:
+            shutil.copyfile(path / "predicted_vs_observed.png", tmp)
         lines += [f"## {name} ({m['n_tests']} tests, `{m['predictor']}`, run `{path}`)", "",
-                  f"![predicted vs observed]({os.path.relpath(path / 'predicted_vs_observed.png', out)})", "",
+                  f"![predicted vs observed]({plot.name})", "",
                   "| target | value | met |", "|---|---|---|"]
         lines += [f"| {k} | {v['value']:.3f} | {'yes' if v['met'] else 'NO'} |" for k, v in m["targets"].items()]
         lines += ["", f"sign agreement {h['sign_agreement']:.1%}, calibration slope {h['calibration_slope']:.3f}, "
@@ -74,8 +80,8 @@ def main(argv=None) -> int:
                   f"guardrail on the over-optimised preset: {'ok' if g['ok'] else 'ALARM ' + ', '.join(g['alarms'])}",
                   ""]
         print(f"[{name}] " + ", ".join(f"{k}={v['value']:.3f}" for k, v in m["targets"].items()), flush=True)
-    io.write_text(out / "summary.md", "\n".join(lines) + "\n")
-    print(f"wrote {out / 'summary.md'}")
+    io.write_text(args.report, "\n".join(lines) + "\n")
+    print(f"wrote {args.report}")
     return 0
 
 

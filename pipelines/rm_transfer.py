@@ -173,7 +173,7 @@ def render(res: dict) -> str:
              for lab in ("thumb_up", "rating_ge_4")]
     for target, fig, m, own, other in rows:
         cell = lambda c: f"{_f(m[c]['fold_mean'])} ({_f(m[c]['pooled'])})"  # noqa: E731
-        ok = m["both"]["fold_mean"] >= m[own]["fold_mean"]
+        ok = m["both"]["fold_mean"] >= m[own]["fold_mean"] - 1e-12  # a tie up to the float rounding of the mean
         out.append(f"| {target} | {fig} | {cell(own)} | **{cell('both')}** | {cell(other)} | {'yes' if ok else 'NO'} |")
     return "\n".join(out) + "\n"
 

@@ -8,7 +8,7 @@ row), which no trial saw: the check that the tuned config is better, not just lu
 was picked on.
 
     HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python pipelines/tune_world.py [--out runs/tune-world] \
-        [--n-contexts 600] [--epochs 12] [--n-trials 20]
+        [--n-contexts 800] [--epochs 12] [--n-trials 20] [--workers 2]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def fresh_world_spearman(run_dir: str, world: dict) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/tune-world")
-    ap.add_argument("--n-contexts", type=int, default=600)
+    ap.add_argument("--n-contexts", type=int, default=800)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--n-trials", type=int, default=20)
     ap.add_argument("--workers", type=int, default=1)

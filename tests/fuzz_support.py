@@ -290,7 +290,7 @@ def discover_commands() -> dict[str, Command]:
             if p.name in SHARED_PARAMS:
                 continue
             is_arg = p.param_type_name == "argument"
-            if p.required:
+            if p.required or is_arg:  # an optional positional too: overrides typed first would fill it
                 required.append((p.name, None if is_arg else p.opts[0]))
             elif not is_arg and p.name in fields and not getattr(p, "is_flag", False):
                 value_options.append((p.name, p.opts[0]))

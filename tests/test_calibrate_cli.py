@@ -81,3 +81,9 @@ def test_reuses_a_trained_model_and_refuses_bad_settings(calibrate_run, tmp_path
     assert not (tmp_path / "runs").exists()  # bad input leaves no run folder
     res = runner.invoke(app, ["calibrate", "strength=[0.9, 0.1]"])
     assert res.exit_code != 0 and "strength" in str(res.exception)
+    # regression: a model folder that is not a reward model used to fail only after the run folder was opened
+    res = runner.invoke(app, ["calibrate", f"model={tmp_path / 'nope'}"])
+    assert res.exit_code != 0 and "not a train-rm run folder" in str(res.exception)
+    res = runner.invoke(app, ["calibrate", f"model={run / 'rm'}", "lift_output=p_nothing"])
+    assert res.exit_code != 0 and "lift_output" in str(res.exception)
+    assert not (tmp_path / "runs").exists()

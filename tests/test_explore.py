@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -52,6 +53,15 @@ def _write_samples(root: Path, model: Path, sim: Path) -> Path:
     io.write_json(run.file("report.json"), {"n": 2, "n_contexts": len(ctx), "scores": score_report(samples)})
     run.finish()
     return run.path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def map_cache(tmp_path_factory):
+    """The explorer's scored-map cache in a temporary folder (not the user's cache)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RM_LAB_EXPLORE_CACHE", str(tmp_path_factory.mktemp("explore_cache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -401,3 +411,20 @@ def test_no_page_unpickles_anything(runs, monkeypatch):
     C.head_reliability(runs, C.eval_runs(runs)[0])
     S.load_samples(runs, S.sample_runs(runs)[0])
     assert len(G.generations(runs)) == 1
+
+
+def test_a_scored_map_reopens_from_the_explorer_cache(runs, land, tmp_path, monkeypatch):
+    from rm_lab.explore import landscape as L
+
+    monkeypatch.setenv("RM_LAB_EXPLORE_CACHE", str(tmp_path / "cache"))
+    first = L.load_landscape(runs, land.folder, max_points=30, model=land.model)
+    (cached,) = L.map_cache_dir().glob("*.parquet")
+    calls = []
+    real = land.model.score_features
+    monkeypatch.setattr(land.model, "score_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = L.load_landscape(runs, land.folder, max_points=30, model=land.model)
+    assert not calls  # read back, not rescored
+    pd.testing.assert_frame_equal(first.points, again.points)
+    assert list(again.contexts["context_id"]) == list(again.points["context_id"]) and again.explained == first.explained
+    fresh = L.load_landscape(runs, land.folder, max_points=31, model=land.model, cache=False)
+    assert calls and len(fresh.points) == 31 and len(list(L.map_cache_dir().glob("*.parquet"))) == 1

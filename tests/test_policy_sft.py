@@ -223,3 +223,31 @@ def test_bad_input_is_one_error_line(sft_data, tiny, backbone, tmp_path):
     line = one_error_line(run_cli("train-policy", "--method", "dpo", f"data={sft_data}", runs=runs))
     assert "method" in line and "sft" in line
     assert not (runs / "train-policy").exists() or not any((runs / "train-policy").iterdir())  # no run folder left
+
+
+def test_the_reference_is_the_policy_before_training(tiny):
+    """What DPO and GRPO read: with LoRA the adapter switched off, with full weights a frozen copy."""
+    from rm_lab.policy.logprobs import sequence_logprobs
+
+    tok, model = tr.load_trainable_policy(str(tiny))
+    ex, *_ = _examples(tok, n=2)
+    with torch.no_grad():
+        base, _ = sequence_logprobs(model, _objective(tok, model).collate(ex))
+    for lora in (True, False):
+        tok, m = tr.load_trainable_policy(str(tiny))
+        ref = None
+        if lora:
+            torch.manual_seed(0)
+            m = tr.add_lora(m, r=4, alpha=8)
+        else:
+            ref = tr.frozen_copy(m)
+        module = tr.PolicyModule(m, _objective(tok, m), lr=1e-2, reference=ref)
+        batch = module.objective.collate(ex)
+        for _ in range(2):
+            _step(module, batch)
+        ref_lp, _ = module.reference_logprobs(batch)
+        with torch.no_grad():
+            now, _ = sequence_logprobs(module.policy, batch)
+        assert torch.allclose(ref_lp, base, atol=1e-5), lora  # the reference did not move
+        assert not torch.allclose(now, base, atol=1e-4), lora  # the policy did
+        assert set(module.trainable_names()).isdisjoint({f"reference.{n}" for n, _ in (ref or m).named_parameters()})

@@ -134,3 +134,14 @@ def test_bad_search_space_through_the_cli_is_one_error_line(tmp_path):
     err = one_error_line(run_cli("tune", "-c", str(p), runs=tmp_path / "runs"))
     assert f"{p}, line" in err and "space.dropout.high" in err
     assert not (tmp_path / "runs" / "tune").exists()  # no run folder for a bad config
+
+
+def test_workers_option_shares_the_trials_between_processes(tmp_path, backbone, runs_dir):
+    """`--workers 2`: this process and one spawned worker both run trials of the one study."""
+    cfg = _tiny(tmp_path, backbone)
+    _ok(["tune", "-c", str(cfg), "--n-trials", "3", "--workers", "2", "--study", "w"])
+    (run,) = sorted((runs_dir / "tune").glob("2*"))
+    s = json.loads((run / "study.json").read_text())
+    assert 3 <= s["n_trials"] <= 4 and set(s["states"]) <= {"COMPLETE", "PRUNED"}
+    assert len({t["worker"] for t in s["trials"]}) == 2
+    assert (run / "best.yaml").is_file()

@@ -42,19 +42,33 @@ def reward_model(cfg, run, say: Callable[[str], None] = print):
     return RewardModel.load(folder, tcfg.cache_dir or default_cache_root()), str(folder)
 
 
-def calibrate_world(cfg, run, say: Callable[[str], None] = print) -> dict:
+def given_model(cfg):
+    """The reward model `cfg.model` names, loaded and checked before any run folder exists (None when a
+    model is to be trained)."""
+    if cfg.source != "world" or not cfg.model:
+        return None
+    model, path = reward_model(cfg, None)
+    check_model(cfg, model, path)
+    return model, path
+
+
+def check_model(cfg, model, model_path: str) -> None:
+    if cfg.lift_output not in model.outputs():
+        raise ConfigError(f"lift_output={cfg.lift_output!r}: the reward model {model_path} has outputs "
+                          f"{model.outputs()}")
+    if cfg.predictor.startswith("win_pair") and model.pairwise is None:
+        raise ConfigError(f"predictor={cfg.predictor}: the reward model {model_path} has no pairwise model "
+                          "(train it with pairwise=true, or choose a win_point_* predictor)")
+
+
+def calibrate_world(cfg, run, say: Callable[[str], None] = print, loaded=None) -> dict:
+    """`loaded`: (model, path) from `given_model`; None: load or train it now."""
     from rm_lab.calibrate.report import plot_predicted_vs_observed, report_markdown
     from rm_lab.calibrate.simulated import over_optimised_verdict, run_world_tests
 
     t0 = time.time()
-    model, model_path = reward_model(cfg, run, say)
-    if cfg.lift_output not in model.outputs():
-        raise ConfigError(f"lift_output={cfg.lift_output!r}: the reward model {model_path} has outputs "
-                          f"{model.outputs()}")
-    needs_pair = cfg.predictor.startswith("win_pair")
-    if needs_pair and model.pairwise is None:
-        raise ConfigError(f"predictor={cfg.predictor}: the reward model {model_path} has no pairwise model "
-                          "(train it with pairwise=true, or choose a win_point_* predictor)")
+    model, model_path = loaded if loaded is not None else reward_model(cfg, run, say)
+    check_model(cfg, model, model_path)
     table, state = run_world_tests(cfg, model, say)
     check_experiments(table, "simulated tests", cfg.predictor)
     predictors = [p for p in PREDICTORS if p in table.columns and table[p].notna().all()]
@@ -85,7 +99,7 @@ def calibrate_world(cfg, run, say: Callable[[str], None] = print) -> dict:
     return out
 
 
-def run_calibrate(cfg, run, say: Callable[[str], None] = print) -> dict:
+def run_calibrate(cfg, run, say: Callable[[str], None] = print, loaded=None) -> dict:
     if cfg.source == "upworthy":
         import importlib
 
@@ -94,4 +108,4 @@ def run_calibrate(cfg, run, say: Callable[[str], None] = print) -> dict:
         except ModuleNotFoundError:
             raise ConfigError("source=upworthy: rm_lab/calibrate/upworthy.py is not in this checkout") from None
         return mod.calibrate_upworthy(cfg, run, say)
-    return calibrate_world(cfg, run, say)
+    return calibrate_world(cfg, run, say, loaded)

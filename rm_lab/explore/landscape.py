@@ -11,6 +11,7 @@ extrapolates (the paper's "local map" is trusted only near the data it was drawn
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,21 +172,54 @@ def load_model(root: str | Path, folder: str | Path):
     return rm
 
 
+def _map_key(full: Path, resolved: list[Path], max_points: int, seed: int) -> str:
+    """What a scored map depends on: the model files, the data files (paths, sizes, mtimes), the settings."""
+    import hashlib
+
+    files = [full / n for n in ("model.safetensors", "rm_config.json")]
+    files += sorted(p for d in resolved for p in d.glob("*.parquet"))
+    files += sorted(p for d in resolved for p in d.glob("*.jsonl"))
+    parts = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.is_file()]
+    return hashlib.sha1("|".join([*parts, str(max_points), str(seed), "v1"]).encode()).hexdigest()[:20]
+
+
+def map_cache_dir() -> Path:
+    """Scored maps are kept in $RM_LAB_EXPLORE_CACHE, else $RM_LAB_CACHE/explore (never in the run folders),
+    as Parquet and JSON."""
+    import os
+
+    from rm_lab.models import cache_root
+
+    own = os.environ.get("RM_LAB_EXPLORE_CACHE")
+    return Path(own).expanduser() if own else cache_root() / "explore"
+
+
 def load_landscape(root: str | Path, folder: str | Path, max_points: int = 10_000, seed: int = 0,
-                   model=None) -> Landscape:
-    """Score and project up to `max_points` training replies of a train-rm run."""
+                   model=None, cache: bool = True) -> Landscape:
+    """Score and project up to `max_points` training replies of a train-rm run; the scored map is cached
+    (Parquet + JSON, keyed by the model's and the data's files) so a folder reopens without rescoring."""
+    from rm_lab import io
+
     full = train_run(root, folder)
     rm = model if model is not None else load_model(root, full)
     records, population, where = training_records(root, full)
-    items = _items(records, max_points, seed)
+    data = load_run_config_data(root, full)
+    key = _map_key(full, data, max_points, seed)
+    cached = map_cache_dir() / f"{key}.parquet"
     ctx = records["context"].assign(context_id=records["context"]["context_id"].astype(str))
     ctx = ctx.drop_duplicates("context_id").set_index("context_id")
+    chars = records["character"]
+    if cache and cached.is_file() and cached.with_suffix(".json").is_file():
+        pts = pd.read_parquet(cached)
+        meta = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
+        rows = ctx.loc[pts["context_id"]].reset_index()
+        return Landscape(full, rm, pts, rows, chars, population, meta["explained"], meta["info"])
+    items = _items(records, max_points, seed)
     known = items["context_id"].isin(ctx.index)
     items = items[known].reset_index(drop=True)
     if items.empty:
         raise ConfigError(f"{where}: no reply whose context is in context records")
     rows = ctx.loc[items["context_id"]].reset_index()
-    chars = records["character"]
     texts, style = rm.item_texts(rows, items["response"].tolist(), chars)
     feats = rm.member_features(texts)
     scores = rm.score_features(feats, style)
@@ -201,7 +235,26 @@ def load_landscape(root: str | Path, folder: str | Path, max_points: int = 10_00
         pts[TRUTH] = score_replies(items["response"].tolist(), rows, chars, population).true_engagement
     info = {"data": where, "n_points": int(len(pts)), "n_members": len(rm.members), "heads": rm.heads,
             "inputs": list(rm.cfg.inputs), "simulated_world": population is not None}
+    if cache:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with io.atomic_path(cached) as tmp:
+                pts.to_parquet(tmp, index=False)
+            io.write_json(cached.with_suffix(".json"), {"explained": ratio, "info": info})
+        except OSError:
+            pass  # a read-only cache: the map is scored again next time
     return Landscape(full, rm, pts, rows, chars, population, ratio, info)
+
+
+def load_run_config_data(root: str | Path, folder: Path) -> list[Path]:
+    """The data folders a train-rm run names (none for an on-the-fly world), checked to lie under root."""
+    from rm_lab.runs import load_run_config
+
+    data = load_run_config(folder).get("data")
+    if not data:
+        return []
+    return [paths.run_folder(root, f, "training data (train-rm config `data`)")
+            for f in ([data] if isinstance(data, str) else list(data))]
 
 
 def heads_summary(land: Landscape) -> pd.DataFrame:

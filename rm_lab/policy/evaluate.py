@@ -181,7 +181,7 @@ def evaluate_policies(cfg: EvaluateConfig, say: Callable[[str], None] = print) -
                                                                      ("baseline", cfg.baseline)))
     scorer = load_scorer(cfg.model)
     ctx_u, chars = world_prompts(cfg.n_contexts, "user", cfg.world_seed, cfg.world_version, prefix="eval-user")
-    ctx_i, _ = world_prompts(cfg.n_contexts, "internal", cfg.world_seed + 1, cfg.world_version, prefix="eval-int")
+    ctx_i, _ = world_prompts(cfg.n_contexts, "internal", cfg.world_seed, cfg.world_version, prefix="eval-int", draw=1)
     contexts = pd.concat([ctx_u, ctx_i], ignore_index=True)
     engines: list = []
     replies, names = {}, {}

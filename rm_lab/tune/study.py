@@ -9,7 +9,6 @@ resumable: a worker only runs what the study lacks of `n_trials` (finished, prun
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 import warnings
 from pathlib import Path
@@ -59,7 +58,7 @@ def open_storage(url: str):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
                 return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
                                                   grace_period=4 * HEARTBEAT_S)
-        except ImportError as e:  # optuna's own ImportError names no module: the URL's dialect does
+        except ImportError:  # optuna's own ImportError names no module: the URL's dialect does
             raise ConfigError(f"storage '{shown}': the database driver of '{u.drivername}' is not installed "
                               f"(for PostgreSQL: pip install 'psycopg[binary]')") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
@@ -120,14 +119,3 @@ def optimize(study, objective: Callable, n_trials: int) -> int:
         if ran > 10 * n_trials + 10:  # failed trials are retried, but not forever
             break
     return ran
-
-
-def run_workers(target: Callable, args_for: Callable[[int], tuple], n: int) -> list[int]:
-    """Start `n` spawned processes target(*args_for(i)) and wait; returns their exit codes."""
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=target, args=args_for(i), name=f"tune-worker-{i}") for i in range(n)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    return [p.exitcode for p in procs]

@@ -1,4 +1,4 @@
-"""A tuning run: the checked config and space, the study, the workers, and what the run folder gets.
+"""A tuning run: the checked config and space, the study, the workers, and what the run folder gets (spawned workers: `worker`).
 
 `load` reads the tune YAML keeping each key's line, so a bad search space is named at its line; `tune`
 opens the study, runs this process as worker 0 next to `workers - 1` spawned ones, then writes best.yaml
@@ -8,6 +8,7 @@ and study.json (rm_lab.tune.export).
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -66,7 +67,7 @@ def _open(cfg: TuneConfig, url: str, direction: str, index: int):
                                cfg.n_startup_trials, cfg.n_warmup_steps, cfg.seed + index)
 
 
-def worker(cfg_data: dict, index: int, url: str, runs_root: str, parent: str | None) -> None:
+def worker(cfg_data: dict, index: int, url: str, runs_root: str, parent: str | None, ready=None) -> None:
     """A spawned worker process: the same study, its own sampler seed; a user error exits with status 2."""
     import os
 
@@ -78,7 +79,10 @@ def worker(cfg_data: dict, index: int, url: str, runs_root: str, parent: str | N
         cfg = cfgmod.build(TuneConfig, cfg_data, "tune config")
         sp = search_space(cfg)
         obj = _objective(cfg, sp, Path(runs_root), parent, say=lambda m: print(f"[worker {index}] {m}", flush=True))
-        studymod.optimize(_open(cfg, url, obj.direction, index), obj, cfg.n_trials)
+        study = _open(cfg, url, obj.direction, index)
+        if ready is not None:
+            ready.put(index)
+        studymod.optimize(study, obj, cfg.n_trials)
     except ConfigError as e:
         print(f"error: [worker {index}] {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -100,11 +104,13 @@ def tune(cfg: TuneConfig, space: spacemod.SearchSpace, run_dir: Path, runs_root:
     say(f"study '{cfg.study}' ({studymod.redact(url)}): {obj.metric} ({obj.direction}), "
         f"{len(study.get_trials(deepcopy=False))} trials so far, target {cfg.n_trials}, {cfg.workers} worker(s)")
     data = dataclasses.asdict(dataclasses.replace(cfg, metric=obj.metric))
-    ctx = studymod.mp.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(data, i, url, str(runs_root), parent), name=f"tune-worker-{i}")
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(data, i, url, str(runs_root), parent, ready), name=f"tune-worker-{i}")
              for i in range(1, cfg.workers)]
     for p in procs:
         p.start()
+    _wait_ready(procs, ready)
     try:
         studymod.optimize(study, obj, cfg.n_trials)
     finally:
@@ -120,3 +126,17 @@ def tune(cfg: TuneConfig, space: spacemod.SearchSpace, run_dir: Path, runs_root:
                                    cfg.seed)
     summary["best_config"] = str(best) if best else None
     return summary
+
+
+def _wait_ready(procs: list, ready, timeout_s: float = 900) -> None:
+    """Start trials once every spawned worker has its data and study (they import and load slower than this
+    process, which has both), so the first trials are shared; a worker that exits early is not waited for."""
+    import queue
+    import time
+
+    waiting, t0 = {p.name for p in procs}, time.time()
+    while waiting and time.time() - t0 < timeout_s:
+        try:
+            waiting.discard(f"tune-worker-{ready.get(timeout=1)}")
+        except queue.Empty:
+            waiting -= {p.name for p in procs if not p.is_alive()}

@@ -349,15 +349,16 @@ class BestOfNConfig(SamplingConfig):
     label_name: str = param("best_of_n_pick", doc="name of the label rows that hold the picks", min_len=1)
 
 
-def world_prompts(n: int, traffic: str, seed: int, version: int, prefix: str = "fresh"):
-    """Fresh contexts (and the characters) from the simulated world."""
+def world_prompts(n: int, traffic: str, seed: int, version: int, prefix: str = "fresh", draw: int = 0):
+    """Fresh contexts (and the characters of world `seed`) from the simulated world; `draw` gives another
+    set of contexts with the same characters."""
     from rm_lab.world.characters import make_characters
     from rm_lab.world.contexts import make_contexts
 
     characters = make_characters(24, seed=seed)
     share = {"user": 1.0, "internal": 0.0, "both": 0.5}[traffic]
     kw = {"world_version": version} if version != 1 else {}
-    contexts = make_contexts(characters, n, share, seed=seed + 77_777, prefix=prefix, **kw)
+    contexts = make_contexts(characters, n, share, seed=seed + 77_777 + 1_009 * draw, prefix=prefix, **kw)
     return contexts, characters
 
 
