@@ -158,3 +158,13 @@ def test_artifact_report_contrasts_accepted_and_rejected():
     rep = bon.artifact_report(df, ctx, chars)
     assert rep["accepted"]["has_emoji"] == 1.0 and rep["rejected"]["has_emoji"] == 0.0
     assert rep["diff"]["n_emoji"] == 2.0 and rep["n_accepted"] == 2
+
+
+def test_win_rates_per_traffic_source_count_ties_half_and_stay_in_0_1():
+    from rm_lab.policy.evaluate import win_rates
+
+    traffic = np.array(["user"] * 4 + ["internal"] * 2)
+    r = win_rates(np.array([1, 2, 3, 0, 1, 1.0]), np.array([0, 0, 3, 5, 0, 0.0]), traffic)
+    assert r["point_user"]["rate"] == pytest.approx((1 + 1 + 0.5 + 0) / 4) and r["point_user"]["n"] == 4
+    assert r["point_internal"]["rate"] == 1.0 and 0 <= r["point_internal"]["low"] <= r["point_internal"]["high"] <= 1
+    assert "pair_user" not in r

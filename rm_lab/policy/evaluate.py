@@ -93,13 +93,14 @@ def win_rates(s_cand: np.ndarray, s_cur: np.ndarray, traffic: np.ndarray, pair_p
     rm_lab.calibrate.guardrails). Pointwise wins count ties as half; intervals are normal over contexts."""
     s_cand, s_cur, traffic = np.asarray(s_cand, float), np.asarray(s_cur, float), np.asarray(traffic)
     win = (s_cand > s_cur) + 0.5 * (s_cand == s_cur)
+    clip = lambda e: {**e, "low": max(0.0, e["low"]), "high": min(1.0, e["high"])}  # noqa: E731  (a rate)
     out = {}
     for src in ("user", "internal"):
         m = traffic == src
         if m.any():
-            out[f"point_{src}"] = mean_ci(win[m])
+            out[f"point_{src}"] = clip(mean_ci(win[m]))
             if pair_p is not None:
-                out[f"pair_{src}"] = mean_ci(np.asarray(pair_p, float)[m])
+                out[f"pair_{src}"] = clip(mean_ci(np.asarray(pair_p, float)[m]))
     return out
 
 

@@ -399,12 +399,15 @@ def open_policy(cfg: SamplingConfig):
     return engine, LLMPolicy(engine, cfg.generation(), name=name)
 
 
-def world_truth(replies: Sequence[str], contexts: pd.DataFrame, characters: pd.DataFrame, version: int) -> np.ndarray:
-    """The hidden true engagement of replies (one policy's set) in their contexts."""
+def world_truth(replies: Sequence[str], contexts: pd.DataFrame, characters: pd.DataFrame, version: int,
+                policy=None) -> np.ndarray:
+    """The hidden true engagement of replies in their contexts. `policy` labels which replies form one
+    policy's set (world v2 judges templating within a set); None: all are one policy's answers."""
     from rm_lab.world.engagement import Population, score_replies
 
     pop = Population(world_version=version) if version != 1 else Population()
-    return score_replies(list(replies), contexts.reset_index(drop=True), characters, pop).true_engagement
+    return score_replies(list(replies), contexts.reset_index(drop=True), characters, pop,
+                         policy=policy).true_engagement
 
 
 def sft_records(samples: pd.DataFrame, contexts: pd.DataFrame, characters: pd.DataFrame, label_name: str,
@@ -486,8 +489,10 @@ def run_sampling(cfg: SamplingConfig, run_dir: Path, prepared: Prepared | None =
         chosen &= samples["value"].to_numpy() >= min_score
     samples["passed"], samples["chosen"] = passed, chosen
     if from_world:
+        # sample j of every context is what a best-of-1 policy drawing its j-th sample answers: one set per j,
+        # so the N candidates of one context are not judged as each other's templates
         samples["truth_engagement"] = world_truth(samples["response"], repeat_rows(contexts, cfg.n), characters,
-                                                  cfg.world_version)
+                                                  cfg.world_version, policy=np.tile(np.arange(cfg.n), len(contexts)))
     with io.atomic_path(run_dir / "samples.parquet") as tmp:
         samples.to_parquet(tmp, index=False)
     report: dict = {"n_contexts": len(contexts), "n": cfg.n, "n_samples": len(samples),
