@@ -205,3 +205,19 @@ def stage_command(app: typer.Typer, name: str, schema: Any, *, config: str | Non
         return body
 
     return decorate
+
+
+def new_or_resumed_config(cls, config, overrides, options, resume, *, default: str, kind: str,
+                          is_run: Callable[[Path], bool], absolute: Callable[[Any], Any],
+                          resume_options: bool = False):
+    """The `load=` of a resumable training command. A new run: configs/<default>.yaml (or -c) + overrides,
+    its paths made absolute; --resume: the run folder's own config.yaml + overrides (-c refused)."""
+    if not resume:
+        return absolute(cfgmod.load(cls, config or default, overrides, options=options))
+    if config:
+        raise ConfigError("--resume continues a run with the config.yaml in its folder; drop -c/--config "
+                          "(give changes as key=value)")
+    from rm_lab.runs import CONFIG_FILE, resolve_run_folder
+
+    return cfgmod.load(cls, resolve_run_folder(resume, kind, is_run) / CONFIG_FILE, overrides,
+                       **({"options": options} if resume_options else {}))

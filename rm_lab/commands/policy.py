@@ -7,8 +7,7 @@ from typing import Optional
 import typer
 
 from rm_lab import config as cfgmod
-from rm_lab.commands.common import stage_command
-from rm_lab.config import ConfigError
+from rm_lab.commands.common import new_or_resumed_config, stage_command
 
 TRAIN_KIND = "train-policy"
 
@@ -21,18 +20,11 @@ def _prepare_sampling(cfg):
 
 def _train_config(cls, config, overrides, options, resume=None):
     """A new run: configs/train_policy.yaml (or -c) + overrides + --method. --resume: the run's own config."""
-    from rm_lab.policy.trainer import with_absolute_paths
+    from rm_lab.policy.trainer import is_policy_run, with_absolute_paths
 
-    if not resume:
-        return with_absolute_paths(cfgmod.load(cls, config or "train_policy", overrides, options=options))
-    if config:
-        raise ConfigError("--resume continues a run with the config.yaml in its folder; drop -c/--config "
-                          "(give changes as key=value)")
-    from rm_lab.policy.trainer import is_policy_run
-    from rm_lab.runs import CONFIG_FILE, resolve_run_folder
-
-    return cfgmod.load(cls, resolve_run_folder(resume, TRAIN_KIND, is_policy_run) / CONFIG_FILE, overrides,
-                       options=options)
+    return new_or_resumed_config(cls, config, overrides, options, resume, default="train_policy",
+                                 kind=TRAIN_KIND, is_run=is_policy_run, absolute=with_absolute_paths,
+                                 resume_options=True)
 
 
 def _train_inputs(cfg, resume=None):

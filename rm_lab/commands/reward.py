@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from rm_lab import config as cfgmod, io
-from rm_lab.commands.common import stage_command
+from rm_lab.commands.common import new_or_resumed_config, stage_command
 from rm_lab.config import ConfigError
 
 TRAIN_KIND = "train-rm"
@@ -15,17 +15,11 @@ TRAIN_KIND = "train-rm"
 
 def _train_config(cls, config, overrides, options, resume=None):
     """A new run: configs/train_rm.yaml (or -c) + overrides. --resume: the run's own config.yaml + overrides."""
-    if not resume:
-        from rm_lab.reward.train import with_absolute_paths
-
-        return with_absolute_paths(cfgmod.load(cls, config or "train_rm", overrides, options=options))
-    if config:
-        raise ConfigError("--resume continues a run with the config.yaml in its folder; drop -c/--config "
-                          "(give changes as key=value)")
     from rm_lab.reward.store import is_train_run
-    from rm_lab.runs import CONFIG_FILE, resolve_run_folder
+    from rm_lab.reward.train import with_absolute_paths
 
-    return cfgmod.load(cls, resolve_run_folder(resume, TRAIN_KIND, is_train_run) / CONFIG_FILE, overrides)
+    return new_or_resumed_config(cls, config, overrides, options, resume, default="train_rm", kind=TRAIN_KIND,
+                                 is_run=is_train_run, absolute=with_absolute_paths)
 
 
 def _train_run(cfg, resume=None):
