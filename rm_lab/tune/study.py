@@ -114,7 +114,11 @@ def optimize(study, objective: Callable, n_trials: int) -> int:
     ran = 0
     while n_counted(study) < n_trials or any(
             t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)):
-        study.optimize(objective, n_trials=1, gc_after_trial=True)
+        try:
+            study.optimize(objective, n_trials=1, gc_after_trial=True)
+        except ValueError as e:  # another worker claimed and finished the same waiting trial (SQLite race)
+            if not str(e).startswith("Cannot tell a"):
+                raise
         ran += 1
         if ran > 10 * n_trials + 10:  # failed trials are retried, but not forever
             break

@@ -110,8 +110,12 @@ def tune(cfg: TuneConfig, space: spacemod.SearchSpace, run_dir: Path, runs_root:
              for i in range(1, cfg.workers)]
     for p in procs:
         p.start()
-    _wait_ready(procs, ready)
     try:
+        # the enqueued base trial runs here while the workers start: two processes popping one waiting trial
+        # of an SQLite study can both claim it (no row locks there)
+        if any(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False)):
+            study.optimize(obj, n_trials=1, gc_after_trial=True)
+        _wait_ready(procs, ready)
         studymod.optimize(study, obj, cfg.n_trials)
     finally:
         for p in procs:
