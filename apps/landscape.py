@@ -34,12 +34,14 @@ def runs_dir() -> Path:
                              or os.environ.get("RM_LAB_RUNS", "runs"))
 
 
-def pick_folder(label: str, folders: list[Path], root: Path, key: str) -> Path | None:
-    """A run folder from the list, or a path typed by the user (refused outside the runs folder)."""
+def pick_folder(label: str, folders: list[Path], root: Path, key: str, missing: str) -> Path | None:
+    """A run folder from the list, or a path typed by the user (refused outside the runs folder); with no run
+    to pick, shows `missing` and gives None."""
     typed = st.sidebar.text_input(f"{label}: or a path under the runs folder", "", key=f"{key}_path")
     if typed.strip():
         return paths.run_folder(root, typed.strip(), label)
     if not folders:
+        st.info(missing)
         return None
     names = [str(f.relative_to(root)) for f in folders]
     return root / st.sidebar.selectbox(label, names, key=key)
@@ -74,9 +76,9 @@ def page_runs(root: Path) -> None:
 
 def page_landscape(root: Path) -> None:
     st.header("Landscape")
-    folder = pick_folder("reward-model run", L.train_runs(root), root, "rm_run")
+    folder = pick_folder("reward-model run", L.train_runs(root), root, "rm_run",
+                         "No finished train-rm run under the runs folder: train one with `rm_lab train-rm data=...`.")
     if folder is None:
-        st.info("No finished train-rm run under the runs folder: train one with `rm_lab train-rm data=...`.")
         return
     max_points = st.sidebar.number_input("max replies on the map", 50, 50_000, 10_000, step=500, key="max_points")
     land = landscape_of(str(root), str(folder), int(max_points))
@@ -113,10 +115,10 @@ def page_landscape(root: Path) -> None:
 
 def page_calibration(root: Path) -> None:
     st.header("Calibration")
-    folder = pick_folder("calibrate run", C.calibrate_runs(root), root, "cal_run")
-    if folder is None:
-        st.info("No calibrate run with calibration.json under the runs folder: run `rm_lab calibrate model=...`.")
-    else:
+    folder = pick_folder("calibrate run", C.calibrate_runs(root), root, "cal_run",
+                         "No calibrate run with calibration.json under the runs folder: "
+                         "run `rm_lab calibrate model=...`.")
+    if folder is not None:
         view = C.calibration_view(root, folder)
         cal, table = view["calibration"], view["experiments"]
         st.caption(f"predictor {cal.predictor}; map {cal.lift_map.method}; tau {cal.tau:.4g}; "
@@ -159,10 +161,10 @@ def page_calibration(root: Path) -> None:
 
 def page_samples(root: Path) -> None:
     st.header("Samples")
-    folder = pick_folder("sampling run", S.sample_runs(root), root, "sample_run")
+    folder = pick_folder("sampling run", S.sample_runs(root), root, "sample_run",
+                         "No best-of-n or rejection-sample run with samples.parquet under the runs folder: "
+                         "run `rm_lab best-of-n model=...`.")
     if folder is None:
-        st.info("No best-of-n or rejection-sample run with samples.parquet under the runs folder: run "
-                "`rm_lab best-of-n model=...`.")
         return
     view = S.load_samples(root, folder)
     st.dataframe(S.summary(view), hide_index=True)
@@ -196,9 +198,9 @@ def page_generations(root: Path) -> None:
 
 def page_tuning(root: Path) -> None:
     st.header("Tuning")
-    folder = pick_folder("tune run", T.tune_runs(root), root, "tune_run")
+    folder = pick_folder("tune run", T.tune_runs(root), root, "tune_run",
+                         "No tune run with study.json under the runs folder: run `rm_lab tune -c tune_rm`.")
     if folder is None:
-        st.info("No tune run with study.json under the runs folder: run `rm_lab tune -c tune_rm`.")
         return
     view = T.study_view(root, folder)
     s = view["summary"]

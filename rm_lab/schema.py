@@ -642,9 +642,14 @@ def _check_ab_moments(df: pd.DataFrame, path: str | None, rn: Callable[[int], in
              "messages_sq >= messages^2 / users (a variance cannot be negative)"),
             ("active_messages", cov ** 2 > var_a * var_m * (1 + 1e-9) + 1e-12 * (ma * mm) ** 2,
              "a covariance of active days and messages with |correlation| <= 1")):
-        if bad.any():  # NaN compares False: rows without moments pass
-            i = int(np.flatnonzero(bad)[0])
-            raise RecordError(path, rn(i), name, _show(df[name].iloc[i]), what)
+        _raise_first_bad(df, path, rn, name, bad, what)  # NaN compares False: rows without moments pass
+
+
+def _raise_first_bad(df: pd.DataFrame, path: str | None, rn: Callable[[int], int], name: str,
+                     bad: np.ndarray, what: str) -> None:
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise RecordError(path, rn(i), name, _show(df[name].iloc[i]), what)
 
 
 PRE_PERIOD = ("pre_days", "pre_engaged_user_days", "pre_active_days_sq", "pre_active_days_cross")
@@ -677,9 +682,7 @@ def _check_ab_pre_period(df: pd.DataFrame, path: str | None, rn: Callable[[int],
              "pre_active_days_sq >= pre_engaged_user_days^2 / users (a variance cannot be negative)"),
             ("pre_active_days_cross", cov ** 2 > var_x * var_a * (1 + 1e-9) + 1e-12 * (mx * ma) ** 2,
              "a covariance of pre-period and test active days with |correlation| <= 1")):
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise RecordError(path, rn(i), name, _show(df[name].iloc[i]), what)
+        _raise_first_bad(df, path, rn, name, bad, what)
 
 
 def _fast_bad_rows(f: Field, col: pd.Series) -> Iterable[int] | None:

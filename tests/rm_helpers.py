@@ -48,3 +48,16 @@ def make_tiny_backbone(folder: Path) -> Path:
 def tiny_world(seed: int = 0, n: int = 40, spurious: bool = False):
     return simulate(WorldConfig(seed=seed, n_characters=6, n_contexts=n, n_preference_contexts=n,
                                 spurious_emoji=spurious))
+
+
+def signal_when(p: subprocess.Popen, ready, sig: int, wait_s: float = 300) -> tuple[str, str]:
+    """Wait (up to `wait_s`) until `ready()` holds while `p` still runs, send it `sig`, and return
+    its (stdout, stderr); fails if `p` ended before the signal could be sent."""
+    import time
+
+    deadline = time.time() + wait_s
+    while time.time() < deadline and p.poll() is None and not ready():
+        time.sleep(0.05)
+    assert p.poll() is None, "training ended before the signal could be sent"
+    p.send_signal(sig)
+    return p.communicate(timeout=300)

@@ -59,17 +59,22 @@ def test_holm_across_arms_equals_statsmodels():
     assert both.breadth_p_holm.iloc[3] == both.breadth_p_value.iloc[3]
 
 
+def _two_user_level_arms(seed: int, users: int):
+    """A control and a +0.05 treatment simulated with per-user arrays, and analyze()'s row for them."""
+    pop, rng = Population(), np.random.default_rng(seed)
+    q = np.array([-0.2, -0.1, -0.1])
+    st = [simulate_arm(q + s, users, 7, pop, rng, per_day=False, return_users=True) for s in (0.0, 0.05)]
+    rows = [{"experiment_id": "m", "arm": a, "is_control": a == "c", "days": 7, **{k: s[k] for k in (
+        "users", "engaged_users", "engaged_user_days", "messages", "active_days_sq", "messages_sq", "active_messages")}}
+        for a, s in zip(("c", "t"), st)]
+    return st, analyze(pd.DataFrame(rows)).iloc[0]
+
+
 def test_multi_day_moments_equal_a_user_level_z_test():
     """With user-level moments the same numbers come from a t/z-test on the per-user breadth arrays."""
     from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-    pop, rng = Population(), np.random.default_rng(1)
-    q = np.array([-0.2, -0.1, -0.1])
-    st = [simulate_arm(q + s, 5000, 7, pop, rng, per_day=False, return_users=True) for s in (0.0, 0.05)]
-    rows = [{"experiment_id": "m", "arm": a, "is_control": a == "c", "days": 7, **{k: s[k] for k in (
-        "users", "engaged_users", "engaged_user_days", "messages", "active_days_sq", "messages_sq", "active_messages")}}
-        for a, s in zip(("c", "t"), st)]
-    r = analyze(pd.DataFrame(rows)).iloc[0]
+    st, r = _two_user_level_arms(1, 5000)
     yc, yt = (s["active_days_per_user"] / 7 for s in st)
     cm = CompareMeans(DescrStatsW(yt), DescrStatsW(yc))
     lo, hi = cm.zconfint_diff(usevar="unequal")
@@ -81,13 +86,7 @@ def test_multi_day_moments_equal_a_user_level_z_test():
 
 
 def test_bootstrap_agrees_with_the_delta_method():
-    pop, rng = Population(), np.random.default_rng(2)
-    q = np.array([-0.2, -0.1, -0.1])
-    st = [simulate_arm(q + s, 20_000, 7, pop, rng, per_day=False, return_users=True) for s in (0.0, 0.05)]
-    rows = [{"experiment_id": "m", "arm": a, "is_control": a == "c", "days": 7, **{k: s[k] for k in (
-        "users", "engaged_users", "engaged_user_days", "messages", "active_days_sq", "messages_sq", "active_messages")}}
-        for a, s in zip(("c", "t"), st)]
-    r = analyze(pd.DataFrame(rows)).iloc[0]
+    st, r = _two_user_level_arms(2, 20_000)
     c, t = st
     ones = (np.full(len(t["active_days_per_user"]), 7.0), np.full(len(c["active_days_per_user"]), 7.0))
     b = bootstrap_lift((t["active_days_per_user"], ones[0]), (c["active_days_per_user"], ones[1]), n_boot=600)

@@ -428,3 +428,18 @@ def test_a_scored_map_reopens_from_the_explorer_cache(runs, land, tmp_path, monk
     assert list(again.contexts["context_id"]) == list(again.points["context_id"]) and again.explained == first.explained
     fresh = L.load_landscape(runs, land.folder, max_points=31, model=land.model, cache=False)
     assert calls and len(fresh.points) == 31 and len(list(L.map_cache_dir().glob("*.parquet"))) == 1
+
+
+def test_read_only_cache_reads_shards_computes_misses_and_writes_nothing(tmp_path):
+    from rm_lab.explore.landscape import ReadOnlyCache
+    from rm_lab.reward.embed_cache import EmbeddingCache
+
+    emb = lambda ts: np.array([[len(t), 1.0] for t in ts], np.float32)
+    EmbeddingCache(tmp_path, "k").get(["aa"], lambda ts: np.array([[9.0, 9.0]] * len(ts), np.float32))
+    shards = sorted((tmp_path / "k").iterdir())
+    cache = EmbeddingCache(tmp_path, "k")
+    assert [v is None for v in cache.lookup(["aa", "bbb"])] == [False, True]
+    out = ReadOnlyCache(cache).get(["bbb", "aa", "c"], emb)
+    assert out.tolist() == [[3.0, 1.0], [9.0, 9.0], [1.0, 1.0]]
+    assert sorted((tmp_path / "k").iterdir()) == shards and cache.lookup(["bbb"]) == [None]
+    assert ReadOnlyCache(cache).get([], emb).shape == (0, 0)

@@ -84,16 +84,10 @@ def reference(data, backbone, cache, tmp_path_factory):
 def test_a_signal_stops_train_rm_resumably(sig, data, backbone, cache, reference, tmp_path):
     runs = tmp_path / "runs"
     p = _cli(_train_args(data, backbone, cache, EPOCHS), runs)
-    deadline = time.time() + 300
-    hist = None
-    while time.time() < deadline and p.poll() is None:  # wait until training is under way
-        hist = next(iter(runs.glob("train-rm/*/checkpoints/m0/history.json")), None)
-        if hist is not None and hist.exists():
-            break
-        time.sleep(0.05)
-    assert p.poll() is None, "training ended before the signal could be sent"
-    p.send_signal(sig)
-    out, err = p.communicate(timeout=300)
+    from rm_helpers import signal_when
+
+    # wait until training is under way
+    out, err = signal_when(p, lambda: any(runs.glob("train-rm/*/checkpoints/m0/history.json")), sig)
     run = _only_run(runs).resolve()
     assert p.returncode == 128 + sig, (p.returncode, err[-3000:])
     name = signal.Signals(sig).name

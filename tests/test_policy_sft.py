@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -186,14 +185,9 @@ def test_a_killed_train_policy_resumes_to_the_same_weights(sig, sft_data, tiny, 
 
     runs = tmp_path / "runs"
     p = _cli(_args(sft_data, tiny, EPOCHS), runs)
-    deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None:
-        if list(runs.glob("train-policy/*/checkpoints/last.ckpt")):
-            break
-        time.sleep(0.05)
-    assert p.poll() is None, "training ended before the signal could be sent"
-    p.send_signal(sig)
-    out, err = p.communicate(timeout=300)
+    from rm_helpers import signal_when
+
+    out, err = signal_when(p, lambda: any(runs.glob("train-policy/*/checkpoints/last.ckpt")), sig)
     run = _only(runs).resolve()
     assert p.returncode == 128 + sig, (p.returncode, err[-3000:])
     assert f"rm_lab train-policy --resume {run}" in err and "Traceback" not in err

@@ -47,6 +47,13 @@ class GuardrailConfig:
         if self.floor >= self.ceiling:
             raise ValueError(f"guardrail floor {self.floor} must be below its ceiling {self.ceiling}")
 
+    @property
+    def z(self) -> float:
+        """The normal quantile of `confidence` (two-sided), for the win-rate intervals."""
+        from scipy import stats
+
+        return float(stats.norm.ppf(0.5 + self.confidence / 2))
+
 
 @dataclass
 class Alarm:
@@ -129,12 +136,17 @@ def guardrail(model, contexts, replies_candidate, replies_current, characters, c
               ) -> Verdict:
     """Win rates of the candidate over the current policy (reward model) plus style drift, checked."""
     from rm_lab.calibrate.offline import win_rates
-    from scipy import stats
 
     cfg = cfg or GuardrailConfig()
-    z = float(stats.norm.ppf(0.5 + cfg.confidence / 2))
-    rates = win_rates(model, contexts, replies_candidate, replies_current, characters, z)
-    kw = characters.set_index("character_id")["keywords"] if "keywords" in characters else None
-    keys = [kw.get(c) for c in contexts["character_id"]] if kw is not None else None
+    rates = win_rates(model, contexts, replies_candidate, replies_current, characters, cfg.z)
+    keys = context_keywords(contexts, characters)
     return check_guardrails(rates, style_drift(replies_candidate, replies_current, keys, keys), cfg)
+
+
+def context_keywords(contexts, characters) -> list | None:
+    """Each context's character keywords (style_drift's keywords), None when the characters have none."""
+    if "keywords" not in characters:
+        return None
+    kw = characters.set_index("character_id")["keywords"]
+    return [kw.get(c) for c in contexts["character_id"]]
 

@@ -97,16 +97,13 @@ def run_world_tests(cfg, model, say: Callable[[str], None] = print) -> tuple[pd.
 
 def over_optimised_verdict(cfg, state: dict):
     """The guardrail on the `cfg.over_optimised` preset against the first control (same contexts)."""
-    from scipy import stats
-
-    from rm_lab.calibrate.guardrails import check_guardrails, style_drift
+    from rm_lab.calibrate.guardrails import check_guardrails, context_keywords, style_drift
 
     scorer, contexts, characters = state["scorer"], state["contexts"], state["characters"]
     cur = ScriptedPolicy.preset(cfg.controls[0])
     cand = ScriptedPolicy(f"{cfg.over_optimised} (candidate)", PRESETS[cfg.over_optimised])
     sc = scorer[cur.name] if cur.name in scorer else scorer.score(cur.name, cur.respond(contexts, characters, cfg.seed))
     st = scorer.score(cand.name, cand.respond(contexts, characters, seed=cfg.seed + 999_983))
-    z = float(stats.norm.ppf(0.5 + cfg.guardrail.confidence / 2))
-    kw = characters.set_index("character_id")["keywords"]
-    keys = [kw.get(c) for c in contexts["character_id"]]
-    return check_guardrails(scorer.win_rates(st, sc, z), style_drift(st.replies, sc.replies, keys, keys), cfg.guardrail)
+    keys = context_keywords(contexts, characters)
+    return check_guardrails(scorer.win_rates(st, sc, cfg.guardrail.z), style_drift(st.replies, sc.replies, keys, keys),
+                            cfg.guardrail)

@@ -138,15 +138,12 @@ def split_by_week(records: Records, last_train_week: int = LAST_TRAIN_WEEK, last
 # pairs
 
 def two_proportion_p(k_a, n_a, k_b, n_b) -> np.ndarray:
-    """Two-sided p-values of the pooled two-proportion z-test (statsmodels' proportions_ztest), vectorised."""
-    k_a, n_a, k_b, n_b = (np.asarray(v, float) for v in (k_a, n_a, k_b, n_b))
-    p = (k_a + k_b) / (n_a + n_b)
-    se = np.sqrt(p * (1 - p) * (1 / n_a + 1 / n_b))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = (k_b / n_b - k_a / n_a) / se
-    from scipy.stats import norm
+    """Two-sided p-values of the pooled two-proportion z-test (statsmodels' proportions_ztest), vectorised:
+    `rm_lab.evaluate.ab.pooled_z_pvalues` on Bernoulli arms (a click's square is the click)."""
+    from rm_lab.evaluate.ab import pooled_z_pvalues
 
-    return np.where(se > 0, 2 * norm.sf(np.abs(z)), 1.0)
+    k_a, n_a, k_b, n_b = (np.asarray(v, float) for v in (k_a, n_a, k_b, n_b))
+    return pooled_z_pvalues((n_b, k_b, k_b), (n_a, k_a, k_a))
 
 
 def planned_se(n_a, n_b, pooled_rate) -> np.ndarray:
@@ -412,7 +409,7 @@ def run_benchmark(ucfg: UpworthyConfig, folder: str | Path, say: Callable[[str],
     beats = {name: ours["all"]["accuracy"] > m["all"]["accuracy"] and
              ours["significant"]["accuracy"] > m["significant"]["accuracy"] for name, m in list(acc.items())[1:]}
     metrics = {
-        "split": {k: v for k, v in info.items()}, "n_test_pairs": int(test_pairs["b_wins"].notna().sum()),
+        "split": dict(info), "n_test_pairs": int(test_pairs["b_wins"].notna().sum()),
         "n_test_pairs_identical_headline_excluded": _identical_pairs(split.test["ab_arm"]),
         "accuracy": acc, "crossfit_accuracy_on_training_tests": oof_acc,
         "lift": {**rel, "confidence": ucfg.confidence, "tau": cal.tau, "map": cal.lift_map.to_json(),

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from rm_lab.schema import AB_ARM, RecordError, validate_frame
+from rm_lab.schema import AB_ARM, RecordError, row_number, validate_frame
 
 Z95 = 1.959963984540054
 
@@ -195,8 +195,8 @@ def analyze(arms: pd.DataFrame, srm_alpha: float = 0.001, source: str | None = N
     no_days = arms["engaged_user_days"].isna().to_numpy() if "engaged_user_days" in arms else True
     blind = np.flatnonzero(whole & (arms["days"].to_numpy() > 1) & no_days)
     if len(blind):  # breadth is a per-day rate: without user-days a multi-day test measures nothing
-        i, lines = int(blind[0]), arms.attrs.get("line_numbers")
-        raise RecordError(source, lines[i] if lines else i, "engaged_user_days", None,
+        i = int(blind[0])
+        raise RecordError(source, row_number(arms, i), "engaged_user_days", None,
                           f"a number on the whole-test row of a {int(arms['days'].iloc[i])}-day test "
                           "to analyse it: breadth is engaged_user_days / (users x days), engaged_users alone "
                           "does not give it")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from rm_lab.schema import RecordError
+from rm_lab.schema import RecordError, row_number
 
 TO_DATE = ("active_days_sq_to_date", "messages_sq_to_date", "active_messages_to_date")
 METRICS = ("breadth", "depth")
@@ -89,8 +89,7 @@ def _check_last_day(arms: pd.DataFrame, d: pd.DataFrame, source: str | None) -> 
         for e, a, v, r in zip(last["experiment_id"], last["arm"], last[day_col].to_numpy(float), last["_row"]):
             w = want[whole[(e, a)]] if (e, a) in whole else np.nan
             if not np.isnan(w) and abs(v - w) > 1e-9 * max(abs(w), 1.0):
-                lines = arms.attrs.get("line_numbers")
-                raise RecordError(source, lines[r] if lines else int(r), day_col, float(v),
+                raise RecordError(source, row_number(arms, int(r)), day_col, float(v),
                                   f"the arm's whole-test {tot_col} ({w:g}) on the test's last day")
 
 
@@ -110,8 +109,7 @@ def daily_paths(arms: pd.DataFrame, alpha: float = 0.05, tau: float = 0.05,
     bad = var_a < -1e-9 * np.abs(s_aa / n)
     if bad.any():
         i = int(d["_row"].to_numpy()[np.flatnonzero(bad)[0]])
-        lines = arms.attrs.get("line_numbers")
-        raise RecordError(source, lines[i] if lines else i, "active_days_sq_to_date",
+        raise RecordError(source, row_number(arms, i), "active_days_sq_to_date",
                           float(arms["active_days_sq_to_date"].iloc[i]),
                           "at least (active user-days to date)^2 / users: a variance cannot be negative")
     _check_last_day(arms, d, source)

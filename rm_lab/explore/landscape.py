@@ -150,14 +150,12 @@ class ReadOnlyCache:
         self.cache = cache
 
     def get(self, texts, compute):
-        c = self.cache
-        c._load()
-        keys = [c._hash(t) for t in texts]
-        todo = [i for i, k in enumerate(keys) if k not in c._mem]
-        new = np.asarray(compute([texts[i] for i in todo]), np.float32) if todo else None
-        fresh = dict(zip(todo, new)) if todo else {}
-        return np.stack([fresh[i] if i in fresh else c._mem[k] for i, k in enumerate(keys)]) if keys else \
-            np.zeros((0, 0), np.float32)
+        found = self.cache.lookup(texts)
+        todo = [i for i, v in enumerate(found) if v is None]
+        if todo:
+            for i, v in zip(todo, np.asarray(compute([texts[i] for i in todo]), np.float32)):
+                found[i] = v
+        return np.stack(found) if found else np.zeros((0, 0), np.float32)
 
 
 def load_model(root: str | Path, folder: str | Path):

@@ -59,6 +59,11 @@ class EmbeddingCache:
                     self._mem[str(k)] = v
             self._loaded.add(p.name)
 
+    def lookup(self, texts: Sequence[str]) -> list[np.ndarray | None]:
+        """The cached embedding of each of `texts` (None where not cached); reads shards, never writes."""
+        self._load()
+        return [self._mem.get(self._hash(t)) for t in texts]
+
     def get(self, texts: Sequence[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         """Embeddings of `texts` (in order); computes and stores only the ones not cached yet."""
         self._load()

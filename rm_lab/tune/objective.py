@@ -107,11 +107,12 @@ class TrainRMObjective:
         from rm_lab.reward.embed_cache import default_cache_root
         from rm_lab.reward.evaluate import EvalRMConfig, evaluate_reward_model
         from rm_lab.reward.model import RewardModel
+        from rm_lab.reward.store import TrainRun
 
         if self.metric == "val_loss":
             v = _val_loss(run_dir, cfg.n_ensemble, cfg.keep_best)
             return v, {"val_loss": v}
-        cache = run_dir / "embeddings" if cfg.cache_dir == "run" else (
+        cache = TrainRun(run_dir).embed_cache if cfg.cache_dir == "run" else (  # where training cached them
             Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root())
         world = records is not None and has_truth(records)
         ecfg = EvalRMConfig(model=str(run_dir), data=None if world else cfg.data, world=dict(cfg.world),

@@ -42,6 +42,18 @@ OPENERS = {
 }
 
 
+def draw_traffic(rng: np.random.Generator, n: int, n_characters: int,
+                 traffic_share_user: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each context's traffic source, character index and prompt type (the source's mix), in that order of draws."""
+    traffic = np.where(rng.random(n) < traffic_share_user, "user", "internal")
+    char_idx = rng.integers(0, n_characters, n)
+    ptypes = np.empty(n, dtype=object)
+    for src, mix in TRAFFIC_MIX.items():
+        m = traffic == src
+        ptypes[m] = rng.choice(PROMPT_TYPES, size=int(m.sum()), p=mix / mix.sum())
+    return traffic, char_idx, ptypes
+
+
 def make_contexts(characters: pd.DataFrame, n: int, traffic_share_user: float = 0.7,
                   seed: int = 0, prefix: str = "ctx", world_version: int = 1) -> pd.DataFrame:
     """Sample `n` single-turn contexts across characters and the two traffic sources (world v1), or
@@ -53,12 +65,7 @@ def make_contexts(characters: pd.DataFrame, n: int, traffic_share_user: float = 
     if world_version != 1:
         raise ValueError(f"make_contexts: world_version must be 1 or 2, got {world_version!r}")
     rng = np.random.default_rng(seed)
-    traffic = np.where(rng.random(n) < traffic_share_user, "user", "internal")
-    char_idx = rng.integers(0, len(characters), n)
-    ptypes = np.empty(n, dtype=object)
-    for src, mix in TRAFFIC_MIX.items():
-        m = traffic == src
-        ptypes[m] = rng.choice(PROMPT_TYPES, size=int(m.sum()), p=mix / mix.sum())
+    traffic, char_idx, ptypes = draw_traffic(rng, n, len(characters), traffic_share_user)
     opener_idx = rng.integers(0, 6, n)
     names = characters["name"].to_numpy()
     cids = characters["character_id"].to_numpy()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rm_lab.world.contexts import PROMPT_TYPES, TRAFFIC_MIX
+from rm_lab.world.contexts import draw_traffic
 from rm_lab.world.facts import character_facts, statement
 from rm_lab.world.topics import TOPIC_NAMES, TOPICS
 
@@ -74,12 +74,7 @@ def make_contexts_v2(characters: pd.DataFrame, n: int, traffic_share_user: float
     """Sample `n` multi-turn contexts across characters and the two traffic sources (columns as v1's,
     plus `truth_topic`)."""
     rng = np.random.default_rng([seed, 2])
-    traffic = np.where(rng.random(n) < traffic_share_user, "user", "internal")
-    char_idx = rng.integers(0, len(characters), n)
-    ptypes = np.empty(n, dtype=object)
-    for src, mix in TRAFFIC_MIX.items():
-        m = traffic == src
-        ptypes[m] = rng.choice(PROMPT_TYPES, size=int(m.sum()), p=mix / mix.sum())
+    traffic, char_idx, ptypes = draw_traffic(rng, n, len(characters), traffic_share_user)
     topics = rng.choice(TOPIC_NAMES, size=n)
     n_turns = rng.choice(np.arange(1, 7), size=n, p=TURN_PROBS / TURN_PROBS.sum())
     names = characters["name"].to_numpy()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from rm_lab.features.style import EMOJI_RE
-from rm_lab.world.facts import character_facts, claims, other_value, statement
+from rm_lab.world.facts import character_facts, other_value, said_facts, statement
 from rm_lab.world.policies import OPENERS
 from rm_lab.world.topics import TOPICS, infer_topic
 
@@ -65,9 +65,7 @@ def converse(drafts: list[str], contexts: pd.DataFrame, style, rng: np.random.Ge
             t = RELEVANT[int(picks[i, 1]) % len(RELEVANT)]
             head.append(t.format(slot=slot, Slot=slot[:1].upper() + slot[1:], lex0=lex[0], lex1=lex[1]))
         if u[i, 2] < style.contradict:
-            said: dict = {}
-            for m in mine:
-                said.update(claims(m))
+            said = said_facts(mine)
             if said:
                 key = list(said)[int(picks[i, 2]) % len(said)]
                 head.append(statement(key, other_value(key, said[key], r)))

@@ -50,11 +50,17 @@ def claims(text: str) -> dict[tuple[str, str], str]:
     return out
 
 
-def contradictions(reply: str, earlier: list[str]) -> int:
-    """Keys the reply asserts with a value other than the one the character asserted earlier."""
+def said_facts(earlier: list[str]) -> dict[tuple[str, str], str]:
+    """The facts asserted over a speaker's earlier turns, the latest value of each key winning."""
     said: dict[tuple[str, str], str] = {}
     for t in earlier:
         said.update(claims(t))
+    return said
+
+
+def contradictions(reply: str, earlier: list[str]) -> int:
+    """Keys the reply asserts with a value other than the one the character asserted earlier."""
+    said = said_facts(earlier)
     return sum(1 for k, v in claims(reply).items() if k in said and said[k] != v)
 
 

@@ -41,8 +41,7 @@ def ab_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
 def cuped_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
     """CUPED-adjusted breadth lifts next to the plain ones, with the variance reduction achieved;
     empty when no arm has a pre-period."""
-    rows = analysis[analysis.get("breadth_cuped_lift", pd.Series(dtype=float)).notna()] \
-        if "breadth_cuped_lift" in analysis else analysis.iloc[:0]
+    rows = analysis[analysis["breadth_cuped_lift"].notna()] if "breadth_cuped_lift" in analysis else analysis.iloc[:0]
     if rows.empty:
         return ""
     known = truth is not None
@@ -64,7 +63,7 @@ def cuped_table(analysis: pd.DataFrame, truth: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def sequential_verdict(r: pd.Series, m: str, alpha: float = 0.05) -> str:
+def sequential_verdict(r: pd.Series, m: str) -> str:
     """One phrase: when the always-valid monitor could stop, and what it decided."""
     day = r.get(f"{m}_seq_decision_day")
     if pd.isna(day):
