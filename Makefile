@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test clean-venv bench
+.PHONY: setup demo test clean-venv bench browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,13 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/rm_lab demo
 
-test: setup
+# Debian's chromium for the explorer's screenshot test, best-effort (as root with apt-get; else the test skips)
+browser:
+	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+	    apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || echo "note: could not install chromium" >&2
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

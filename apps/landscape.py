@@ -14,6 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from rm_lab.commands.common import one_line
+from rm_lab.config import ConfigError
+from rm_lab.explore import attribution as A
 from rm_lab.explore import calibration as C
 from rm_lab.explore import generations as G
 from rm_lab.explore import landscape as L
@@ -57,6 +59,11 @@ def sweep_of(root: str, folder: str, max_points: int, edit: str, levels: tuple[i
     return L.style_sweep(landscape_of(root, folder, max_points), edit, list(levels), n_replies=n)
 
 
+@st.cache_resource(show_spinner="fitting the style baseline and its SHAP values", max_entries=32)
+def attribution_of(root: str, folder: str, target: str) -> A.Attribution:
+    return A.run_attribution(Path(folder), S.load_samples(root, folder)["samples"], target)
+
+
 def page_runs(root: Path) -> None:
     st.header("Runs")
     table = R.runs_table(root)
@@ -86,7 +93,7 @@ def page_landscape(root: Path) -> None:
     st.caption(f"{info['n_points']} replies of {info['data']}; {info['n_members']} member(s); inputs "
                f"{', '.join(info['inputs'])}; PCA explains {land.explained[0]:.0%} + {land.explained[1]:.0%}")
     colour = st.selectbox("colour by", land.colours, key="colour")
-    pts = land.points
+    pts = land.points[list(dict.fromkeys(["x", "y", colour, "context_id", "origin", "response"]))]  # only what is drawn
     chart = alt.Chart(pts).mark_circle(size=40, opacity=0.8).encode(
         x=alt.X("x", title="PC 1"), y=alt.Y("y", title="PC 2"),
         color=alt.Color(colour, scale=alt.Scale(scheme="viridis")),
@@ -171,6 +178,23 @@ def page_samples(root: Path) -> None:
     ctx = st.selectbox("prompt (context)", view["contexts"], key="ctx")
     st.dataframe(S.ranked(view, ctx), hide_index=True)
 
+    st.subheader("What drives the score: SHAP of a LightGBM style baseline")
+    samples = view["samples"]
+    targets = [c for c in dict.fromkeys(["value", *view["outputs"], "truth_engagement"]) if c in samples]
+    target = st.selectbox("explain", targets, key="shap_target")
+    try:
+        att = attribution_of(str(root), str(folder), target)
+    except ConfigError as e:  # too few samples, or nothing to attribute: this section only
+        st.info(one_line(e))
+        return
+    r2 = "fewer than 20 samples: no held-out R²" if att.r2_heldout is None else f"held-out R² {att.r2_heldout:.2f}"
+    st.caption(f"LightGBM on the replies' style features, fitted to `{target}` over all {len(samples)} samples "
+               f"({r2}: how much of it style alone explains). Base {att.base:+.4f}; each reply's prediction is "
+               "the base plus its SHAP values.")
+    left, right = st.columns([1, 2])
+    left.bar_chart(att.importance().head(10).set_index("feature")[["mean_abs_shap"]], horizontal=True)
+    right.dataframe(att.for_context(samples, ctx), hide_index=True)
+
 
 def page_generations(root: Path) -> None:
     st.header("Generations")
@@ -231,7 +255,8 @@ def main() -> None:
         st.error(f"error: {one_line(e)}")
         return
     st.sidebar.caption(f"runs folder: {root}")
-    page = st.sidebar.radio("page", PAGES, key="page")
+    asked = st.query_params.get("page")  # a link to one page: http://127.0.0.1:8501/?page=Landscape
+    page = st.sidebar.radio("page", PAGES, index=PAGES.index(asked) if asked in PAGES else 0, key="page")
     fn = {"Runs": page_runs, "Landscape": page_landscape, "Calibration": page_calibration,
           "Samples": page_samples, "Generations": page_generations, "Tuning": page_tuning}[page]
     try:

@@ -6,7 +6,8 @@ fine-tuning of MiniLM in bf16-mixed precision, then scores the held-out contexts
 hidden engagement. Prints seconds per mode and the figures, and writes them as JSON.
 
     python benchmarks/gpu_check.py --backbone DIR --out OUT [--epochs 30] [--full-epochs 4]
-    python benchmarks/gpu_check.py --rollout --skip-rm --out OUT   # hf vs vllm rollouts on CUDA (goal >= 5x)
+    python benchmarks/gpu_check.py --rollout --rm-scoring --skip-rm --out OUT
+        # hf vs vllm rollouts on CUDA (goal >= 5x; vLLM compiled, CUDA graphs) and RM scoring on CUDA
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="interaction and preference contexts")
     ap.add_argument("--rollout", action="store_true",
                     help="also benchmarks/rollout_engines.py on CUDA: hf vs vllm (needs the CUDA `vllm` package)")
+    ap.add_argument("--rm-scoring", action="store_true",
+                    help="also benchmarks/rm_scoring_throughput.py --device cuda (the best-of-N scoring workload)")
     ap.add_argument("--skip-rm", action="store_true", help="skip the reward-model modes (e.g. only --rollout)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -79,8 +82,19 @@ def main() -> None:
         from rollout_engines import main as rollout
 
         out.mkdir(parents=True, exist_ok=True)
-        rollout(["--device", "cuda" if torch.cuda.is_available() else "cpu", "--engines", "hf", "vllm",
-                 "--hf-batch-rows", "64", "128", "256", "--out", str(out / "rollout_engines.json")])
+        cuda = torch.cuda.is_available()
+        rollout(["--device", "cuda" if cuda else "cpu", "--engines", "hf", "vllm", "--repeats", "3",
+                 "--hf-batch-rows", "64", "128", "256", *(["--vllm-compile"] if cuda else []),
+                 "--out", str(out / "rollout_engines.json")])
+    if a.rm_scoring:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from rm_scoring_throughput import main as rm_scoring
+
+        out.mkdir(parents=True, exist_ok=True)
+        res = rm_scoring(["--device", "cuda" if torch.cuda.is_available() else "cpu"])
+        (out / "rm_scoring_throughput.json").write_text(json.dumps(res, indent=1, default=str))
     if a.skip_rm:
         return
     wc = WorldConfig(seed=0, n_contexts=a.n, n_preference_contexts=a.n)

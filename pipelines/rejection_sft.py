@@ -1,6 +1,7 @@
 """One rejection-sampling SFT generation of SmolLM2 in the simulated world, judged by the world's hidden truth.
 
-    HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python pipelines/rejection_sft.py [--out runs/rejection-sft] [key=value ...]
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python pipelines/rejection_sft.py \
+        [--out runs/rejection-sft] [--report reports/rejection_sft] [rm_run=runs/train-rm/<id>] [key=value ...]
 
 Composition only (every step is a library stage, each writing its own folder under --out; a step whose
 output is complete is reused, so a killed pipeline continues where it stopped):
@@ -12,7 +13,8 @@ output is complete is reused, so a killed pipeline continues where it stopped):
 4. `evaluate`: the SFT policy vs SmolLM2 on fresh contexts: win rates, artifacts, true engagement (and its
    style-only part), the simulated A/B lift with its interval next to the true lift.
 
-The sizes below are the defaults (key=value overrides them, e.g. `sample.n_contexts=96`).
+The sizes below are the defaults (key=value overrides them, e.g. `sample.n_contexts=96`). The summary is
+written to --out and, as the recorded run, to `--report`.md/.json.
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ class Pipeline:
     world: dict = field(default_factory=lambda: {"world_version": 2, "seed": 0, "n_contexts": 2000,
                                                  "n_preference_contexts": 2000})
     rm: dict = field(default_factory=lambda: {"epochs": 20})
-    sample: dict = field(default_factory=lambda: {"n_contexts": 48, "n": 8, "max_new_tokens": 40, "world_seed": 100,
+    sample: dict = field(default_factory=lambda: {"n_contexts": 64, "n": 8, "max_new_tokens": 48, "world_seed": 100,
                                                   "world_version": 2, "temperature": 0.8})
     sft: dict = field(default_factory=lambda: {"epochs": 3, "lr": 1e-3, "lora_r": 16, "batch_size": 8})
-    evaluate: dict = field(default_factory=lambda: {"n_contexts": 32, "world_version": 2, "world_seed": 7,
-                                                    "max_new_tokens": 40})
+    evaluate: dict = field(default_factory=lambda: {"n_contexts": 64, "world_version": 2, "world_seed": 7,
+                                                    "max_new_tokens": 48})
     rm_run: str | None = None  # reuse a finished train-rm run instead of steps 1
 
 
@@ -66,6 +68,7 @@ def done(folder: Path, timings: dict, name: str, t0: float, extra: dict | None =
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/rejection-sft")
+    ap.add_argument("--report", default="reports/rejection_sft", help="the recorded run: PATH.md and PATH.json")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the stage configs (sample.n=4)")
     args = ap.parse_args(argv)
     p = cfgmod.build(Pipeline, cfgmod._merge(asdict(Pipeline()), cfgmod.parse_overrides(args.overrides)))
@@ -123,12 +126,18 @@ def main(argv=None) -> dict:
     io.write_json(out / "timings.json", timings)
 
     summary = {"sizes": asdict(p), "timings_s": timings, "total_s": round(sum(timings.values()), 1),
-               "best_of_n": rs.get("truth"), "rejection": {"n_contexts": rs["n_contexts"], "n_picked": rs["n_picked"],
-                                                           "artifacts": rs["artifacts"]},
+               "rm_run": str(rm_dir), "best_of_n": rs.get("truth"),
+               "rejection": {"n_contexts": rs["n_contexts"], "n_picked": rs["n_picked"], "artifacts": rs["artifacts"],
+                             "scores": rs["scores"], "diversity_weight": rs.get("diversity_weight"),
+                             "repetition_of_picks": rs.get("repetition_of_picks"),
+                             "tokens_per_s": rs.get("tokens_per_s")},
                "evaluate": {k: ev[k] for k in ("win_rates", "world", "ab", "artifacts", "refusals", "steerability")}}
-    io.write_json(out / "report.json", summary)
-    io.write_text(out / "report.md", report(summary, rs_dir, ev_dir))
-    print((out / "report.md").read_text())
+    text = report(summary, rs_dir, ev_dir)
+    for base in (out / "report", Path(args.report)):
+        base.parent.mkdir(parents=True, exist_ok=True)
+        io.write_json(base.with_suffix(".json"), summary)
+        io.write_text(base.with_suffix(".md"), text)
+    print(text)
     return summary
 
 
@@ -145,7 +154,7 @@ def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
                   f"- difference: {f(t['lift'])}", ""]
     ev = s["evaluate"]
     w = ev["world"]
-    names = [k for k in w if k != "true_difference"]
+    names = [k for k in w if k not in ("true_difference", "term_difference")]
     lines += ["## The SFT generation vs SmolLM2", ""]
     for name in names:
         e, so = w[name]["true_engagement"], w[name]["style_only_engagement"]
@@ -155,8 +164,14 @@ def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
     lines.append(f"- true difference: {n(d['rate'])} [{n(d['low'])}, {n(d['high'])}]")
     for m in ("breadth", "depth"):
         a = ev["ab"][m]
-        lines.append(f"- simulated A/B {m} lift: {n(a['lift'])} [{n(a['low'])}, {n(a['high'])}] "
-                     f"(true {n(a['true_lift'])})")
+        lines.append(f"- simulated A/B {m} lift: {n(a['lift'])} [{n(a['low'])}, {n(a['high'])}] with the contexts' "
+                     f"noise (users' noise only: [{n(a.get('users_low'))}, {n(a.get('users_high'))}]; true lift on "
+                     f"these contexts {n(a['true_lift'])})")
+    if w.get("term_difference"):
+        lines += ["", "Where the difference comes from (world v2's logit by part, SFT - SmolLM2, paired over user "
+                  "contexts; `style` is v1's style judge):", "", "| part | difference [95% interval] |", "|---|---|"]
+        lines += [f"| {k} | {n(v['rate'], 3)} [{n(v['low'], 3)}, {n(v['high'], 3)}] |"
+                  for k, v in w["term_difference"].items()]
     lines += ["", "## Style artifacts before (SmolLM2) and after (SFT)", "", "| artifact | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
     for a in ev["artifacts"][names[0]]:

@@ -49,6 +49,10 @@ from rm_lab.reward.train import TrainRMConfig  # noqa: E402
 COMMAND = ".venv/bin/python pipelines/rm_transfer.py"
 TRANSFER_RM = ["inputs=[relevance]", "n_layers=0", "head_refit=true", "refit_metric=auc",
                "val_split=conversation", "val_fraction=0", "epochs=40", "pairwise=false"]
+# the model trained on both sources: the same linear heads, each also reading one shared layer over the same
+# inputs (skip=true), batches of one source each (source_batches=per_source, the default). Width 16: no wider than
+# its 20 inputs, chosen before any run, not on a fold
+MULTI_RM = ["n_layers=1", "hidden=16", "skip=true"]
 PE, C2 = "predictive_engagement", "convai2"
 # ConvAI2 labels a ConvAI2-trained model is read by on PE: (label rows, RM output, baseline kind)
 C2_READS = {"thumb_up": ("p_thumb_up", "binary"), "rating": ("rating", "graded"), "continue": ("p_continue", "binary")}
@@ -103,12 +107,13 @@ def transfer(rows_pe, rows_c2, pe_on_c2: pd.DataFrame, c2_on_pe: pd.DataFrame) -
     return res
 
 
-def multi_source(cfg, pe, c2, rows_pe, rows_c2, pe_on_c2, c2_on_pe, a, work: Path) -> dict:
-    """On each target's folds: the target only, the target + the other source whole, the other source only."""
+def multi_source(cfg, mcfg, pe, c2, rows_pe, rows_c2, pe_on_c2, c2_on_pe, a, work: Path) -> dict:
+    """On each target's folds: the target only (`cfg`), the target + the other source whole (`mcfg`: one model,
+    a shared trunk, per-source heads), the other source only."""
     kw = dict(k=a.folds, seed=a.seed, only=a.only_folds, say=print)
     items = c2_on_pe[["context_id", "response"]]
     one, fold, _ = cross_validate(cfg, pe, items, work / "pe", by="context", name=PE, **kw)
-    both, _, _ = cross_validate(cfg, pe, items, work / "pe_both", by="context", name=PE, also=[as_source(C2, c2)], **kw)
+    both, _, _ = cross_validate(mcfg, pe, items, work / "pe_both", by="context", name=PE, also=[as_source(C2, c2)], **kw)
     s = rows_pe.merge(items.assign(fold=fold.to_numpy(), pe_only=one["engaging"].to_numpy(),
                                    both=both["engaging"].to_numpy(), convai2_only=c2_on_pe["p_thumb_up"].to_numpy()),
                       on=["context_id", "response"])
@@ -117,7 +122,7 @@ def multi_source(cfg, pe, c2, rows_pe, rows_c2, pe_on_c2, c2_on_pe, a, work: Pat
                   for c in ("pe_only", "both", "convai2_only")}, "convai2": {}}
     items = pe_on_c2[["context_id", "response"]]
     one, fold, _ = cross_validate(cfg, c2, items, work / "c2", by="conversation", name=C2, **kw)
-    both, _, _ = cross_validate(cfg, c2, items, work / "c2_both", by="conversation", name=C2,
+    both, _, _ = cross_validate(mcfg, c2, items, work / "c2_both", by="conversation", name=C2,
                                 also=[as_source(PE, pe)], **kw)
     run = sorted(set(fold)) if a.only_folds is None else a.only_folds
     for label, col in (("thumb_up", "p_thumb_up"), ("rating_ge_4", "rating_p_ge_4")):
@@ -164,7 +169,9 @@ def render(res: dict) -> str:
             f"On each target's own {res['args']['folds']} folds (by query for PE, by dialogue for ConvAI2"
             + (f"; run: fold {', '.join(map(str, res['args']['only_folds']))} only" if res["args"]["only_folds"] else "")
             + "): the target "
-            "only; the target's training folds plus the whole other source (`data=[a, b]`); the other source only. "
+            "only; the target's training folds plus the whole other source (`data=[a, b]`: one model, per-source heads "
+            f"that each read a shared trunk, `{' '.join(res.get('multi_settings', []))}`, batches of one source each); "
+            "the other source only. "
             "Cells: mean over folds (pooled in brackets).", "",
             "| target | figure | target only | **both sources** | other source only | both >= target only |",
             "| --- | --- | --- | --- | --- | --- |"]
@@ -194,8 +201,9 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: data folder {root} is missing (pass --data or set RM_LAB_DATA)")
     settings = TRANSFER_RM + a.overrides
     cfg = cfgmod.load(TrainRMConfig, "train_rm", settings)
+    mcfg = cfgmod.load(TrainRMConfig, "train_rm", TRANSFER_RM + MULTI_RM + a.overrides)
     argv = sys.argv[1:] if argv is None else list(argv)
-    res = {"command": " ".join([COMMAND, *argv]), "settings": settings,
+    res = {"command": " ".join([COMMAND, *argv]), "settings": settings, "multi_settings": MULTI_RM,
            "args": {"folds": a.folds, "seed": a.seed, "limit": a.limit, "only_folds": a.only_folds}}
     with tempfile.TemporaryDirectory(prefix="rm_transfer-") as tmp:
         os.environ["RM_LAB_RUNS"] = str(Path(tmp) / "runs")
@@ -211,7 +219,7 @@ def main(argv=None) -> None:
         res["transfer"] = transfer(rows_pe, rows_c2, pe_on_c2, c2_on_pe)
         write_json(Path(a.out_json), res)  # the one-way figures, before the (longer) multi-source runs
         write_text(Path(a.out_md), render(res))
-        res["multi_source"] = multi_source(cfg, pe, c2, rows_pe, rows_c2, pe_on_c2, c2_on_pe, a, work / "multi")
+        res["multi_source"] = multi_source(cfg, mcfg, pe, c2, rows_pe, rows_c2, pe_on_c2, c2_on_pe, a, work / "multi")
     write_json(Path(a.out_json), res)
     write_text(Path(a.out_md), render(res))
     print(render(res))

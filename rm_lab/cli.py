@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "rm_lab.commands.ab",
     "rm_lab.commands.tune",
     "rm_lab.commands.explore",
+    "rm_lab.commands.flywheel",
     # rm_lab-commands-marker (keep this line: helpers add modules above it)
 ]
 

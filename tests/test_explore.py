@@ -224,6 +224,56 @@ def test_samples_ranked_by_value(runs):
         S.ranked(view, "nope")
 
 
+def _style_samples(n_contexts: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Four replies per prompt whose value is 0.3 per emoji plus noise: style explains it, emoji most."""
+    rng = np.random.default_rng(seed)
+    bodies = ["Sure thing", "I love that idea, tell me more", "Hmm, not sure about that at all my friend", "Ok"]
+    rows = []
+    for i in range(4 * n_contexts):
+        e, q = int(rng.integers(0, 5)), int(rng.integers(0, 2))
+        rows.append({"context_id": f"c{i // 4}", "sample": i % 4, "value": 0.3 * e + 0.05 * rng.normal(),
+                     "response": bodies[i % 4] + " 😊" * e + (" What do you think?" if q else "."), "chosen": False})
+    return pd.DataFrame(rows)
+
+
+def test_shap_of_the_style_baseline_explains_what_drives_the_score(tmp_path, monkeypatch):
+    import warnings
+
+    from rm_lab.explore import attribution as A
+
+    df = _style_samples()
+    att = A.fit_attribution(df)
+    imp = att.importance()
+    assert imp["feature"].iloc[0] == "n_emoji" and imp["direction"].iloc[0] > 0.9  # more emoji, higher value
+    assert att.r2_heldout > 0.9
+    np.testing.assert_allclose(att.base + att.values.sum(axis=1), att.prediction, atol=1e-9)
+    with warnings.catch_warnings():  # the values are shap's own TreeSHAP values
+        warnings.simplefilter("ignore")
+        import shap
+
+        ref = shap.TreeExplainer(A._fit(att.features, df["value"].to_numpy(), 0)).shap_values(att.features)
+    np.testing.assert_allclose(att.values.to_numpy(), ref, atol=1e-9)
+    one = att.for_context(df, "c3")
+    assert list(one["rank"]) == [1, 2, 3, 4] and one["value"].is_monotonic_decreasing
+    assert "shap:n_emoji" in one and np.allclose(one.filter(like="shap:").sum(axis=1) + att.base,
+                                                 one["style_prediction"])
+    # one fit per run and target: a reopened page reads it back from the explorer's cache
+    monkeypatch.setenv("RM_LAB_EXPLORE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "run").mkdir()
+    df.to_parquet(tmp_path / "run" / "samples.parquet")
+    first = A.run_attribution(tmp_path / "run", df)
+    monkeypatch.setattr(A, "_fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("fitted again")))
+    again = A.run_attribution(tmp_path / "run", df)
+    pd.testing.assert_frame_equal(again.values, first.values)
+    assert again.base == first.base and again.r2_heldout == first.r2_heldout
+    with pytest.raises(ConfigError, match="at least 8"):
+        A.fit_attribution(df.head(5))
+    with pytest.raises(ConfigError, match="numeric column"):
+        A.fit_attribution(df, "response")
+    with pytest.raises(ConfigError, match="no samples"):
+        att.for_context(df, "nope")
+
+
 def test_generations_from_evaluate_runs(runs):
     from rm_lab.explore import generations as G
 
@@ -297,6 +347,12 @@ def test_app_calibration_page(runs, monkeypatch):
 def test_app_samples_and_generations_pages(runs, monkeypatch):
     at = _app(monkeypatch, runs, "Samples")
     assert not _errors(at) and list(at.dataframe[-1].value["rank"]) == [1, 2]
+    ranked, shap_table = at.dataframe[-2].value, at.dataframe[-1].value  # the prompt's replies, then their SHAP
+    assert list(ranked["response"]) == list(shap_table["response"])
+    assert any(c.startswith("shap:") for c in shap_table.columns) and "style_prediction" in shap_table
+    assert "score" in at.selectbox(key="shap_target").options and any("SHAP" in h.value for h in at.subheader)
+    at.selectbox(key="shap_target").set_value("truth_engagement").run()
+    assert not at.exception and not _errors(at) and "truth_engagement" in at.dataframe[-1].value
     at.sidebar.radio(key="page").set_value("Generations").run()
     assert not at.exception and not _errors(at)
     assert "vega_lite_chart" in _types(at) and len(at.dataframe[0].value) == 1
@@ -443,3 +499,53 @@ def test_read_only_cache_reads_shards_computes_misses_and_writes_nothing(tmp_pat
     assert out.tolist() == [[3.0, 1.0], [9.0, 9.0], [1.0, 1.0]]
     assert sorted((tmp_path / "k").iterdir()) == shards and cache.lookup(["bbb"]) == [None]
     assert ReadOnlyCache(cache).get([], emb).shape == (0, 0)
+
+
+def test_a_reopened_map_and_its_sweeps_need_no_model(runs, land, tmp_path, monkeypatch):
+    """The Landscape page's first render in a new process: the map and the default sweep come back from the
+    explorer's cache, and the model (torch, Lightning: seconds to import) is loaded only for new text."""
+    from rm_lab.explore import landscape as L
+
+    monkeypatch.setenv("RM_LAB_EXPLORE_CACHE", str(tmp_path / "cache"))
+    first = L.load_landscape(runs, land.folder, max_points=40, model=land.model)
+    sw = L.style_sweep(first, "emoji", [0, 2], n_replies=8)
+
+    def refuse(*a, **k):
+        raise AssertionError("the reward model was loaded")
+
+    monkeypatch.setattr(L, "load_model", refuse)
+    again = L.load_landscape(runs, land.folder, max_points=40)
+    assert again._model is None and again.colours == first.colours and again.info["outputs"] == land.model.outputs()
+    pd.testing.assert_frame_equal(L.style_sweep(again, "emoji", [0, 2], n_replies=8), sw)
+    pd.testing.assert_frame_equal(again.points, first.points)
+    with pytest.raises(AssertionError, match="was loaded"):  # a sweep not seen before scores new text
+        L.style_sweep(again, "emoji", [0, 3], n_replies=8)
+    monkeypatch.undo()
+    monkeypatch.setenv("RM_LAB_EXPLORE_CACHE", str(tmp_path / "cache"))
+    fresh = L.style_sweep(again, "emoji", [0, 3], n_replies=8)  # loads the model lazily, then scores
+    assert list(fresh["feature_mean"]) == [0, 3] and again._model is not None
+    (tmp_path / "cache" / f"{first.info['map_key']}.parquet").write_bytes(b"damaged")
+    rescored = L.load_landscape(runs, land.folder, max_points=40, model=land.model)  # rescored, not an error
+    pd.testing.assert_frame_equal(rescored.points, first.points)
+
+
+def test_a_cached_map_opens_without_importing_torch(runs, land, tmp_path):
+    """Regression: opening a cached map imported torch and Lightning through the model and the run-folder
+    layout (23 s of the Landscape page's 41 s first render on a loaded machine)."""
+    import os
+    import subprocess
+    import sys
+
+    from rm_lab.explore import landscape as L
+
+    env = {**os.environ, "RM_LAB_EXPLORE_CACHE": str(tmp_path / "cache")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RM_LAB_EXPLORE_CACHE", env["RM_LAB_EXPLORE_CACHE"])
+        L.style_sweep(L.load_landscape(runs, land.folder, max_points=30, model=land.model), "lists", [0, 1], 8)
+    code = ("import sys; from rm_lab.explore import landscape as L\n"
+            f"land = L.load_landscape({str(runs)!r}, {str(land.folder)!r}, max_points=30)\n"
+            "sw = L.style_sweep(land, 'lists', [0, 1], 8)\n"
+            "print(len(land.points), list(sw['level']), land.colours[0], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["30", "[0,", "1]", "score", "False"], out.stdout

@@ -489,7 +489,7 @@ def test_every_reference_names_the_key_of_a_declared_kind():
     refs = {(k.name, r.field, r.kind) for k in KINDS.values() for r in k.references}
     assert refs == {("context", "character_id", "character"), ("interaction", "context_id", "context"),
                     ("preference", "context_id", "context"), ("steer_label", "context_id", "context"),
-                    ("label", "context_id", "context")}
+                    ("label", "context_id", "context"), ("arm_reply_set", "context_id", "context")}
     for k in KINDS.values():
         for r in k.references:
             assert r.field in k.columns and KINDS[r.kind].key == (r.target,), (k.name, r)

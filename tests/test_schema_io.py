@@ -48,16 +48,24 @@ SAMPLES = {
         "name": ["engaging", "engaged"], "kind": ["ordinal", "binomial"], "record": ["label", None],
         "levels": pd.array([5, None], dtype="Int64"), "min": [1.0, None],
     }),
+    "arm_reply_set": pd.DataFrame({
+        "experiment_id": ["e", "e", "e", "e"], "arm": ["A", "A", "B", "B"], "policy": ["g0", "g0", "g1", "g1"],
+        "is_control": [True, True, False, False], "context_id": ["x1", "x2", "x1", "x2"],
+        "response": ["hi", "yo 😀", "hello", "hey"], "users": [100, 100, 120, 120], "breadth": [0.2, 0.2, 0.25, 0.25],
+        "breadth_se": [0.01, 0.01, 0.012, 0.012], "depth": [3.0, 3.0, None, None], "depth_se": [0.1, 0.1, None, None],
+    }),
 }
 
 # (kind, column, bad value, words expected in the message) — one defect per case
 WRONG_TYPE = {"interaction": ("continued", "yes"), "ab_arm": ("users", "many"), "character": ("persona", "x"),
               "context": ("traffic", 3), "preference": ("source", "robot"), "steer_label": ("followed", "no"),
-              "label": ("value", "high"), "head": ("kind", "logistic")}
+              "label": ("value", "high"), "head": ("kind", "logistic"), "arm_reply_set": ("breadth", "wide")}
 NAN_FIELD = {"interaction": "response", "ab_arm": "users", "character": "name", "context": "context_id",
-             "preference": "chosen", "steer_label": "response", "label": "value", "head": "kind"}
+             "preference": "chosen", "steer_label": "response", "label": "value", "head": "kind",
+             "arm_reply_set": "breadth_se"}
 TEXT_FIELD = {"interaction": "response", "ab_arm": "arm", "character": "name", "context": "character_id",
-              "preference": "rejected", "steer_label": "instruction_id", "label": "name", "head": "name"}
+              "preference": "rejected", "steer_label": "instruction_id", "label": "name", "head": "name",
+              "arm_reply_set": "policy"}
 
 
 def _assert_names(err: RecordError, path, row, field):

@@ -28,12 +28,21 @@ def _train_config(cls, config, overrides, options, resume=None):
 
 
 def _train_inputs(cfg, resume=None):
-    """The SFT set and the starting policy are read (and refused) before a run folder exists."""
+    """The data (SFT set, preference pairs, or prompts and reward model) and the starting policy are read
+    (and refused) before a run folder exists."""
     from rm_lab.policy.objectives.sft import load_sft_set
     from rm_lab.policy.trainer import load_trainable_policy
 
     if cfg.method == "sft":
         load_sft_set(cfg.data, cfg.targets, cfg.label_name)
+    elif cfg.method == "dpo":
+        from rm_lab.policy.objectives.dpo_train import load_preference_set
+
+        load_preference_set(cfg.data)
+    elif cfg.method == "grpo":
+        from rm_lab.policy.objectives.grpo_train import check_inputs
+
+        check_inputs(cfg)
     return load_trainable_policy(cfg.policy)
 
 
@@ -93,8 +102,9 @@ def register(app: typer.Typer) -> None:
                    config_options={"method": "--method"})
     def train_policy_cmd(cfg, run, inputs, resume: Optional[str] = typer.Option(
             None, "--resume", help="a stopped train-policy run folder (or its run id) to finish in place"),
-            method: Optional[str] = typer.Option(None, "--method", help="the objective (sft)")):
-        """Train a new policy generation (SFT on an SFT set; LoRA or full weights); resumable."""
+            method: Optional[str] = typer.Option(None, "--method", help="the objective (sft, dpo, grpo)")):
+        """Train a new policy generation: SFT on an SFT set, DPO on preference pairs, or online GRPO against a
+        reward model; LoRA or full weights; resumable."""
         from rm_lab.policy.trainer import train_policy
 
         metrics = train_policy(cfg, run.path, say=typer.echo, loaded=inputs)

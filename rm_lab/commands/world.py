@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         """A/B test: simulate two policies in the world, or analyse stored arms (records=PATH)."""
         from rm_lab.evaluate.ab import analyze
         from rm_lab.evaluate.sequential import daily_paths
-        from rm_lab.world.ab import simulate_ab
+        from rm_lab.world.ab import simulate_ab_reply_sets
         from rm_lab.world.report import ab_report
 
         t0 = time.time()
@@ -60,8 +60,10 @@ def register(app: typer.Typer) -> None:
             (arms, analysis), truth = inputs, None
         else:
             with console.status("simulating the A/B test"):
-                arms, truth = simulate_ab(cfg)
+                arms, truth, sets = simulate_ab_reply_sets(cfg)
             io.write_records(arms, run.file("arms.parquet"), "ab_arm")
+            for name, df in (sets.frames.items() if sets is not None else ()):  # a folder train-rm reads
+                io.write_records(df, run.file(f"{name}.parquet"), name)
             analysis = analyze(arms, alpha=cfg.alpha, sequential_tau=cfg.sequential_tau)
         with io.atomic_path(run.file("analysis.csv")) as tmp:
             analysis.to_csv(tmp, index=False)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rm_lab.config import ConfigError
-from rm_lab.explore import paths
+from rm_lab.explore import cache, paths
 
 TRUTH = "truth"
 UNCERTAINTY = "uncertainty"
@@ -28,17 +28,50 @@ UNCERTAINTY = "uncertainty"
 
 @dataclass
 class Landscape:
-    """What the Landscape page shows (points aligned with `contexts`)."""
+    """What the Landscape page shows (points aligned with `contexts`).
+
+    The model and the training records are loaded only when something needs them (a style sweep not in
+    the explorer's cache): a map read back from the cache opens without importing torch or Lightning,
+    which alone costs seconds to tens of seconds on a loaded machine."""
 
     folder: Path
-    model: Any  # rm_lab.reward.model.RewardModel
     points: pd.DataFrame  # context_id, response, origin, x, y, <outputs>, uncertainty?, truth?
-    contexts: pd.DataFrame  # one context row per point
-    characters: pd.DataFrame
-    population: Any = None  # rm_lab.world.engagement.Population of a simulated world, else None
     explained: list[float] = field(default_factory=list)  # PCA explained-variance ratio of x, y
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # data, n_points, n_members, heads, inputs, outputs, map_key
+    root: Path | None = None  # the runs folder (where the training records are looked up)
+    _model: Any = field(default=None, repr=False)  # rm_lab.reward.model.RewardModel, loaded on first use
+    _records: tuple | None = field(default=None, repr=False)  # (contexts aligned with points, characters, population)
     _style: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def model(self):
+        """The run's RewardModel (loaded on first use)."""
+        if self._model is None:
+            self._model = load_model(self.root or self.folder.parent.parent, self.folder)
+        return self._model
+
+    def _loaded_records(self) -> tuple:
+        if self._records is None:
+            records, population, _ = training_records(self.root or self.folder.parent.parent, self.folder)
+            ctx = _context_index(records)
+            self._records = (ctx.loc[self.points["context_id"]].reset_index(), records["character"], population)
+        return self._records
+
+    @property
+    def contexts(self) -> pd.DataFrame:
+        """One context row per point (from the training records, read on first use)."""
+        return self._loaded_records()[0]
+
+    @property
+    def characters(self) -> pd.DataFrame:
+        return self._loaded_records()[1]
+
+    @property
+    def population(self):
+        """The simulated world's Population (its hidden truth), or None for real data."""
+        if not self.info.get("simulated_world", True) and self._records is None:
+            return None
+        return self._loaded_records()[2]
 
     @property
     def style(self) -> pd.DataFrame:
@@ -50,11 +83,22 @@ class Landscape:
         return self._style
 
     @property
+    def outputs(self) -> list[str]:
+        """The model's outputs, as recorded with the map (no model load needed)."""
+        outs = self.info.get("outputs")
+        return list(outs) if outs is not None else self.model.outputs()
+
+    @property
     def colours(self) -> list[str]:
         """What the map can be coloured by: the score first, each head's output, uncertainty, truth."""
-        outs = [o for o in self.model.outputs() if o in self.points.columns]
+        outs = [o for o in self.outputs if o in self.points.columns]
         extra = [c for c in (UNCERTAINTY, TRUTH) if c in self.points.columns]
         return outs + extra
+
+
+def _context_index(records) -> pd.DataFrame:
+    ctx = records["context"].assign(context_id=records["context"]["context_id"].astype(str))
+    return ctx.drop_duplicates("context_id").set_index("context_id")
 
 
 def train_run(root: str | Path, folder: str | Path) -> Path:
@@ -172,46 +216,39 @@ def load_model(root: str | Path, folder: str | Path):
 
 def _map_key(full: Path, resolved: list[Path], max_points: int, seed: int) -> str:
     """What a scored map depends on: the model files, the data files (paths, sizes, mtimes), the settings."""
-    import hashlib
-
     files = [full / n for n in ("model.safetensors", "rm_config.json")]
     files += sorted(p for d in resolved for p in d.glob("*.parquet"))
     files += sorted(p for d in resolved for p in d.glob("*.jsonl"))
-    parts = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.is_file()]
-    return hashlib.sha1("|".join([*parts, str(max_points), str(seed), "v1"]).encode()).hexdigest()[:20]
+    return cache.key(files, max_points, seed, "v2")
 
 
 def map_cache_dir() -> Path:
-    """Scored maps are kept in $RM_LAB_EXPLORE_CACHE, else $RM_LAB_CACHE/explore (never in the run folders),
-    as Parquet and JSON."""
-    import os
-
-    from rm_lab.models import cache_root
-
-    own = os.environ.get("RM_LAB_EXPLORE_CACHE")
-    return Path(own).expanduser() if own else cache_root() / "explore"
+    """Scored maps are kept in the explorer's cache (`rm_lab.explore.cache`), never in the run folders."""
+    return cache.cache_dir()
 
 
 def load_landscape(root: str | Path, folder: str | Path, max_points: int = 10_000, seed: int = 0,
                    model=None, cache: bool = True) -> Landscape:
     """Score and project up to `max_points` training replies of a train-rm run; the scored map is cached
-    (Parquet + JSON, keyed by the model's and the data's files) so a folder reopens without rescoring."""
+    (Parquet + JSON, keyed by the model's and the data's files) so a folder reopens without rescoring and
+    without loading the model."""
     from rm_lab import io
 
     full = train_run(root, folder)
-    rm = model if model is not None else load_model(root, full)
-    records, population, where = training_records(root, full)
     data = load_run_config_data(root, full)
     key = _map_key(full, data, max_points, seed)
     cached = map_cache_dir() / f"{key}.parquet"
-    ctx = records["context"].assign(context_id=records["context"]["context_id"].astype(str))
-    ctx = ctx.drop_duplicates("context_id").set_index("context_id")
-    chars = records["character"]
     if cache and cached.is_file() and cached.with_suffix(".json").is_file():
-        pts = pd.read_parquet(cached)
-        meta = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
-        rows = ctx.loc[pts["context_id"]].reset_index()
-        return Landscape(full, rm, pts, rows, chars, population, meta["explained"], meta["info"])
+        try:
+            pts = pd.read_parquet(cached)
+            meta = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
+            return Landscape(full, pts, meta["explained"], meta["info"], Path(root), _model=model)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry: score the map again (and overwrite it)
+    rm = model if model is not None else load_model(root, full)
+    records, population, where = training_records(root, full)
+    ctx = _context_index(records)
+    chars = records["character"]
     items = _items(records, max_points, seed)
     known = items["context_id"].isin(ctx.index)
     items = items[known].reset_index(drop=True)
@@ -232,7 +269,8 @@ def load_landscape(root: str | Path, folder: str | Path, max_points: int = 10_00
 
         pts[TRUTH] = score_replies(items["response"].tolist(), rows, chars, population).true_engagement
     info = {"data": where, "n_points": int(len(pts)), "n_members": len(rm.members), "heads": rm.heads,
-            "inputs": list(rm.cfg.inputs), "simulated_world": population is not None}
+            "inputs": list(rm.cfg.inputs), "outputs": rm.outputs(), "simulated_world": population is not None,
+            "map_key": key if cache else None}
     if cache:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -240,8 +278,8 @@ def load_landscape(root: str | Path, folder: str | Path, max_points: int = 10_00
                 pts.to_parquet(tmp, index=False)
             io.write_json(cached.with_suffix(".json"), {"explained": ratio, "info": info})
         except OSError:
-            pass  # a read-only cache: the map is scored again next time
-    return Landscape(full, rm, pts, rows, chars, population, ratio, info)
+            info["map_key"] = None  # a read-only cache: the map is scored again next time
+    return Landscape(full, pts, ratio, info, Path(root), _model=rm, _records=(rows, chars, population))
 
 
 def load_run_config_data(root: str | Path, folder: Path) -> list[Path]:
@@ -257,25 +295,36 @@ def load_run_config_data(root: str | Path, folder: Path) -> list[Path]:
 
 def heads_summary(land: Landscape) -> pd.DataFrame:
     """Per output: mean, sd and (with the truth) Spearman with the truth over the map's points."""
-    from scipy.stats import spearmanr
-
     out = []
+    truth = land.points[TRUTH].rank().to_numpy(float) if TRUTH in land.points else None
     for c in land.colours:
         v = land.points[c].to_numpy(float)
         row = {"output": c, "mean": float(np.mean(v)), "sd": float(np.std(v))}
-        if TRUTH in land.points and c != TRUTH and np.std(v) > 0:
-            row["spearman_vs_truth"] = float(spearmanr(v, land.points[TRUTH]).statistic)
+        if truth is not None and c != TRUTH and np.std(v) > 0:
+            # Spearman = Pearson of the (average-tie) ranks; not scipy.stats, whose import alone costs seconds
+            row["spearman_vs_truth"] = float(np.corrcoef(land.points[c].rank().to_numpy(float), truth)[0, 1])
         out.append(row)
     return pd.DataFrame(out)
 
 
+def _sweep_path(land: Landscape, edit: str, levels: list[int], n_replies: int, seed: int, output: str) -> Path | None:
+    """Where a sweep of a cached map is kept (None: the map itself is not cached)."""
+    import hashlib
+
+    key = land.info.get("map_key")
+    if not key:
+        return None
+    h = hashlib.sha1(f"{key}|{edit}|{levels}|{n_replies}|{seed}|{output}|sweep-v1".encode()).hexdigest()[:20]
+    return map_cache_dir() / "sweeps" / f"{h}.parquet"
+
+
 def style_sweep(land: Landscape, edit: str, levels: list[int] | None = None, n_replies: int = 64,
-                seed: int = 0, output: str = "score") -> pd.DataFrame:
+                seed: int = 0, output: str = "score", cache: bool = True) -> pd.DataFrame:
     """Per level of one style edit: the model's mean `output` and the truth over `n_replies` edited replies,
     their mean change from the unedited replies, the ensemble spread, and the share of training replies
-    at that level (`train_share`; near 0 = the model extrapolates there)."""
+    at that level (`train_share`; near 0 = the model extrapolates there). A sweep of a cached map is kept
+    beside it, so reopening the page neither loads the model nor scores the edited replies again."""
     from rm_lab.explore.edits import EDITS
-    from rm_lab.features.style import style_frame
 
     if edit not in EDITS:
         raise ConfigError(f"style edit '{edit}': expected one of {sorted(EDITS)}")
@@ -284,7 +333,30 @@ def style_sweep(land: Landscape, edit: str, levels: list[int] | None = None, n_r
     if not levels:
         raise ConfigError("style sweep: give at least one level")
     if output not in land.points.columns:
-        raise ConfigError(f"output '{output}': expected one of {land.model.outputs()}")
+        raise ConfigError(f"output '{output}': expected one of {land.outputs}")
+    path = _sweep_path(land, edit, levels, n_replies, seed, output) if cache else None
+    if path is not None and path.is_file():
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError):
+            pass  # damaged: computed again below
+    out = _sweep(land, fn, feature, levels, n_replies, seed, output)
+    if path is not None:
+        from rm_lab import io
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with io.atomic_path(path) as tmp:
+                out.to_parquet(tmp, index=False)
+        except OSError:
+            pass  # a read-only cache: computed again next time
+    return out
+
+
+def _sweep(land: Landscape, fn, feature: str, levels: list[int], n_replies: int, seed: int,
+           output: str) -> pd.DataFrame:
+    from rm_lab.features.style import style_frame
+
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(land.points), size=min(n_replies, len(land.points)), replace=False))
     replies = land.points["response"].iloc[idx].tolist()

@@ -11,6 +11,12 @@ The paper's offline gate, and the world's answer next to it:
   style-only part, so a gain can be told apart as relevance or style) and a simulated A/B test whose
   breadth and depth lifts, with their intervals, sit next to the true lifts.
 
+The A/B interval has two noises in it. The simulated users' noise is what the delta-method interval of
+the test covers; but each arm's quality is itself estimated from a few fresh contexts, and with tens of
+contexts that noise dominates. The reported interval adds the context-sampling variance of the lift,
+from a paired bootstrap over contexts (one resample of the contexts for both policies), to the users'
+variance; the users-only interval stays beside it.
+
 A policy is a scripted preset of the world, or an LLM on an engine, optionally best-of-N by the reward
 model; each maps contexts to replies, so all are judged alike.
 """
@@ -45,6 +51,8 @@ class PolicySpec:
     best_of: int = param(1, doc="answer with the reward model's pick of this many samples (1: one sample)",
                          ge=1, le=4096)
     name: str | None = param(None, doc="the name in reports (default: from the preset or the model folder)")
+    diversity_weight: float = param(10.0, doc="best-of-N's set-level guard against one opening/phrase for all "
+                                              "(see best_of_n.pick_diverse; 0: off)", ge=0, le=1000)
 
     def __post_init__(self):
         check_fields(self)
@@ -71,6 +79,8 @@ class EvaluateConfig:
     arm_share: float = param(0.1, doc="simulated A/B: share of users per arm", gt=0, le=0.5)
     days: int = param(7, doc="simulated A/B: days", ge=1, le=3650)
     ab_seed: int = param(0, doc="simulated A/B: seed of the users", ge=0, le=MAX_SEED)
+    ab_bootstrap: int = param(1000, doc="simulated A/B: bootstrap resamples of the contexts for the lift "
+                                        "interval's context-sampling part (0: users' noise only)", ge=0, le=1_000_000)
     guardrails: bool = param(True, doc="check the win rates with rm_lab.calibrate.guardrails when it is installed")
 
     def __post_init__(self):
@@ -163,7 +173,45 @@ def build_policy(spec: PolicySpec, cfg: EvaluateConfig, scorer, engines: list):
     engines.append(engine)
     llm = LLMPolicy(engine, GenerationConfig(n=1, temperature=cfg.temperature, top_p=cfg.top_p,
                                              max_new_tokens=cfg.max_new_tokens, seed=cfg.seed), name=name)
-    return BestOfN(llm, scorer, spec.best_of, name=name) if spec.best_of > 1 else llm
+    if spec.best_of > 1:
+        return BestOfN(llm, scorer, spec.best_of, name=name, diversity_weight=spec.diversity_weight)
+    return llm
+
+
+# ----------------------------------------------------------------------------------------------
+# the A/B interval with the contexts' noise
+
+def context_lift_sd(z_candidate: np.ndarray, z_baseline: np.ndarray, population, n_boot: int = 1000,
+                    seed: int = 0) -> dict:
+    """{breadth, depth}: the sd of the true lift over a paired bootstrap of the contexts (rows of the
+    per-context engagement logits z, shape (contexts, segments), the same contexts for both policies)."""
+    from rm_lab.world.ab import ArmQuality, true_lifts
+
+    zc, zb = np.asarray(z_candidate, float), np.asarray(z_baseline, float)
+    if zc.shape != zb.shape or zc.ndim != 2:
+        raise ValueError(f"context_lift_sd: expected two (contexts, segments) arrays of one shape, got {zc.shape} "
+                         f"and {zb.shape}")
+    m = len(zc)
+    if n_boot < 2 or m < 2:
+        return {"breadth": 0.0, "depth": 0.0}
+    rng = np.random.default_rng(seed)
+    lifts = np.empty((n_boot, 2))
+    for b in range(n_boot):
+        idx = rng.integers(0, m, m)
+        tl = true_lifts(ArmQuality("b", zb[idx].mean(0)), ArmQuality("c", zc[idx].mean(0)), population)
+        lifts[b] = tl["breadth_lift"], tl["depth_lift"]
+    sd = lifts.std(0, ddof=1) * math.sqrt(m / (m - 1))  # the bootstrap's variance is (m-1)/m of the mean's
+    return {"breadth": float(sd[0]), "depth": float(sd[1])}
+
+
+def ab_interval(lift: float, users_low: float, users_high: float, context_sd: float) -> dict:
+    """The lift's 95% interval with both noises: the users' (from the test's own interval) and the contexts'
+    (`context_sd`), added as variances."""
+    users_se = (users_high - users_low) / (2 * Z95)
+    se = math.sqrt(users_se ** 2 + context_sd ** 2)
+    p = math.erfc(abs(lift) / se / math.sqrt(2)) if se > 0 else (0.0 if lift else 1.0)
+    return {"lift": lift, "low": lift - Z95 * se, "high": lift + Z95 * se, "p_value": p, "users_low": users_low,
+            "users_high": users_high, "context_sd": context_sd, "se": se}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,30 +267,41 @@ def evaluate_policies(cfg: EvaluateConfig, say: Callable[[str], None] = print) -
     out["artifacts"] = {names[s]: artifact_means(replies[s], kws) for s in ("candidate", "baseline")}
     # the world's truth and a simulated A/B test on the user traffic
     pop = Population(world_version=cfg.world_version) if cfg.world_version != 1 else Population()
-    truth, quality = {}, {}
+    truth, quality, zs, term_rows = {}, {}, {}, {}
     user = traffic == "user"
     for s in ("candidate", "baseline"):
         scored = score_replies(replies[s], contexts, chars, pop)
         style_only = score_replies(replies[s], contexts, chars, Population())  # world v1's style-only judge
         truth[s] = scored.true_engagement
-        quality[s] = ArmQuality(names[s], scored.z[user].mean(axis=0))
+        zs[s] = scored.z[user]
+        quality[s] = ArmQuality(names[s], zs[s].mean(axis=0))
         entry = {"true_engagement": mean_ci(scored.true_engagement[user]),
                  "style_only_engagement": mean_ci(style_only.true_engagement[user]),
                  "true_engagement_internal": mean_ci(scored.true_engagement[~user])}
+        terms = (scored.extra or {}).get("terms")
+        if isinstance(terms, pd.DataFrame):  # world v2: the logit split by part, where a gain comes from
+            term_rows[s] = terms[user].reset_index(drop=True)
+            entry["terms"] = {c: float(term_rows[s][c].mean()) for c in term_rows[s].columns}
         sig = (scored.extra or {}).get("signals")
         if isinstance(sig, pd.DataFrame):
             entry["signals"] = {c: float(pd.to_numeric(sig[c], errors="coerce")[user].mean()) for c in sig.columns
                                 if pd.api.types.is_numeric_dtype(sig[c])}
         out.setdefault("world", {})[names[s]] = entry
     out["world"]["true_difference"] = mean_ci(truth["candidate"][user] - truth["baseline"][user])
+    if len(term_rows) == 2:  # per part of the judge: candidate - baseline logit, paired over contexts
+        out["world"]["term_difference"] = {c: mean_ci(term_rows["candidate"][c] - term_rows["baseline"][c])
+                                           for c in term_rows["candidate"].columns}
     arms = run_ab(quality["baseline"], quality["candidate"], pop, cfg.eligible_users, cfg.arm_share, cfg.days,
                   np.random.default_rng(cfg.ab_seed), experiment_id="evaluate")
     row = analyze(arms).iloc[0]
     tl = true_lifts(quality["baseline"], quality["candidate"], pop)
-    out["ab"] = {m: {"lift": float(row[f"{m}_lift"]), "low": float(row[f"{m}_ci_low"]),
-                     "high": float(row[f"{m}_ci_high"]), "p_value": float(row[f"{m}_p_value"]),
-                     "true_lift": float(tl[f"{m}_lift"])} for m in ("breadth", "depth")}
+    csd = context_lift_sd(zs["candidate"], zs["baseline"], pop, cfg.ab_bootstrap, cfg.ab_seed)
+    out["ab"] = {m: {**ab_interval(float(row[f"{m}_lift"]), float(row[f"{m}_ci_low"]), float(row[f"{m}_ci_high"]),
+                                   csd[m]),
+                     "p_value_users": float(row[f"{m}_p_value"]), "true_lift": float(tl[f"{m}_lift"])}
+                 for m in ("breadth", "depth")}
     out["ab"]["users_per_arm"] = int(row["users_control"])
+    out["ab"]["n_contexts"] = int(user.sum())
     out["guardrails"] = _guardrails(rates, replies, kws) if cfg.guardrails else None
     out["_replies"] = {"contexts": contexts, "candidate": replies["candidate"], "baseline": replies["baseline"],
                        "candidate_score": sc["score"], "baseline_score": sb["score"]}
@@ -287,11 +346,19 @@ def render(rep: dict) -> str:
               "|---|---|---|"]
     lines += [f"| {p} | {_ci(w[p]['true_engagement'], 4)} | {_ci(w[p]['style_only_engagement'], 4)} |" for p in (c, b)]
     lines.append(f"| difference | {_ci(w['true_difference'], 4)} | |")
+    if w.get("term_difference"):
+        lines += ["", "Where the difference comes from (world v2's logit by part, candidate - baseline, paired over "
+                  "user contexts):", "", "| part | difference [95% interval] |", "|---|---|"]
+        lines += [f"| {k} | {_ci(v, 3)} |" for k, v in w["term_difference"].items()]
     ab = rep["ab"]
     lines += ["", f"## Simulated A/B test ({ab['users_per_arm']} users per arm)", "",
-              "| metric | lift [95% interval] | true lift |", "|---|---|---|"]
-    lines += [f"| {m} | {ab[m]['lift']:+.4f} [{ab[m]['low']:+.4f}, {ab[m]['high']:+.4f}] | {ab[m]['true_lift']:+.4f} |"
-              for m in ("breadth", "depth")]
+              f"The interval holds the users' noise and the noise of measuring each policy on "
+              f"{ab.get('n_contexts', '?')} user contexts (paired bootstrap); the users-only interval is beside it. "
+              "The true lift is the lift on these contexts.", "",
+              "| metric | lift [95% interval] | users-only interval | true lift |", "|---|---|---|---|"]
+    lines += [f"| {m} | {ab[m]['lift']:+.4f} [{ab[m]['low']:+.4f}, {ab[m]['high']:+.4f}] | "
+              f"[{ab[m].get('users_low', math.nan):+.4f}, {ab[m].get('users_high', math.nan):+.4f}] | "
+              f"{ab[m]['true_lift']:+.4f} |" for m in ("breadth", "depth")]
     if rep.get("guardrails"):
         g = rep["guardrails"]
         lines += ["", f"## Guardrails: {'ok' if g.get('ok') else 'ALARM'}", ""]

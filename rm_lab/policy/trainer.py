@@ -168,6 +168,23 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return ref.eval().requires_grad_(False)
 
 
+def trainable_with_reference(cfg, model, needs_reference: bool, say: Callable[[str], None] = print):
+    """(policy to train, reference or None): LoRA adapters (the reference is the adapter switched off,
+    so no copy), or full weights with a frozen copy when the objective reads a reference."""
+    reference = None
+    if cfg.lora:
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    elif needs_reference:
+        reference = frozen_copy(model)
+    model.train()
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    say(f"{n_train:,} of {n_all:,} parameters trainable ({'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'full'}"
+        f"{'; reference: the adapter switched off' if cfg.lora and needs_reference else ''}"
+        f"{'; reference: a frozen copy' if reference is not None else ''})")
+    return model, reference
+
+
 class _History(L.Callback):
     def __init__(self, path: Path):
         self.path = path
@@ -194,6 +211,7 @@ class FitSettings:
     strategy: str = "auto"
     precision: str = "32-true"
     progress: bool = False
+    max_steps: int = -1  # -1: epochs decide
 
 
 def fit(module: PolicyModule, examples: Sequence, run: PolicyRun, s: FitSettings,
@@ -209,7 +227,8 @@ def fit(module: PolicyModule, examples: Sequence, run: PolicyRun, s: FitSettings
     ckpt = ModelCheckpoint(dirpath=str(run.checkpoints), filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                            save_top_k=1, save_last=True, every_n_epochs=1)  # top_k=0 would save last only at the end
     trainer = L.Trainer(max_epochs=s.epochs, accelerator=s.accelerator, devices=s.devices, strategy=s.strategy,
-                        precision=s.precision, accumulate_grad_batches=s.accumulate, logger=False,
+                        precision=s.precision, accumulate_grad_batches=s.accumulate, max_steps=s.max_steps,
+                        logger=False,
                         enable_progress_bar=s.progress, enable_model_summary=False, num_sanity_val_steps=0,
                         callbacks=[ckpt, _History(run.history), jobs.lightning_callback()],
                         default_root_dir=str(run.root), log_every_n_steps=1)
@@ -276,8 +295,10 @@ def claim(run: PolicyRun, identity: dict) -> None:
 # ----------------------------------------------------------------------------------------------
 # the `train-policy` stage
 
-# method -> "module:function(cfg, run_dir, say) -> metrics"; DPO and GRPO join here when they are built
-METHODS: dict[str, str] = {"sft": "rm_lab.policy.objectives.sft:run_sft"}
+# method -> "module:function(cfg, run_dir, say, loaded) -> metrics"
+METHODS: dict[str, str] = {"sft": "rm_lab.policy.objectives.sft:run_sft",
+                           "dpo": "rm_lab.policy.objectives.dpo_train:run_dpo",
+                           "grpo": "rm_lab.policy.objectives.grpo_train:run_grpo"}
 
 
 @dataclass
@@ -288,7 +309,9 @@ class TrainPolicyConfig:
     policy: str | None = param(None, doc="starting policy: a Hugging Face causal-LM folder (e.g. a train-policy run's "
                                          "policy/) or .gguf file; null: the packaged SmolLM2")
     data: str = param("", doc="sft: an SFT set (a rejection-sample run folder, or any folder of context, character "
-                              "and label/preference records)")
+                              "and label/preference records); dpo: preference pairs (a best-of-n or rejection-sample "
+                              "run folder: its best vs worst of N, or logged preference records); grpo: the prompts "
+                              "(a folder of context and character records)")
     targets: str = param("label", doc="sft: which replies are the targets: label rows named label_name, or the "
                                       "chosen side of preference rows", choices=("label", "preference"))
     label_name: str = param("rejection_pick", doc="sft: the name of the label rows that hold the targets", min_len=1)
@@ -299,12 +322,56 @@ class TrainPolicyConfig:
     lora_targets: list[str] = param(list(LORA_TARGETS), doc="module names that get adapters", min_len=1)
     lr: float = param(5e-4, doc="AdamW learning rate (LoRA: 5e-4 to 1e-3 moves SmolLM2 within minutes)", gt=0, le=1)
     weight_decay: float = param(0.0, doc="AdamW weight decay", ge=0)
-    epochs: int = param(2, doc="passes over the SFT set", ge=1, le=10_000)
-    batch_size: int = param(8, doc="examples per step", ge=1, le=65536)
+    epochs: int = param(2, doc="passes over the SFT set, the pairs (dpo) or the prompts (grpo)", ge=1, le=10_000)
+    max_steps: int | None = param(None, doc="stop after this many optimizer steps (grpo: one step = one generation "
+                                            "batch); null: epochs decide", ge=1)
+    batch_size: int = param(8, doc="examples per step (dpo: pairs; grpo: prompts, each sampled group_size times)",
+                            ge=1, le=65536)
     accumulate: int = param(1, doc="gradient accumulation steps", ge=1, le=65536)
     max_prompt_tokens: int = param(512, doc="prompt tokens kept (the most recent)", ge=8, le=131072)
-    max_completion_tokens: int = param(128, doc="target tokens kept; a longer target is cut and gets no EOS",
-                                       ge=1, le=131072)
+    max_completion_tokens: int = param(128, doc="target tokens kept; a longer target is cut and gets no EOS "
+                                                "(grpo: the token cap of each sampled reply)", ge=1, le=131072)
+    # -- dpo and grpo
+    beta: float = param(0.1, doc="dpo: strength of the pull to the reference (> 0; ipo: its tau); grpo: weight of "
+                                 "the k3 KL penalty to the reference (0: no reference forward)", ge=0)
+    loss_type: str | None = param(None, doc="dpo: sigmoid | hinge | ipo | robust (null: sigmoid); grpo: grpo | bnpo "
+                                            "| dr_grpo | dapo (null: dapo)")
+    label_smoothing: float = param(0.0, doc="dpo robust: the assumed share of flipped preference labels", ge=0, lt=0.5)
+    # -- grpo: sampling
+    group_size: int = param(8, doc="grpo: replies sampled per prompt from the current policy (>= 2: the group is "
+                                   "the baseline)", ge=2, le=4096)
+    temperature: float = param(0.8, doc="grpo: sampling temperature (log-probs are read at the same temperature)",
+                               gt=0, le=5)
+    top_p: float = param(1.0, doc="grpo: nucleus sampling mass", gt=0, le=1)
+    generation_batch_rows: int = param(128, doc="grpo: sequences per generate call", ge=1, le=65536)
+    # -- grpo: the objective
+    epsilon: float = param(0.2, doc="grpo: clip range below 1 of the importance ratio", gt=0, lt=1)
+    epsilon_high: float | None = param(None, doc="grpo: clip range above 1 (DAPO's clip-higher: 0.28); null: epsilon",
+                                       gt=0)
+    scale_rewards: str = param("group", doc="grpo: divide advantages by the group's reward std, the batch's, or not "
+                                            "at all (Dr. GRPO)", choices=("group", "batch", "none"))
+    skip_zero_std_groups: bool = param(True, doc="grpo: groups whose rewards are all equal are counted and skipped "
+                                                 "(no forward pass)")
+    # -- grpo: the reward (rm_lab.policy.rewards)
+    reward_model: str = param("", doc="grpo: a train-rm run folder whose heads reward_heads names")
+    reward_heads: dict[str, float] = param({"preference": 1.0}, doc="grpo: reward-model head (or output) -> weight "
+                                                                     "(negative weights penalise)")
+    reward_normalize: str = param("group", doc="grpo: normalise each head per group, per batch, or not",
+                                  choices=("group", "batch", "none"))
+    uncertainty_penalty: float = param(0.0, doc="grpo: subtract this many ensemble standard deviations (needs an "
+                                                "ensemble reward model)", ge=0)
+    length_penalty: float = param(0.0, doc="grpo: per unit of (words - length_target) / length_target", ge=0)
+    length_target: int = param(60, doc="grpo: reply length in words beyond which the length penalty starts", ge=1)
+    emoji_penalty: float = param(0.0, doc="grpo: per emoji in the reply", ge=0)
+    steer_weight: float = param(0.0, doc="grpo: weight of the share of the character's verifiable instructions "
+                                         "followed (a verifiable reward)", ge=0)
+    # -- grpo: the prompts (rm_lab.policy.prompt_selection)
+    n_prompts: int | None = param(None, doc="grpo: train on this many contexts of data (the traffic mix kept); "
+                                            "null: all", ge=1)
+    prompt_selection: str = param("all", doc="grpo: keep prompts where the starting policy's rewards are low, vary "
+                                             "most, either, or all (one extra sampling pass unless all)",
+                                  choices=("all", "low", "variance", "low_or_variance"))
+    prompt_keep: float = param(0.5, doc="grpo: share of the prompts prompt_selection keeps", gt=0, le=1)
     seed: int = param(0, doc="seed of the adapters' initialisation and the data order", ge=0, le=MAX_SEED)
     accelerator: str = param("cpu", doc="Lightning accelerator", choices=("cpu", "gpu", "cuda", "auto"))
     devices: int = param(1, doc="Lightning devices", ge=1, le=4096)
@@ -315,14 +382,21 @@ class TrainPolicyConfig:
 
     def __post_init__(self):
         check_fields(self)
+        if self.method == "dpo":
+            from rm_lab.policy.objectives.dpo_train import check_config
+            check_config(self)
+        elif self.method == "grpo":
+            from rm_lab.policy.objectives.grpo_train import check_config
+            check_config(self)
 
     def settings(self) -> FitSettings:
         return FitSettings(self.epochs, self.batch_size, self.accumulate, self.seed, self.accelerator, self.devices,
-                           self.strategy, self.precision, self.progress)
+                           self.strategy, self.precision, self.progress,
+                           -1 if self.max_steps is None else self.max_steps)
 
 
-# settings that change where or how fast a run goes, not what it learns (epochs may grow on resume)
-NOT_IDENTITY = ("progress", "accelerator", "devices", "strategy", "epochs")
+# settings that change where or how fast a run goes, not what it learns (epochs and max_steps may grow on resume)
+NOT_IDENTITY = ("progress", "accelerator", "devices", "strategy", "epochs", "max_steps")
 
 
 def identity_of(cfg: TrainPolicyConfig, data_digest: str) -> dict:
@@ -338,7 +412,7 @@ def with_absolute_paths(cfg: TrainPolicyConfig) -> TrainPolicyConfig:
     import dataclasses
 
     ab = lambda v: str(Path(v).expanduser().absolute()) if v else v  # noqa: E731
-    return dataclasses.replace(cfg, policy=ab(cfg.policy), data=ab(cfg.data))
+    return dataclasses.replace(cfg, policy=ab(cfg.policy), data=ab(cfg.data), reward_model=ab(cfg.reward_model))
 
 
 def train_policy(cfg: TrainPolicyConfig, run_dir: str | Path, say: Callable[[str], None] = print,

@@ -71,4 +71,28 @@ def group_codes(values) -> np.ndarray:
     return pd.factorize(pd.Series(list(values), dtype=object), sort=False)[0].astype(np.int64)
 
 
-__all__ = ["arm_logit_nll", "arm_logit_nll_np", "group_codes"]
+def arm_logit_report(eta, k, n, experiment) -> dict:
+    """eval-rm's view of an arm_logit head on held-out experiments: the conditional-logit NLL per click next
+    to the no-information model's (every arm alike), and the accuracy at picking the higher-rate arm over
+    every within-experiment pair of arms whose observed rates differ."""
+    eta, k, n = (np.asarray(a, np.float64) for a in (eta, k, n))
+    g = group_codes(experiment)
+    out = {"likelihood": "arm_logit", "n_experiments": int(len(np.unique(g))), "n_arms": int(len(eta)),
+           "nll_per_click": arm_logit_nll_np(eta, k, n, g), "nll_per_click_equal_arms": arm_logit_nll_np(
+               np.zeros_like(eta), k, n, g)}
+    rate = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
+    hits, total = 0, 0
+    for e in np.unique(g):
+        idx = np.flatnonzero(g == e)
+        for a in range(len(idx)):
+            for b in range(a + 1, len(idx)):
+                i, j = idx[a], idx[b]
+                if rate[i] != rate[j] and eta[i] != eta[j]:
+                    total += 1
+                    hits += int((eta[i] > eta[j]) == (rate[i] > rate[j]))
+    out["pair_accuracy"] = hits / total if total else float("nan")
+    out["n_pairs"] = total
+    return out
+
+
+__all__ = ["arm_logit_nll", "arm_logit_nll_np", "arm_logit_report", "group_codes"]

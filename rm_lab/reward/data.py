@@ -24,14 +24,15 @@ import pandas as pd
 from rm_lab import io
 from rm_lab.config import ConfigError
 from rm_lab.features.style import FEATURES, style_frame
-from rm_lab.reward.heads import (ARM_RECORD, BUILTIN, SOURCE_SEP, HeadSpec, declarations_from_records, declare, label_names,
+from rm_lab.reward.heads import (ARM_RECORD, SET_RECORD, BUILTIN, SOURCE_SEP, HeadSpec, declarations_from_records, declare, label_names,
                                  label_values, parse_config_heads)
 from rm_lab.schema import RecordError, Records, check_keys, check_references
 
 # record kinds whose rows label a (context, reply), in the order their items are laid out
 ITEM_LABEL_KINDS = ("interaction", "steer_label", "label")
 # ab_arm: A/B arms with a text (experiment_id = the context, text = the reply), read by arm_logit heads
-LABEL_KINDS = ("interaction", "preference", "steer_label", "label", "ab_arm")
+# arm_reply_set: past A/B arms as the replies their policies wrote, read by arm_mean heads (rm_lab.reward.arm_mean)
+LABEL_KINDS = ("interaction", "preference", "steer_label", "label", "ab_arm", "arm_reply_set")
 RECORD_KINDS = ("character", "context", "head") + LABEL_KINDS
 
 
@@ -263,6 +264,8 @@ class RewardData:
     pairs: pd.DataFrame  # chosen (item row), rejected (item row), margin, context_id
     heads: list[str] = field(default_factory=list)
     specs: dict[str, HeadSpec] = field(default_factory=dict)  # head -> its registry entry
+    # arm_mean head -> its (reply, arm) membership rows with each arm's measured lift (rm_lab.reward.arm_mean)
+    sets: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -287,8 +290,10 @@ class RewardData:
         pairs = self.pairs[self.pairs["context_id"].isin(set(context_ids))].copy()
         pairs["chosen"] = new_index[pairs["chosen"].to_numpy()]
         pairs["rejected"] = new_index[pairs["rejected"].to_numpy()]
+        ids = set(context_ids)
+        sets = {h: m[m["context_id"].isin(ids)].reset_index(drop=True) for h, m in self.sets.items()}
         return RewardData(self.items[keep].reset_index(drop=True), pairs.reset_index(drop=True), list(self.heads),
-                          dict(self.specs))
+                          dict(self.specs), sets)
 
 
 def _as_sources(records: Records | Sequence[Source]) -> list[Source]:
@@ -423,6 +428,7 @@ def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate
     item_specs = [sp for sp, _ in resolved if not sp.is_pairwise]
     blocks: list[pd.DataFrame] = []
     pair_frames: list[pd.DataFrame] = []
+    sets: dict[str, pd.DataFrame] = {}
     for s in sources:
         for kind in ITEM_LABEL_KINDS:
             if kind not in s.records:
@@ -444,6 +450,13 @@ def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate
             blocks.append(t)
         if ARM_RECORD in s.records:
             blocks.extend(_arm_blocks(s, resolved))
+        if SET_RECORD in s.records:
+            from rm_lab.reward.arm_mean import set_blocks
+
+            b, st = set_blocks(s, resolved)
+            blocks.extend(b)
+            for h, m in st.items():
+                sets[h] = pd.concat([sets[h], m], ignore_index=True) if h in sets else m
         if "preference" in s.records:
             pr = s.records["preference"]
             for col in ("chosen", "rejected"):
@@ -492,7 +505,7 @@ def build_reward_data(records: Records | Sequence[Source], heads=None, aggregate
         raise ConfigError("no labels: the records carry no label for any head "
                           f"({', '.join(f'{h} from {s.describe()}' for h, s in BUILTIN.items())}, or declared heads "
                           f"over label records)")
-    return RewardData(items, pairs, list(specs), specs)
+    return RewardData(items, pairs, list(specs), specs, sets)
 
 def _arm_blocks(s: Source, resolved) -> list[pd.DataFrame]:
     """Items of the ab_arm records of one source: (experiment_id, arm text) with each arm_logit head's

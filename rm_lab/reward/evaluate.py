@@ -213,6 +213,16 @@ def evaluate_reward_model(cfg: EvalRMConfig, out_dir: str | Path, say: Callable[
         elif spec.likelihood == "gaussian":
             metrics[h] = {"likelihood": spec.likelihood,
                           **M.regression_metrics(col("n"), col("mean"), col("m2"), scores[spec.out])}
+        elif spec.likelihood == "arm_logit":  # within-experiment: NLL per click, higher-rate arm picked
+            from rm_lab.reward.arm_logit import arm_logit_report
+
+            metrics[h] = arm_logit_report(scores[spec.out][has], col("k")[has], col("n")[has],
+                                          items["context_id"].to_numpy(object)[has])
+        elif spec.is_set:  # arm_mean: predicted vs measured log lift of each held-out treatment arm
+            from rm_lab.reward.arm_mean import set_report
+
+            taus = [float(m.head_params(h)["log_tau"].detach().exp().item()) for m in rm.members]
+            metrics[h] = set_report(data.sets.get(h, items.iloc[:0]), items, scores[spec.out], float(np.mean(taus)))
 
     # hidden truth of a simulated world (never used in training)
     truth: dict = {}
@@ -323,6 +333,14 @@ def summary_lines(m: dict) -> list[str]:
                          f"{r['kendall_tau']:.3f}, MAE of the expected level {r['mae']:.3f} ({r['n']} ratings)")
         elif r.get("likelihood") == "gaussian":
             lines.append(f"{h} (gaussian): Spearman {r['spearman']:.3f}, RMSE {r['rmse']:.3f} ({r['n_items']} items)")
+        elif r.get("likelihood") == "arm_logit":
+            lines.append(f"{h} (arm_logit, {r['n_experiments']} experiments): NLL per click {r['nll_per_click']:.4f} "
+                         f"(equal arms {r['nll_per_click_equal_arms']:.4f}), higher-rate arm picked in "
+                         f"{r['pair_accuracy']:.3f} of {r['n_pairs']} pairs")
+        elif r.get("likelihood") == "arm_mean":
+            lines.append(f"{h} (arm_mean, {r['n_arms']} arms of {r['n_experiments']} experiments): predicted vs "
+                         f"measured log lift Spearman {r['spearman_measured']:.3f}, sign agreement "
+                         f"{r['sign_agreement_measured']:.3f}, RMSE {r['rmse_log_lift']:.4f}")
         elif "spearman" in r:
             lines.append(f"{h}: Spearman {r['spearman']:.3f}")
         elif "note" in r:

@@ -22,6 +22,10 @@ Likelihoods and what an item carries (summed over repeated (context, reply) rows
   `text` the reply): n impressions (users), k clicks (engaged users), and a conditional logit over the
   arms of each experiment (`rm_lab.reward.arm_logit`), so it learns which text wins a test, not which
   story is popular; its output is a log rate relative to the other arms of the same experiment.
+- arm_mean: past A/B arms as the replies their policies wrote (`arm_reply_set` records): the mean of an arm's
+  per-reply scores minus its control's is the predicted log lift of the arm's measured breadth or depth,
+  with a Gaussian likelihood weighted by the inverse of its sampling variance (`rm_lab.reward.arm_mean`);
+  its output is a reply's share of a log metric, comparable only within one experiment.
 """
 
 from __future__ import annotations
@@ -41,11 +45,12 @@ from rm_lab.schema import HEAD_LIKELIHOODS, RecordError
 LIKELIHOODS = HEAD_LIKELIHOODS
 LINKS = {"bradley_terry": "identity", "binomial": "logit", "poisson": "log", "negative_binomial": "log",
          "ordinal": "cumulative_logit", "gaussian": "identity",
-         "arm_logit": "log_relative_rate"}
+         "arm_logit": "log_relative_rate", "arm_mean": "log_relative_mean"}
 COUNT_LIKELIHOODS = ("poisson", "negative_binomial")
 # record kinds a head may read its labels from (preference pairs only feed the bradley_terry head)
-LABEL_RECORDS = ("label", "interaction", "steer_label", "ab_arm")
+LABEL_RECORDS = ("label", "interaction", "steer_label", "ab_arm", "arm_reply_set")
 ARM_RECORD = "ab_arm"  # read only by arm_logit heads: experiment_id is the context, text the reply
+SET_RECORD = "arm_reply_set"  # read only by arm_mean heads: an arm's replies and its measured breadth/depth
 SOURCE_SEP = "@"  # multi-source: `continue@convai2` is the continue head supervised by convai2 rows only
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DECLARATION_KEYS = ("kind", "likelihood", "record", "column", "levels", "min", "max", "equals", "scale", "output",
@@ -89,6 +94,9 @@ class HeadSpec:
         if (self.likelihood == "arm_logit") != (self.record == ARM_RECORD):
             raise ConfigError(f"heads.{self.name}: record {self.record!r} with kind {self.likelihood!r}: an arm_logit "
                               f"head reads {ARM_RECORD} records, and {ARM_RECORD} records train only arm_logit heads")
+        if (self.likelihood == "arm_mean") != (self.record == SET_RECORD):
+            raise ConfigError(f"heads.{self.name}: record {self.record!r} with kind {self.likelihood!r}: an arm_mean "
+                              f"head reads {SET_RECORD} records, and {SET_RECORD} records train only arm_mean heads")
 
     # -- derived names
     @property
@@ -116,6 +124,12 @@ class HeadSpec:
         return self.likelihood == "arm_logit"
 
     @property
+    def is_set(self) -> bool:
+        """Its likelihood is over the mean score of each A/B arm's reply set (arm_mean): items are batched
+        by experiment, never one by one."""
+        return self.likelihood == "arm_mean"
+
+    @property
     def max(self) -> float | None:
         return None if self.levels is None else float(self.min) + self.levels - 1
 
@@ -126,6 +140,8 @@ class HeadSpec:
         """Suffixes of this head's per-item columns (`<name>_<suffix>`); `n` is always the label count."""
         if self.is_pairwise:
             return ()
+        if self.is_set:  # the arm's measures live in RewardData.sets; an item counts its arm memberships
+            return ("n",)
         if self.likelihood == "ordinal":
             return ("n", *[f"c{j}" for j in range(self.levels)])
         if self.likelihood == "gaussian":
@@ -154,6 +170,8 @@ class HeadSpec:
         what = f"label records named '{self.col}'" if self.record == "label" else f"{self.record}.{self.col}"
         if self.record == ARM_RECORD:
             what += " of users, per arm text, within each experiment"
+        if self.record == SET_RECORD:
+            what += " (measured, with its standard error) of each arm's reply set, relative to its control"
         if self.equals is not None:
             what += f" == {_fmt(self.equals)}"
         return what + (f" of source '{self.source}'" if self.source else "")
@@ -199,7 +217,7 @@ class HeadSpec:
     def transform(self, eta: np.ndarray, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs of `RewardModel.score` from the head's linear predictor (and its extra parameters)."""
         eta = np.asarray(eta, np.float64)
-        if self.likelihood in ("bradley_terry", "arm_logit"):
+        if self.likelihood in ("bradley_terry", "arm_logit", "arm_mean"):
             return {self.out: eta}
         if self.likelihood == "binomial":
             return {self.out: 1.0 / (1.0 + np.exp(-eta))}
@@ -234,6 +252,10 @@ BUILTIN: dict[str, HeadSpec] = {s.name: s for s in (
     _spec("depth", "poisson", "interaction", "depth", "depth", "follow-up user turns in the session"),
     _spec("ab_engaged", "arm_logit", ARM_RECORD, "engaged_users", "ab_engaged",
           "engaged users (clicks) of an A/B arm's users (impressions), within its experiment: a log relative rate"),
+    _spec("ab_breadth", "arm_mean", SET_RECORD, "breadth", "ab_breadth",
+          "measured breadth of a past A/B arm, from the mean over its replies: a reply's share of the log lift"),
+    _spec("ab_depth", "arm_mean", SET_RECORD, "depth", "ab_depth",
+          "measured depth of a past A/B arm, from the mean over its replies: a reply's share of the log lift"),
 )}
 
 
@@ -279,12 +301,16 @@ def declare(name: str, decl: dict | None, where: str = "heads", base: HeadSpec |
     if str(decl.get("column", "")).startswith("truth_"):
         raise ConfigError(f"{where}.{name}.column: {decl['column']!r}: the world's hidden truth_* columns never "
                           f"train a head (they judge it in eval-rm)")
-    record = decl.get("record", base.record if base else ARM_RECORD if kind == "arm_logit" else "label")
+    record = decl.get("record", base.record if base else ARM_RECORD if kind == "arm_logit" else
+                      SET_RECORD if kind == "arm_mean" else "label")
     if record not in LABEL_RECORDS and not (kind == "bradley_terry" and record == "preference"):
         raise ConfigError(f"{where}.{name}.record: {record!r}: expected one of {list(LABEL_RECORDS)}")
     if (kind == "arm_logit") != (record == ARM_RECORD):
         raise ConfigError(f"{where}.{name}.record: {record!r} with kind {kind!r}: {ARM_RECORD} records train only "
                           f"arm_logit heads, and an arm_logit head reads {ARM_RECORD} records")
+    if (kind == "arm_mean") != (record == SET_RECORD):
+        raise ConfigError(f"{where}.{name}.record: {record!r} with kind {kind!r}: {SET_RECORD} records train only "
+                          f"arm_mean heads, and an arm_mean head reads {SET_RECORD} records")
     hi = decl.pop("max", None)
     if kind == "ordinal":
         lo = decl.get("min", base.min if base and base.likelihood == "ordinal" else 1.0)
@@ -368,6 +394,10 @@ def label_values(spec: HeadSpec, frame: pd.DataFrame | None, path: str | None,
         return empty
     if spec.record == ARM_RECORD:
         return arm_values(spec, frame, path, rownum)
+    if spec.record == SET_RECORD:
+        from rm_lab.reward.arm_mean import set_values
+
+        return set_values(spec, frame, path, rownum)
     field = "value" if spec.record == "label" else spec.col
     if spec.record == "label":
         if "name" not in frame.columns:
@@ -470,5 +500,5 @@ def label_names(frame: pd.DataFrame | None) -> list[str]:
     return sorted(frame["name"].astype(str).unique())
 
 
-__all__ = ["ARM_RECORD", "BUILTIN", "COUNT_LIKELIHOODS", "HeadSpec", "arm_values", "LIKELIHOODS", "LINKS", "SOURCE_SEP", "declare",
+__all__ = ["ARM_RECORD", "SET_RECORD", "BUILTIN", "COUNT_LIKELIHOODS", "HeadSpec", "arm_values", "LIKELIHOODS", "LINKS", "SOURCE_SEP", "declare",
            "declarations_from_records", "label_names", "label_values", "parse_config_heads", "spec_of"]

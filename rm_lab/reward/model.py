@@ -136,6 +136,10 @@ def head_loss(spec: HeadSpec, pred: torch.Tensor, batch: dict, params: dict[str,
         if not batch["pair_c"].numel():
             return None
         return bt_loss(pred[batch["pair_c"]], pred[batch["pair_r"]], batch["pair_margin"])
+    if spec.is_set:  # the batch holds every reply of its experiments' arms (rm_lab.reward.arm_mean.SetBatches)
+        from rm_lab.reward.arm_mean import set_loss
+
+        return set_loss(name, pred, batch, params["log_tau"])
     n = batch[f"{name}_n"]
     if not n.sum() > 0:
         return None
@@ -163,6 +167,10 @@ def label_weight(spec: HeadSpec, batch: dict) -> int:
     the epoch mean of the logged per-batch losses the head's per-observation loss over the whole split."""
     if spec.is_pairwise:
         return int(batch["pair_c"].numel())
+    if spec.is_set:  # a mean per treatment arm
+        from rm_lab.reward.arm_mean import n_arms
+
+        return n_arms(spec.name, batch)
     if spec.likelihood == "arm_logit":  # a mean per click (engaged user)
         return int(round(float((batch[f"{spec.name}_k"] * (batch[f"{spec.name}_n"] > 0)).sum())))
     return int(round(float(batch[f"{spec.name}_n"].sum())))
@@ -221,9 +229,15 @@ class HeadParams(nn.Module):
                 self.log_sigma = nn.Parameter(torch.zeros(()))
         elif spec.likelihood == "negative_binomial":
             self.log_alpha = nn.Parameter(torch.zeros(()))
+        elif spec.likelihood == "arm_mean":  # the misfit sd of measured log lifts around the mean scores
+            from rm_lab.reward.arm_mean import INIT_TAU
+
+            self.log_tau = nn.Parameter(torch.tensor(float(np.log(INIT_TAU))))
 
     def values(self) -> dict[str, torch.Tensor]:
         s = self.spec
+        if s.likelihood == "arm_mean":
+            return {"log_tau": self.log_tau}
         if s.likelihood == "ordinal":
             return {"cuts": ordered_cuts(self.raw_cuts)}
         if s.likelihood == "gaussian":
@@ -256,11 +270,20 @@ class HeadParams(nn.Module):
 
 class RewardNet(nn.Module):
     """Heads over [assembled encoder views, standardised style features]: one shared trunk, one linear
-    predictor per head (ordinal heads without a bias: their cut-points hold it), plus `extras`."""
+    predictor per head (ordinal heads without a bias: their cut-points hold it), plus `extras`.
+
+    `skip`: every head reads the trunk's output and the standardised inputs. Why: the transfer design
+    keeps linear heads (n_layers=0, few source-specific degrees of freedom), which share nothing between
+    sources; with a skip, each source's head keeps that linear model and also reads features that the
+    labels of every source shaped (trained on several sources at once, `data=[a, b]`)."""
 
     def __init__(self, in_dim: int, heads: Sequence[str | HeadSpec], n_style: int = len(FEATURES), hidden: int = 256,
-                 n_layers: int = 2, dropout: float = 0.1):
+                 n_layers: int = 2, dropout: float = 0.1, skip: bool = False):
         super().__init__()
+        if skip and n_layers == 0:
+            raise ConfigError("skip=true: the heads read the inputs beside the trunk's output, so it needs a trunk "
+                              "(n_layers >= 1)")
+        self.skip = skip
         specs = [h if isinstance(h, HeadSpec) else spec_of(h) for h in heads]
         self.specs = {s.name: s for s in specs}
         self.heads_order = list(self.specs)
@@ -273,9 +296,11 @@ class RewardNet(nn.Module):
             layers += [nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout)]
             d = hidden
         self.trunk = nn.Sequential(*layers)
+        if skip:  # each head: its own linear model of the inputs plus a linear read of the shared trunk
+            d += in_dim + n_style
         self.heads = nn.ModuleDict({h: nn.Linear(d, 1, bias=self.specs[h].likelihood != "ordinal") for h in heads})
         self.extras = nn.ModuleDict({h: HeadParams(s) for h, s in self.specs.items()
-                                     if s.likelihood in ("ordinal", "gaussian", "negative_binomial")})
+                                     if s.likelihood in ("ordinal", "gaussian", "negative_binomial", "arm_mean")})
 
     def head_params(self, head: str) -> dict[str, torch.Tensor]:
         """The extra parameters of a head (cut-points, scale, dispersion); {} for the others."""
@@ -294,8 +319,10 @@ class RewardNet(nn.Module):
         self.style_std.copy_(torch.where(std > 1e-6, std.clamp(min=1e-3), torch.full_like(std, float("inf"))))
 
     def features(self, emb: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """What every head reads: the trunk over [inputs, standardised tabular features]."""
-        return self.trunk(torch.cat([emb, (style - self.style_mean) / self.style_std], dim=-1))
+        """What every head reads: the trunk over [inputs, standardised tabular features] (with `skip`, beside
+        those inputs themselves)."""
+        z = torch.cat([emb, (style - self.style_mean) / self.style_std], dim=-1)
+        return torch.cat([self.trunk(z), z], dim=-1) if self.skip else self.trunk(z)
 
     def forward(self, emb: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.features(emb, style)
@@ -449,6 +476,7 @@ class RMConfig:
     style_features: list[str] = param(doc="tabular inputs beside the encoder views")
     pairwise: dict | None = None  # {"hidden": .., "n_layers": ..} when a pairwise model was trained
     inputs: list[str] = field(default_factory=lambda: ["joint"])  # encoder views (rm_lab.reward.inputs)
+    skip: bool = False  # heads also read the trunk's inputs (RewardNet); models trained before it have none
     # head name -> its registry entry (HeadSpec.to_json); models trained before declared heads have none and
     # their heads are the built-in ones
     head_specs: dict | None = None
@@ -538,7 +566,8 @@ class RewardModel:
         tok, base = load_backbone(cfg.backbone)
         members, encoders = [], []
         for k in range(cfg.n_members):
-            net = RewardNet(cfg.in_dim, cfg.specs, len(cfg.style_features), cfg.hidden, cfg.n_layers, cfg.dropout)
+            net = RewardNet(cfg.in_dim, cfg.specs, len(cfg.style_features), cfg.hidden, cfg.n_layers, cfg.dropout,
+                            cfg.skip)
             enc = None
             if cfg.train_mode != "frozen":
                 import copy

@@ -21,9 +21,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+if TYPE_CHECKING:  # torch only where weights are touched: reading a run folder's layout stays cheap
+    import torch
 
 from rm_lab import io
 from rm_lab.config import ConfigError
@@ -180,6 +181,8 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise _broken(path, "a training checkpoint", "missing")
+    import torch
+
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (torch raises several types; the message tells them apart)

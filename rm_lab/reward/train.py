@@ -72,6 +72,8 @@ class TrainRMConfig:
     hidden: int = param(256, doc="width of the heads' trunk", ge=1, le=65_536)
     n_layers: int = param(2, doc="hidden layers of the trunk (0: linear heads on the inputs)", ge=0, le=64)
     dropout: float = param(0.1, doc="dropout in the trunk", ge=0, lt=1)
+    skip: bool = param(False, doc="the heads also read the trunk's inputs: each head a linear model of the inputs "
+                       "plus a read of the shared trunk (needs n_layers >= 1; rm_lab.reward.model.RewardNet)")
     lr: float = param(1e-3, doc="learning rate of the heads (AdamW)", gt=0, le=10)
     encoder_lr: float = param(2e-5, doc="learning rate of fine-tuned encoder layers", gt=0, le=1)
     weight_decay: float = param(1e-4, doc="AdamW weight decay", ge=0, le=10)
@@ -100,6 +102,13 @@ class TrainRMConfig:
     loss_weights: dict[str, float] = param({}, doc="head -> weight of its loss (default 1; a head's name also "
                                            "weighs its per-source heads)", ge=0, le=1e6)
     aggregate: bool = param(True, doc="merge repeated (context, reply) rows into binomial counts")
+    source_batches: Literal["per_source", "mixed"] = param(
+        "per_source", doc="several data folders: per_source = each batch from one source, cut as it would be "
+        "alone, so every head takes the steps it would alone (rm_lab.reward.multisource); mixed = rows of all "
+        "sources shuffled together")
+    balance: str | None = param(None, doc="a record column (e.g. source_file, or _source for the data folders) "
+                                "whose every value holds the same total count of each head's labels; null: each "
+                                "label counts once")
     pairwise: bool = param(True, doc="also train the pairwise model (reads both replies)")
     pairwise_epochs: int = param(10, doc="training epochs of the pairwise model", ge=1, le=100_000)
     pairwise_hidden: int = param(256, doc="width of the pairwise model", ge=1, le=65_536)
@@ -119,6 +128,8 @@ class TrainRMConfig:
         if self.early_stopping and self.val_fraction == 0:
             raise ValueError("early_stopping needs held-out contexts: set val_fraction > 0")
         self.inputs = check_inputs(self.inputs)
+        if self.skip and self.n_layers == 0:
+            raise ValueError("skip=true reads the inputs beside the trunk's output: it needs n_layers >= 1")
         if self.head_refit and self.train_mode != "frozen":
             raise ValueError("head_refit needs train_mode=frozen (it refits the heads on the cached features)")
         check_monitor_name(self.monitor, self.heads)
@@ -209,7 +220,8 @@ class UnitCollator:
         self.item_heads = [h for h in heads if not data.spec(h).is_pairwise]
         labelled = np.zeros(len(data.items), bool)
         for h in self.item_heads:
-            labelled |= data.items[f"{h}_n"].to_numpy() > 0
+            if not data.spec(h).is_set:  # arm_mean heads: an experiment's replies are one unit (self.sets)
+                labelled |= data.items[f"{h}_n"].to_numpy() > 0
         # grouped heads (arm_logit): the labelled items of one context (the arms of one experiment) are one
         # unit, so a batch always holds every arm its likelihood compares
         grouped = np.zeros(len(data.items), bool)
@@ -225,23 +237,30 @@ class UnitCollator:
             self.members = {m[0]: m for m in by_ctx.values()}
             labelled &= ~grouped | np.isin(np.arange(len(data.items)), list(self.members))
         self.labelled = np.flatnonzero(labelled)
+        from rm_lab.reward.arm_mean import SetBatches
+
+        self.sets = SetBatches(data, heads)
         self.counts = {c: data.items[c].to_numpy(np.float32) for h in self.item_heads for c in data.spec(h).columns()}
 
     @property
     def n_units(self) -> int:
-        return len(self.pairs) + len(self.labelled)
+        return len(self.pairs) + len(self.labelled) + self.sets.n_units
 
     def __call__(self, units: list[int]) -> dict:
         n_pairs = len(self.pairs)
         order: dict[int, int] = {}
         labelled_items: set[int] = set()
-        pc, pr, pm = [], [], []
+        pc, pr, pm, set_units = [], [], [], []
         for u in units:
             if u < n_pairs:
                 c, r = self.pairs[u]
                 pc.append(order.setdefault(int(c), len(order)))
                 pr.append(order.setdefault(int(r), len(order)))
                 pm.append(self.margin[u])
+            elif u >= n_pairs + len(self.labelled):  # an experiment of the arm_mean heads: all its arms' replies
+                set_units.append(u - n_pairs - len(self.labelled))
+                for it in self.sets.items(set_units[-1]):
+                    order.setdefault(it, len(order))
             else:
                 lead = int(self.labelled[u - n_pairs])
                 for it in self.members.get(lead, (lead,)):
@@ -259,6 +278,8 @@ class UnitCollator:
             from rm_lab.reward.arm_logit import group_codes
 
             batch["group"] = torch.as_tensor(group_codes(self.ctx[items]))
+        if self.sets.n_units:
+            batch.update(self.sets.batch(set_units, order))
         if isinstance(self.feats, torch.Tensor):
             batch["emb"] = self.feats[rows]
         else:
@@ -348,6 +369,12 @@ def prepare(cfg: TrainRMConfig, records: Records | list[Source], cache_root: Pat
     weights = head_loss_weights(cfg.loss_weights, data.heads)
     if len(data.items) == 0:
         raise RecordError(str(cfg.data), None, None, "0 items", "at least one (context, reply) with a label")
+    if cfg.balance:
+        from rm_lab.reward.multisource import balance_labels
+
+        balanced = balance_labels(data.items, data.specs, records, cfg.balance)
+        say(f"balance={cfg.balance}: label weights " + ("; ".join(
+            f"{h}: " + ", ".join(f"{v} x{f:.3g}" for v, f in fs.items()) for h, fs in balanced.items()) or "none"))
     data.items["feat_row"] = np.arange(len(data.items))
     groups = context_groups(records["context"], cfg.val_split)
     train_ctx, val_ctx = split_contexts(data.items["context_id"], cfg.val_fraction, cfg.seed, groups)
@@ -418,7 +445,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     heads = prep.data.heads
     L.seed_everything(seed, workers=True, verbose=False)
     net = RewardNet(input_dim(int(prep.encoder.config.hidden_size), cfg.inputs), [prep.data.spec(h) for h in heads],
-                    prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout)
+                    prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout, cfg.skip)
     train = prep.data.subset(prep.train_ctx)
     net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
     net.init_heads(train.items)
@@ -450,7 +477,14 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     val = prep.data.subset(prep.val_ctx)
     va = UnitCollator(val, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
     trainer = _trainer(cfg, cfg.epochs, member, callbacks or [], prep.monitor if va.n_units else None)
-    train_dl = unit_loader(tr, cfg.batch_size, seed, True)
+    from rm_lab.reward import multisource
+
+    sources = multisource.context_sources(prep.records["context"]) if cfg.source_batches == "per_source" else None
+    if sources:  # several data folders: batches of one source each
+        batches = multisource.SourceBatches(multisource.unit_sources(tr, sources), cfg.batch_size, seed)
+        train_dl = DataLoader(list(range(tr.n_units)), batch_sampler=batches, collate_fn=tr, num_workers=0)
+    else:
+        train_dl = unit_loader(tr, cfg.batch_size, seed, True)
     if member.last.exists():
         say(f"member {k}: resuming from {member.last}")
     small_ops = cfg.train_mode == "frozen"  # heads over cached embeddings: one thread (rm_lab.reward.threads)
@@ -532,7 +566,8 @@ _NOT_IDENTITY = ("progress", "cache_dir", "embed_batch_size", "accelerator", "de
                  "epochs", "pairwise_epochs", "early_stopping")
 # settings added after run folders existed: recorded only when not at this default, so an older folder's
 # identity (which lacks them) still matches a resume with the default
-_IDENTITY_SINCE = {"monitor": (TOTAL_LOSS, AUTO)}  # auto is loss on data without graded heads
+_IDENTITY_SINCE = {"monitor": (TOTAL_LOSS, AUTO), "skip": (False,), "balance": (None,),
+                   "source_batches": ("per_source", "mixed")}  # recorded in _claim_run_dir with several sources  # auto is loss on data without graded heads
 
 
 PATH_KEYS = ("data", "backbone", "cache_dir")  # folders named in the config ("run" for cache_dir is no path)
@@ -554,6 +589,10 @@ def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
     ident = {k: v for k, v in dataclasses.asdict(cfg).items()
              if k not in _NOT_IDENTITY and not (k in _IDENTITY_SINCE and v in _IDENTITY_SINCE[k])}
     ident["data_sha1"] = prep.texts.digest()
+    from rm_lab.reward.multisource import context_sources
+
+    if context_sources(prep.records["context"]):  # how batches are cut matters only with several sources
+        ident["source_batches"] = cfg.source_batches
     ident = json.loads(json.dumps(ident, default=str))
     path = store.TrainRun(run_dir).identity
     if path.exists():
@@ -608,7 +647,7 @@ def train_reward_model(cfg: TrainRMConfig, run_dir: str | Path, records: Records
                        dropout=cfg.dropout, max_length=cfg.max_length, card_max_tokens=cfg.card_max_tokens,
                        reply_max_tokens=cfg.reply_max_tokens, n_members=cfg.n_ensemble,
                        seeds=[cfg.seed + k for k in range(cfg.n_ensemble)],
-                       style_features=tabular_names(cfg.inputs), pairwise=pair_cfg, inputs=list(cfg.inputs),
+                       style_features=tabular_names(cfg.inputs), pairwise=pair_cfg, inputs=list(cfg.inputs), skip=cfg.skip,
                        head_specs={h: prep.data.spec(h).to_json() for h in prep.data.heads})
         jobs.safe_point()
         store.save_model(run, members)

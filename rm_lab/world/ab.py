@@ -31,21 +31,26 @@ class ActivityModel:
 
 @dataclass
 class ArmQuality:
-    """What the A/B simulator needs of a policy: mean engagement logit per segment."""
+    """What the A/B simulator needs of a policy: mean engagement logit per segment (and, when asked, a sample
+    of its replies: the arm's reply set, rm_lab.world.reply_sets)."""
 
     name: str
     q: np.ndarray  # (n_segments,)
+    sample: pd.DataFrame | None = None  # the first `keep` quality contexts with the policy's `response`
+    characters: pd.DataFrame | None = None
 
 
 def policy_quality(policy, population: Population, n_contexts: int = 2000, seed: int = 0,
-                   n_characters: int = 24) -> ArmQuality:
-    """Mean hidden engagement logit per segment of `policy` on fresh user-traffic contexts."""
+                   n_characters: int = 24, keep: int = 0) -> ArmQuality:
+    """Mean hidden engagement logit per segment of `policy` on fresh user-traffic contexts; `keep` > 0 also
+    keeps its replies to the first `keep` of them (the same contexts for every policy of one seed)."""
     characters = make_characters(n_characters, seed=seed)
     contexts = make_contexts(characters, n_contexts, traffic_share_user=1.0, seed=seed + 55_555, prefix="ab",
                              world_version=population.world_version)
     replies = policy.respond(contexts, characters, seed=seed + 1)
     z = score_replies(replies, contexts, characters, population).z
-    return ArmQuality(getattr(policy, "name", "policy"), z.mean(axis=0))
+    sample = contexts.iloc[:keep].assign(response=list(replies[:keep])) if keep > 0 else None
+    return ArmQuality(getattr(policy, "name", "policy"), z.mean(axis=0), sample, characters if keep > 0 else None)
 
 
 def expected_metrics(q: np.ndarray, population: Population, model: ActivityModel = ActivityModel()) -> dict:
@@ -139,6 +144,9 @@ class ABConfig:
     world_version: int = param(1, doc="the world the policies are judged in (rm_lab.world.simulate.WorldConfig)",
                                choices=(1, 2))
     per_day: bool = param(True, doc="also write a row per arm and day")
+    reply_contexts: int = param(0, doc="also write each arm's reply set: its policy's replies to this many of the "
+                                "quality contexts, with the arm's measured breadth and depth (arm_reply_set records, "
+                                "which train arm_mean heads); 0: none", ge=0, le=1_000_000)
     experiment_id: str = param("sim-ab", doc="experiment_id of the written ab_arm rows", min_len=1)
     records: str | None = param(None, doc="analyse stored ab_arm records (e.g. an ingested Upworthy run) instead")
     pre_days: int = param(7, doc="days the same users are watched before the test (CUPED's covariate); 0: none",
@@ -162,11 +170,19 @@ class ABConfig:
 
 def simulate_ab(cfg: ABConfig) -> tuple[pd.DataFrame, dict]:
     """Run the configured test; return its ab_arm rows and the true lifts from the hidden function."""
+    arms, truth, _ = simulate_ab_reply_sets(cfg)
+    return arms, truth
+
+
+def simulate_ab_reply_sets(cfg: ABConfig):
+    """`simulate_ab`, and the arms' reply sets (rm_lab.world.reply_sets: Records of characters, contexts and
+    arm_reply_set rows) when cfg.reply_contexts > 0, else None."""
     from rm_lab.world.policies import ScriptedPolicy
 
     pop = Population(spurious_emoji=cfg.spurious_emoji, world_version=cfg.world_version)
-    qc = policy_quality(ScriptedPolicy.preset(cfg.control), pop, cfg.quality_contexts, seed=cfg.seed)
-    qts = [policy_quality(ScriptedPolicy.preset(name), pop, cfg.quality_contexts, seed=cfg.seed)
+    keep = min(cfg.reply_contexts, cfg.quality_contexts)
+    qc = policy_quality(ScriptedPolicy.preset(cfg.control), pop, cfg.quality_contexts, seed=cfg.seed, keep=keep)
+    qts = [policy_quality(ScriptedPolicy.preset(name), pop, cfg.quality_contexts, seed=cfg.seed, keep=keep)
            for name in (cfg.treatment, *cfg.more_treatments)]
     rng = np.random.default_rng(cfg.seed)
     arms = run_ab(qc, qts, pop, cfg.eligible_users, cfg.arm_share, cfg.days, rng, cfg.experiment_id, cfg.per_day,
@@ -176,7 +192,11 @@ def simulate_ab(cfg: ABConfig) -> tuple[pd.DataFrame, dict]:
     if cfg.more_treatments:  # K arms: each arm's own truth, by its name in the records
         names = arms.loc[arms["day"].isna() & ~arms["is_control"], "arm"].tolist()
         truth["by_arm"] = {name: true_lifts(qc, q, pop) for name, q in zip(names, qts)}
-    return arms, truth
+    if not keep:
+        return arms, truth, None
+    from rm_lab.world.reply_sets import reply_set_records
+
+    return arms, truth, reply_set_records(arms, [qc, *qts])
 
 
 # which setting produced each ab_arm field of a simulated test

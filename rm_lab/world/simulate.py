@@ -64,6 +64,25 @@ def _policy_replies(policies: list[ScriptedPolicy], assign: np.ndarray, contexts
     return out
 
 
+def user_signals(scored, seg: np.ndarray, u: np.ndarray, pop: Population, rng: np.random.Generator) -> dict:
+    """What each user did next after a reply (`scored`: `score_replies` of the replies; `seg`, `u`: each
+    user's segment and latent propensity): the interaction record's signal columns plus the hidden truth
+    (`truth_*`). Shared by `simulate` and by anything that logs new replies in the world (the flywheel)."""
+    n = len(seg)
+    zs = scored.z[np.arange(n), seg]
+    logit = pop.segment_base()[seg] + u + zs
+    continued = rng.random(n) < sigmoid(logit)
+    p_up, p_down = sigmoid(-2.0 + 1.2 * (zs + u)), sigmoid(-2.4 - 1.2 * (zs + u))
+    r = rng.random(n)
+    thumb = np.where(r < p_up, 1, np.where(r < p_up + p_down, -1, 0))
+    regenerated = rng.random(n) < sigmoid(-2.2 - 1.5 * zs)
+    lam = np.exp(pop.segment_depth()[seg] + 0.5 * zs + 0.3 * u + scored.extra.get("templated_depth", 0.0))
+    depth = np.where(continued, rng.poisson(lam), 0).astype(float)
+    return {"continued": continued, "thumb": thumb, "depth": depth, "regenerated": regenerated,
+            "truth_engagement": scored.true_engagement, "truth_segment": [SEGMENTS[s] for s in seg],
+            "truth_p_continue": sigmoid(logit)}
+
+
 def simulate(cfg: WorldConfig, progress=None) -> Records:
     """Characters, contexts, interactions, preferences and steer labels from one seeded world."""
     rng = np.random.default_rng(cfg.seed)
@@ -84,21 +103,10 @@ def simulate(cfg: WorldConfig, progress=None) -> Records:
     if progress:
         progress("interactions: replies written")
     scored = score_replies(replies, contexts, characters, pop, policy=assign)
-    zs = scored.z[np.arange(n), seg]
-    logit = pop.segment_base()[seg] + u + zs
-    continued = rng.random(n) < sigmoid(logit)
-    p_up, p_down = sigmoid(-2.0 + 1.2 * (zs + u)), sigmoid(-2.4 - 1.2 * (zs + u))
-    r = rng.random(n)
-    thumb = np.where(r < p_up, 1, np.where(r < p_up + p_down, -1, 0))
-    regenerated = rng.random(n) < sigmoid(-2.2 - 1.5 * zs)
-    lam = np.exp(pop.segment_depth()[seg] + 0.5 * zs + 0.3 * u + scored.extra.get("templated_depth", 0.0))
-    depth = np.where(continued, rng.poisson(lam), 0).astype(float)
+    signals = user_signals(scored, seg, u, pop, rng)
     interactions = pd.DataFrame({
         "context_id": contexts["context_id"], "response": replies,
-        "policy": [policies[k].name for k in assign], "continued": continued, "thumb": thumb,
-        "depth": depth, "regenerated": regenerated,
-        "truth_engagement": scored.true_engagement, "truth_segment": [SEGMENTS[s] for s in seg],
-        "truth_p_continue": sigmoid(logit),
+        "policy": [policies[k].name for k in assign], **signals,
     })
     steer_rows = []
     for cid, resp, ids, fol in zip(contexts["context_id"], replies, scored.instruction_ids, scored.followed):

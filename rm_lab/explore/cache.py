@@ -1,0 +1,26 @@
+"""The explorer's own cache: what a page computed from a run folder, kept so a reopened page reads it back.
+
+Entries live in $RM_LAB_EXPLORE_CACHE, else $RM_LAB_CACHE/explore (never in the run folders, which the
+explorer only reads), as Parquet and JSON. A key is a digest of the input files' paths, sizes and
+modification times plus the settings, so an entry is never served for changed inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    own = os.environ.get("RM_LAB_EXPLORE_CACHE")
+    if own:
+        return Path(own).expanduser()
+    # rm_lab.models.cache_root, without importing rm_lab.models (and torch with it) just for a folder name
+    base = os.environ.get("RM_LAB_CACHE")
+    return (Path(base).expanduser() if base else Path.home() / ".cache" / "rm_lab") / "explore"
+
+
+def key(files, *settings) -> str:
+    """Digest of the files (path, size, mtime; missing files are skipped) and the settings."""
+    parts = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in map(Path, files) if p.is_file()]
+    return hashlib.sha1("|".join([*parts, *map(str, settings)]).encode()).hexdigest()[:20]
