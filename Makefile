@@ -23,14 +23,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
+# a 2-generation flywheel on tiny settings (configs/demo_flywheel.yaml); `rm_lab demo` is the world + reward-model tour
 demo: setup
-	$(BIN)/rm_lab demo
+	$(BIN)/rm_lab flywheel -c demo_flywheel
 
-# Debian's chromium for the explorer's screenshot test, best-effort (as root with apt-get; else the test skips)
+# Debian's chromium (and an emoji font for the screenshots) for the explorer's screenshot test, best-effort
+# (as root with apt-get; else tests/test_screenshots.py skips, saying why)
+BROWSER_PKGS := chromium fonts-noto-color-emoji
 browser:
 	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
-	    apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || echo "note: could not install chromium" >&2
+	  { apt-get install -y -q $(BROWSER_PKGS) >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+	    apt-get install -y -q $(BROWSER_PKGS) >/dev/null 2>&1; }; }; } || echo "note: could not install chromium" >&2
 
 test: setup browser
 	$(BIN)/python -m pytest -q

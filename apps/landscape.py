@@ -191,9 +191,12 @@ def page_samples(root: Path) -> None:
     st.caption(f"LightGBM on the replies' style features, fitted to `{target}` over all {len(samples)} samples "
                f"({r2}: how much of it style alone explains). Base {att.base:+.4f}; each reply's prediction is "
                "the base plus its SHAP values.")
-    left, right = st.columns([1, 2])
-    left.bar_chart(att.importance().head(10).set_index("feature")[["mean_abs_shap"]], horizontal=True)
-    right.dataframe(att.for_context(samples, ctx), hide_index=True)
+    imp = att.importance().head(10)
+    st.altair_chart(alt.Chart(imp).mark_bar().encode(
+        x=alt.X("mean_abs_shap", title=f"mean |SHAP| on {target}"), y=alt.Y("feature", sort="-x", title=None),
+        tooltip=list(imp.columns)).properties(height=24 * len(imp) + 30), width="stretch")
+    st.caption("this prompt's replies: each feature's SHAP value (what it adds to the style prediction)")
+    st.dataframe(att.for_context(samples, ctx), hide_index=True)
 
 
 def page_generations(root: Path) -> None:

@@ -2,7 +2,8 @@
 
 Without RUNS_DIR it builds one in a temporary folder: a simulated world with about N replies
 (interactions + both sides of the preference pairs), a 2-member reward model on a tiny random encoder
-(the page cost is the app's, not the encoder's), an eval-rm run. Then the pages are rendered with
+(the page cost is the app's, not the encoder's), an eval-rm run and a best-of-4-shaped samples run of about N
+samples (its SHAP baseline is fitted on all of them). Then the pages are rendered with
 Streamlit's AppTest in two fresh processes sharing one new, empty explorer cache
 (`$RM_LAB_EXPLORE_CACHE`): `first_open` (nothing cached: the Landscape map is scored and its default
 sweep computed) and `reopen` (a new process, as after restarting `rm_lab explore`). Each process renders
@@ -44,6 +45,10 @@ def build(root: Path, replies: int) -> None:
         "hidden=32", "batch_size=256", "max_length=64"])
     model = next((root / "train-rm").iterdir())
     ok(["eval-rm", f"model={model}", f"data={sim}", "split=all", "n_counterfactual=4"])
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from screenshots import samples_run
+
+    samples_run(root, model, sim, n_contexts=max(1, replies // 4))  # ~N best-of-4 samples for the Samples page
 
 
 PAGES = ("Runs", "Landscape", "Calibration", "Samples", "Generations", "Tuning")

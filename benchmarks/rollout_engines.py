@@ -14,7 +14,7 @@ Reported per engine: tokens/s (median over the rounds), the engine's start secon
 and the share of this machine's measured fp32 matmul throughput the rollout reaches (model FLOPs per
 generated token: 2 x the matmul parameters + the attention over the context, as nanoGPT's MFU). The hf
 engine is first probed at several batch sizes (`--hf-batch-rows`) with 16 new tokens; the full run
-uses the fastest. Then best-of-8 end to end (generate with EOS + score the 8 replies with the reward
+uses the fastest (one value, e.g. `--hf-batch-rows 128`, skips the probe). Then best-of-8 end to end (generate with EOS + score the 8 replies with the reward
 model, random heads over the packaged MiniLM unless `--reward-model RUN_DIR`): replies/s.
 
 vLLM spawns workers: this script creates it under `if __name__ == "__main__":`. On CPU set nothing:
@@ -212,7 +212,10 @@ def main(argv=None) -> dict:
             info[name] = {"start_s": round(start_s, 1), "mean_ctx": sum(lengths) / len(lengths) + a.new_tokens / 2,
                           "runs": []}
             print(f"[{name}] started in {start_s:.1f} s", flush=True)
-        if "hf" in engines:
+        if "hf" in engines and len(a.hf_batch_rows) == 1:  # a batching measured before: no probe
+            engines["hf"].batch_rows = a.hf_batch_rows[0]
+            info["hf"].update(batch_rows=a.hf_batch_rows[0])
+        elif "hf" in engines:
             eng, probe = engines["hf"], {}
             for rows in a.hf_batch_rows:
                 eng.batch_rows = rows

@@ -46,9 +46,9 @@ INTERMEDIATE = "data_intermediate.json"
 # the held-out loss of the graded `engaging` head, monitor=auto); beside them the settings of the figures before
 # the user path: every training row, the last of 40 epochs (val_fraction=0). No figure reads the pairwise model.
 # ConvAI2: ~350 training thumbs support only linear heads with strong shrinkage, chosen by the head refit on
-# folds of whole training dialogues (AUC).
+# folds of whole training dialogues (AUC). balance=source_file: each logged file weighs alike (rm_lab.reward.multisource).
 PE_RM, PE_ALT = ["pairwise=false"], ["val_fraction=0", "epochs=40", "pairwise=false"]
-CONVAI2_RM = PE_ALT + ["n_layers=0", "head_refit=true", "refit_metric=auc", "val_split=conversation"]
+CONVAI2_RM = PE_ALT + ["n_layers=0", "head_refit=true", "refit_metric=auc", "val_split=conversation", "balance=source_file"]
 # ConvAI2 figures: their names and the RM output each reads
 TASKS = {"thumb_up": "p(thumb up)", "continue": "p(continue)", "rating": "rating >= 4",
          "persona": "persona match"}

@@ -626,6 +626,8 @@ CONFIG_SCHEMAS: dict[str, str] = {
     "best_of_n.yaml": "rm_lab.policy.objectives.best_of_n:BestOfNConfig",
     "rejection_sample.yaml": "rm_lab.policy.objectives.rejection:RejectionConfig",
     "train_policy.yaml": "rm_lab.policy.trainer:TrainPolicyConfig",
+    "train_policy_dpo.yaml": "rm_lab.policy.trainer:TrainPolicyConfig",
+    "train_policy_grpo.yaml": "rm_lab.policy.trainer:TrainPolicyConfig",
     "evaluate.yaml": "rm_lab.policy.evaluate:EvaluateConfig",
     "tune_rm.yaml": "rm_lab.tune.spec:TuneConfig",
     "calibrate.yaml": "rm_lab.calibrate.config:CalibrateConfig",

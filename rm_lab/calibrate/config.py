@@ -59,7 +59,9 @@ class CalibrateConfig:
     over_optimised: str | None = param("emoji_heavy", doc="a preset the guardrail checks against the first control "
                                        "(an over-optimised candidate); null: none", choices=_presets)
     guardrail: GuardrailConfig = param(default_factory=GuardrailConfig, doc="guardrail thresholds")
-    upworthy: dict = param({}, doc="settings of source=upworthy (pipelines/upworthy.py)")
+    upworthy: dict = param({}, doc="settings of source=upworthy (pipelines/upworthy.py), each checked against "
+                           "rm_lab.calibrate.upworthy.UpworthyConfig when the config is read",
+                           schema="rm_lab.calibrate.upworthy:UpworthyConfig")
     cache_dir: str | None = param(None, doc="embedding cache of the reward model; null: the shared one")
     seed: int = param(0, doc="seed of the test design, the policies' replies and the arms' users", ge=0, le=MAX_SEED)
 

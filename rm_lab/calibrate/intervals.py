@@ -77,6 +77,9 @@ class Calibration:
     predictor: str = "x"
     confidence: float = 0.9
     meta: dict = field(default_factory=dict)
+    # the lowest lift a test can measure: -1 for relative lifts (a metric cannot fall below zero), where the
+    # point prediction and the interval are clipped; None on a log scale (Upworthy's log CTR ratio), unbounded
+    floor: float | None = -1.0
 
     def _regressor(self):
         from crepes import ConformalRegressor
@@ -89,7 +92,7 @@ class Calibration:
     def to_json(self) -> dict:
         return {"format": FORMAT, "predictor": self.predictor, "confidence": self.confidence,
                 "tau": self.tau, "lift_map": self.lift_map.to_json(), "scores": [float(s) for s in self.scores],
-                "meta": self.meta}
+                "meta": self.meta, "floor": self.floor}
 
     @classmethod
     def from_json(cls, d: dict, source: str = "calibration") -> "Calibration":
@@ -104,12 +107,18 @@ class Calibration:
             raise ValueError(f"{source}: not a valid calibration ({type(e).__name__}: {e})") from None
         if not scores or not all(math.isfinite(s) and s >= 0 for s in scores) or not (tau >= 0) or not 0 < conf < 1:
             raise ValueError(f"{source}: scores must be finite and >= 0, tau >= 0, 0 < confidence < 1")
-        return cls(lm, tau, scores, str(d.get("predictor", "x")), conf, dict(d.get("meta") or {}))
+        meta = dict(d.get("meta") or {})
+        if "floor" in d:  # files written before the floor: relative lifts, unless their meta says log scale
+            floor = None if d["floor"] is None else float(d["floor"])
+        else:
+            floor = None if str(meta.get("scale", "")).startswith("log") else -1.0
+        return cls(lm, tau, scores, str(d.get("predictor", "x")), conf, meta, floor)
 
 
 def fit_calibration(x, y, se, method: str = "linear", confidence: float = 0.9, predictor: str = "x",
-                    folds: int | None = None, meta: dict | None = None) -> Calibration:
-    """Fit the map on every past test; conformal scores from leave-one-out (or `folds`-fold) refits."""
+                    folds: int | None = None, meta: dict | None = None, floor: float | None = -1.0) -> Calibration:
+    """Fit the map on every past test; conformal scores from leave-one-out (or `folds`-fold) refits.
+    `floor`: the lowest measurable lift (-1 for relative lifts; None for lifts on a log scale)."""
     x, y, se = _check(x, y, se)
     if not 0 < confidence < 1:
         raise ValueError(f"calibration: confidence {confidence}, expected 0 < confidence < 1")
@@ -117,7 +126,7 @@ def fit_calibration(x, y, se, method: str = "linear", confidence: float = 0.9, p
     pred, _ = out_of_fold(x, y, se, method, folds)
     sigma = np.maximum(np.sqrt(tau ** 2 + se ** 2), _MIN_SIGMA)
     scores = np.abs(y - pred) / sigma
-    return Calibration(lm, tau, scores.tolist(), predictor, confidence, dict(meta or {}))
+    return Calibration(lm, tau, scores.tolist(), predictor, confidence, dict(meta or {}), floor)
 
 
 def predict_lift(calibration: Calibration, offline_prediction, se_new, confidence: float | None = None) -> dict:
@@ -138,6 +147,8 @@ def predict_lift(calibration: Calibration, offline_prediction, se_new, confidenc
     sigma = np.maximum(np.sqrt(calibration.tau ** 2 + se ** 2), _MIN_SIGMA)
     iv = calibration._regressor().predict_int(y_hat, sigmas=sigma, confidence=conf)
     out = {"lift": y_hat, "low": iv[:, 0], "high": iv[:, 1]}
+    if calibration.floor is not None:  # no test measures a relative lift below -100%
+        out = {k: np.maximum(v, calibration.floor) for k, v in out.items()}
     return {k: float(v[0]) for k, v in out.items()} if scalar else out
 
 
@@ -163,14 +174,15 @@ def load_calibration(path: str | Path) -> Calibration:
         raise ConfigError(str(e)) from None
 
 
-def loo_evaluate(x, y, se, method: str = "linear", confidence: float = 0.9, folds: int | None = None) -> dict:
+def loo_evaluate(x, y, se, method: str = "linear", confidence: float = 0.9, folds: int | None = None,
+                 floor: float | None = -1.0) -> dict:
     """Each test predicted by a calibration fitted on the other tests (nested: its own scores are
     out-of-fold too): arrays pred, low, high, covered."""
     x, y, se = _check(x, y, se)
     out = {k: np.empty(len(x)) for k in ("pred", "low", "high")}
     for held in _folds(len(x), folds):
         keep = np.setdiff1d(np.arange(len(x)), held)
-        cal = fit_calibration(x[keep], y[keep], se[keep], method, confidence)
+        cal = fit_calibration(x[keep], y[keep], se[keep], method, confidence, floor=floor)
         p = predict_lift(cal, x[held], se[held])
         out["pred"][held], out["low"][held], out["high"][held] = p["lift"], p["low"], p["high"]
     out["covered"] = (y >= out["low"]) & (y <= out["high"])

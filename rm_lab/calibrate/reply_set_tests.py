@@ -66,6 +66,34 @@ def split_experiments(table: pd.DataFrame, heldout_fraction: float, seed: int) -
     return [e for e in ids if e not in held], [e for e in ids if e in held]
 
 
+def experiment_folds(table: pd.DataFrame, k: int, seed: int) -> list[list[str]]:
+    """The held-out experiment ids of each of `k` folds (a seeded permutation cut in k): every test is held
+    out once, so a cross-fitted prediction exists for every arm."""
+    ids = np.array(table["experiment_id"].astype(str).tolist(), dtype=object)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return [sorted(ids[order[i::k]].tolist()) for i in range(k)]
+
+
+def paired_bootstrap(pred_a, pred_b, y, n_boot: int = 2000, seed: int = 0, level: float = 0.9) -> dict:
+    """Spearman(pred_b, y) - Spearman(pred_a, y) with a percentile interval over arms resampled together."""
+    from scipy.stats import rankdata
+
+    a, b, y = (np.asarray(v, float) for v in (pred_a, pred_b, y))
+
+    def rho(x, t):
+        rx, rt = rankdata(x), rankdata(t)
+        return float(np.corrcoef(rx, rt)[0, 1])
+
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        if np.std(y[i]) > 0 and np.std(a[i]) > 0 and np.std(b[i]) > 0:
+            diffs.append(rho(b[i], y[i]) - rho(a[i], y[i]))
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": rho(b, y) - rho(a, y), "low": float(lo), "high": float(hi), "level": level}
+
+
 def subset_reply_sets(records: Records, experiment_ids) -> Records:
     """The reply sets of some experiments, with only the contexts they reply to."""
     keep = set(map(str, experiment_ids))
@@ -75,4 +103,5 @@ def subset_reply_sets(records: Records, experiment_ids) -> Records:
     return Records({"character": records["character"], "context": ctx, "arm_reply_set": rows})
 
 
-__all__ = ["simulate_reply_set_tests", "split_experiments", "subset_reply_sets"]
+__all__ = ["experiment_folds", "paired_bootstrap", "simulate_reply_set_tests", "split_experiments",
+           "subset_reply_sets"]

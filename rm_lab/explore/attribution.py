@@ -60,14 +60,14 @@ class Attribution:
         idx = np.flatnonzero(mask)
         idx = idx[np.argsort(-samples["value"].to_numpy(float)[idx], kind="stable")]
         feats = self.importance()["feature"].head(top).tolist()
-        out = pd.DataFrame({"rank": range(1, len(idx) + 1),
-                            "response": samples["response"].iloc[idx].astype(str).to_numpy(),
-                            self.target: samples[self.target].to_numpy(float)[idx],
+        out = pd.DataFrame({"rank": range(1, len(idx) + 1), self.target: samples[self.target].to_numpy(float)[idx],
                             "style_prediction": self.prediction[idx]})
         for f in feats:
-            out[f] = self.features[f].to_numpy()[idx]
             out[f"shap:{f}"] = self.values[f].to_numpy(float)[idx]
         out["shap:other"] = self.values.drop(columns=feats).sum(axis=1).to_numpy(float)[idx]
+        for f in feats:
+            out[f] = self.features[f].to_numpy()[idx]
+        out["response"] = samples["response"].iloc[idx].astype(str).to_numpy()
         return out
 
 

@@ -16,7 +16,9 @@ runs rounds of
    is where the members disagree);
 5. when no stopping alarm fired, a reward-model refresh on the old logs plus every round's new ones.
 
-It stops at the first round where an alarm in `stop_on` fires and records which and why; the
+With few contexts per round a win rate's point estimate is noisy, so by default (`evidence: interval`) a
+win-rate alarm counts only when its whole 95% interval lies past the threshold; the others are recorded
+as not significant. It stops at the first round where an alarm in `stop_on` fires and records which and why; the
 generation's policy is then the last round's policy that passed (the starting policy when round 1
 fired). A round's `round.json` is written last, atomically: a killed run redoes only the round it was
 in, and the training inside a round resumes from its own checkpoints.
@@ -28,9 +30,9 @@ wires them to the real engines, trainer and reward model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,6 +57,9 @@ class CoupledConfig:
                                choices=ALARMS)
     guardrail: GuardrailConfig = param(default_factory=GuardrailConfig,
                                        doc="win-rate ceiling, floor, internal-vs-user gap, style-drift threshold")
+    evidence: Literal["point", "interval"] = param(
+        "interval", doc="win-rate alarms (ceiling, floor, gap) fire on the point estimate, or only when the whole 95% "
+                        "interval lies past the threshold (few contexts per round make point estimates noisy)")
     max_uncertainty_ratio: float = param(2.0, doc="alarm when the ensemble's mean score std on the new replies "
                                                   "exceeds this many times its std on the starting policy's", gt=1)
     seed: int = param(0, doc="seed of the held-out contexts' users and the sampling", ge=0, le=MAX_SEED)
@@ -125,6 +130,20 @@ def win_rates(score_new, score_start, traffic, pair_p=None, z: float = 1.9599639
     return out
 
 
+def significant(alarm: Alarm, rates: dict, g: GuardrailConfig) -> bool:
+    """Whether a win-rate alarm holds for the whole 95% interval (other alarms: always)."""
+    if alarm.name == "ceiling":
+        return rates[alarm.metric]["low"] > g.ceiling
+    if alarm.name == "floor":
+        return rates[alarm.metric]["high"] < g.floor
+    if alarm.name == "gap":
+        kind = alarm.metric.split("_")[0]
+        u, i = rates[f"{kind}_user"], rates[f"{kind}_internal"]
+        se = math.hypot((u["high"] - u["low"]) / (2 * g.z), (i["high"] - i["low"]) / (2 * g.z))
+        return abs(u["rate"] - i["rate"]) - g.z * se > g.max_gap
+    return True
+
+
 def check_round(model, contexts: pd.DataFrame, characters: pd.DataFrame, replies: Sequence[str],
                 start_replies: Sequence[str], cfg: CoupledConfig) -> dict:
     """Guardrails of one round (see the module docstring) as JSON: {ok, alarms, win_rates, drift, uncertainty}."""
@@ -135,6 +154,11 @@ def check_round(model, contexts: pd.DataFrame, characters: pd.DataFrame, replies
     rates = win_rates(s_new["score"], s_start["score"], contexts["traffic"].to_numpy(), pair, g.z)
     keys = context_keywords(contexts, characters)
     verdict = check_guardrails(rates, style_drift(replies, start_replies, keys, keys), g)
+    noted = []
+    if cfg.evidence == "interval":
+        noted = [a for a in verdict.alarms if not significant(a, rates, g)]
+        verdict.alarms = [a for a in verdict.alarms if a not in noted]
+        verdict.ok = not verdict.alarms
     unc = uncertainty(s_new, s_start, cfg.max_uncertainty_ratio)
     if unc.get("fired"):
         verdict.alarms.append(Alarm("uncertainty", "score_std", unc["ratio"], cfg.max_uncertainty_ratio,
@@ -143,6 +167,7 @@ def check_round(model, contexts: pd.DataFrame, characters: pd.DataFrame, replies
                                     " the policy has left the region the reward model knows"))
         verdict.ok = False
     out = verdict.to_json()
+    out["not_significant"] = [asdict(a) for a in noted]
     out["uncertainty"] = unc
     out["stopping"] = [a for a in out["alarms"] if a["name"] in cfg.stop_on]
     return out
@@ -188,7 +213,7 @@ def run_coupled(cfg: CoupledConfig, start_policy: str, reward_model: str, logs: 
         policy = rec["policy"]
         all_logs.append(rec["logs"])
         if rec["stopping"]:
-            stop = {"round": r, "alarms": [a["name"] for a in rec["stopping"]], "why": stop_reason(rec["stopping"])}
+            stop = {"round": r, "alarms": list(dict.fromkeys(a["name"] for a in rec["stopping"])), "why": stop_reason(rec["stopping"])}
             say(f"coupled round {r}: STOP — {stop['why']}")
             break
         passed_policy, rm = policy, rec["reward_model"]
@@ -217,6 +242,7 @@ def _round(cfg: CoupledConfig, r: int, policy: str, rm: str, logs: list[str], co
     rec = {"round": r, "policy": new_policy, "reward_model": new_rm, "trained_against": rm, "logs": log_dir,
            "update": update_metrics, "win_rates": checks["win_rates"], "drift": checks["drift"],
            "uncertainty": checks["uncertainty"], "alarms": checks["alarms"], "stopping": checks["stopping"],
+           "not_significant": checks["not_significant"],
            "ok": checks["ok"]}
     io.write_json(run.round_file(r), rec)  # last: the round is finished
     return rec

@@ -69,8 +69,12 @@ def reward_config(cfg, normalize: str | None = None):
 
 
 def check_config(cfg) -> None:
+    """What a config alone can get wrong (paths are read by `check_inputs`, so a YAML may leave them empty)."""
     grpo_config(cfg)
     reward_config(cfg)
+
+
+def check_reward_model(cfg) -> None:
     if cfg.reward_heads and not cfg.reward_model:
         raise ConfigError(f"TrainPolicyConfig.reward_model: reward_heads {sorted(cfg.reward_heads)} need a reward "
                           "model: give reward_model=runs/train-rm/<id> (or reward_heads={} with a length, emoji "
@@ -126,7 +130,7 @@ def load_reward(cfg, normalize: str | None = None):
     naming the head, the model folder and the heads it has."""
     from rm_lab.policy.rewards import CombinedReward
 
-    check_config(cfg)
+    check_reward_model(cfg)
     rcfg = reward_config(cfg, normalize)
     model = None
     if rcfg.heads:
