@@ -193,8 +193,9 @@ def page_samples(root: Path) -> None:
                "the base plus its SHAP values.")
     imp = att.importance().head(10)
     st.altair_chart(alt.Chart(imp).mark_bar().encode(
-        x=alt.X("mean_abs_shap", title=f"mean |SHAP| on {target}"), y=alt.Y("feature", sort="-x", title=None),
-        tooltip=list(imp.columns)).properties(height=24 * len(imp) + 30), width="stretch")
+        x=alt.X("mean_abs_shap", title=f"mean |SHAP| on {target}"),
+        y=alt.Y("feature", sort="-x", title=None, axis=alt.Axis(labelOverlap=False, labelLimit=240)),
+        tooltip=list(imp.columns)).properties(height=28 * len(imp) + 40), width="stretch")
     st.caption("this prompt's replies: each feature's SHAP value (what it adds to the style prediction)")
     st.dataframe(att.for_context(samples, ctx), hide_index=True)
 

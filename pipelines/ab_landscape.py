@@ -48,7 +48,7 @@ V2_TREATMENTS = ["parrot", "forgetful"]  # knobs that act on world v2's contexts
 # the outputs whose arm means predict a lift: the per-reply model's, and the arm_mean heads'
 PER_REPLY = ["score", "p_continue"]
 ARM_HEADS = {"breadth": "ab_breadth", "depth": "ab_depth"}
-BASELINE = "per-reply only:score"
+BASELINES = {"score": "per-reply only:score", "p_continue": "per-reply only:p_continue"}
 
 
 def write_folder(records, folder: Path) -> Path:
@@ -68,14 +68,14 @@ def train(name: str, data: list[str], out: Path, overrides: list[str], seed: int
 
 def agreement_rows(t, label: str, cols) -> list[dict]:
     """Spearman and sign agreement of each predictor column with the measured and the true lift, and the
-    paired-bootstrap difference of its Spearman (measured) from the per-reply model's score's."""
+    paired-bootstrap difference of its Spearman (measured) from each per-reply output's."""
     rows = []
     for col in cols:
         for metric in ("breadth", "depth"):
             a = lift_agreement(t[col], t[f"{metric}_log_lift"], t[f"{metric}_true_log_lift"])
-            d = paired_bootstrap(t[BASELINE], t[col], t[f"{metric}_log_lift"])
-            rows.append({"model": label, "output": col.split(":")[1], "metric": metric, **a,
-                         "spearman_gain_vs_per_reply_score": d})
+            gains = {f"spearman_gain_vs_per_reply_{k}": paired_bootstrap(t[b], t[col], t[f"{metric}_log_lift"])
+                     for k, b in BASELINES.items()}
+            rows.append({"model": label, "output": col.split(":")[1], "metric": metric, **a, **gains})
     return rows
 
 
@@ -94,15 +94,16 @@ def render(res: dict) -> str:
              f"ab_depth). Settings of both: `{s['train']}`.", "",
              "Predicted log lift of an arm = mean output over its replies minus its control's. Over the held-out "
              "treatment arms, against the measured lift and the true expected lift (the hidden engagement "
-             "function); the last column is the Spearman (measured) gain over the per-reply model's `score`, with "
-             "a 90% paired bootstrap interval over arms:", "",
+             "function); the last columns are the Spearman (measured) gain over the per-reply model's `score` and "
+             "`p_continue`, each with a 90% paired bootstrap interval over arms:", "",
              "| model | output | metric | arms | Spearman (measured) | sign (measured) | Spearman (true) | "
-             "sign (true) | gain vs per-reply score |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "sign (true) | gain vs per-reply score | gain vs per-reply p_continue |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in res["heldout"]:
-        g = r["spearman_gain_vs_per_reply_score"]
+        g = [r[f"spearman_gain_vs_per_reply_{k}"] for k in BASELINES]
         lines.append(f"| {r['model']} | {r['output']} | {r['metric']} | {r['n_arms']} | {r['spearman_measured']:.3f} "
                      f"| {r['sign_agreement_measured']:.3f} | {r['spearman_true']:.3f} | {r['sign_agreement_true']:.3f} "
-                     f"| {g['diff']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] |")
+                     + "".join(f"| {x['diff']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}] " for x in g) + "|")
     lines += ["", f"Measured log lifts: breadth {res['lift_range']['breadth']}, depth {res['lift_range']['depth']} "
               f"(min / max); median standard error {res['median_se']['breadth']:.4f} (breadth), "
               f"{res['median_se']['depth']:.4f} (depth).", "", f"Seconds: {res['seconds']:.0f}.", ""]
@@ -120,8 +121,19 @@ def main(argv=None) -> int:
     ap.add_argument("--reply-contexts", type=int, default=32)
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rerender", action="store_true", help="recompute the figures of --report from the "
+                    "predictions.json of --out (no simulation, no training)")
     ap.add_argument("overrides", nargs="*", help="TrainRMConfig key=value for every fit")
     a = ap.parse_args(argv)
+    if a.rerender:
+        res = io.read_json(Path(f"{a.report}.json"))
+        t = pd.DataFrame(io.read_json(Path(a.out) / "predictions.json"))
+        res["heldout"] = [r for label in ("per-reply only", "with arm_mean")
+                          for r in agreement_rows(t, label, [c for c in t.columns if c.startswith(label + ":")])]
+        io.write_json(Path(f"{a.report}.json"), res)
+        io.write_text(Path(f"{a.report}.md"), render(res))
+        print(render(res))
+        return 0
     t0 = time.time()
     out = Path(a.out)
     treatments = TREATMENTS + (V2_TREATMENTS if a.world_version == 2 else [])

@@ -71,7 +71,7 @@ def run_pe(a, root: Path, work: Path) -> dict:
     peer = sources.load("predictive-engagement", root / "predictive_engagement", a.limit)["engagement"]
     ev = ev.merge(peer[["source_row", PE_PEER]], on="source_row", how="left", validate="one_to_one")
     items = ev[["context_id", "response"]].drop_duplicates().reset_index(drop=True)
-    kw = dict(k=a.folds, seed=a.seed, by="context", only=a.only_folds, say=print)
+    kw = dict(k=a.folds, seed=a.seed, by="context", only=a.only_folds, say=print, reuse=bool(a.work))
     out, fold, info = cross_validate(cfg, recs, items, work / "pe", **kw)
     scores = {"ours": out["engaging"], "ours_bt": out.get("score")}
     if a.shipped:
@@ -135,7 +135,7 @@ def run_convai2(a, root: Path, work: Path) -> dict:
         records = records or ingested("convai2", root, a.limit, INTERMEDIATE)
         items = records["interaction"][["context_id", "response"]].drop_duplicates().reset_index(drop=True)
         out, fold, info = cross_validate(cfg, records, items, work / f"convai2-{part}", a.folds, a.seed,
-                                         only=a.only_folds, fold_of=fold_of, say=print)
+                                         only=a.only_folds, fold_of=fold_of, say=print, reuse=bool(a.work))
         scored = items.assign(fold=fold.to_numpy(), **{k: out[v].to_numpy() for k, v in OUTPUT.items() if v in out})
         run = sorted(set(scored["fold"])) if a.only_folds is None else a.only_folds
         res[part] = convai2_figures(records, scored, run, tasks)
@@ -219,6 +219,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-shipped", dest="shipped", action="store_false",
                    help="skip the PE side-by-side run on every training row (val_fraction=0, 40 epochs)")
     p.add_argument("--runs", default=None, help="runs folder of the ingest and train runs (default: a temp folder)")
+    p.add_argument("--work", default=None, help="keep each fold's model here; a finished one is reloaded, not retrained")
     p.add_argument("--out-md", default=str(ROOT / "reports" / "reward_realdata.md"))
     p.add_argument("--out-json", default=str(ROOT / "reports" / "reward_realdata.json"))
     p.add_argument("--keep-other", action="store_true", help="keep the other dataset's section of --out-json")
@@ -231,7 +232,7 @@ def main(argv=None) -> None:
                                                           "only_folds": a.only_folds}}
     with tempfile.TemporaryDirectory(prefix="rm_realdata-") as tmp:
         os.environ["RM_LAB_RUNS"] = a.runs or str(Path(tmp) / "runs")
-        work = Path(tmp) / "work"
+        work = Path(a.work) if a.work else Path(tmp) / "work"
         if a.pe or not a.convai2:
             res["pe"] = run_pe(a, root, work)
         if a.convai2 or not a.pe:

@@ -631,6 +631,8 @@ CONFIG_SCHEMAS: dict[str, str] = {
     "evaluate.yaml": "rm_lab.policy.evaluate:EvaluateConfig",
     "tune_rm.yaml": "rm_lab.tune.spec:TuneConfig",
     "calibrate.yaml": "rm_lab.calibrate.config:CalibrateConfig",
+    "flywheel.yaml": "rm_lab.flywheel.config:FlywheelConfig",
+    "demo_flywheel.yaml": "rm_lab.flywheel.config:FlywheelConfig",
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -116,7 +117,7 @@ class Browser:
         self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
                                       f"--remote-debugging-port={self.port}", "--remote-allow-origins=*",
                                       "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ws, self.n = None, 0
+        self.ws, self.n, self.stack = None, 0, contextlib.ExitStack()
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -125,7 +126,8 @@ class Browser:
                 if pages:
                     from websockets.sync.client import connect
 
-                    self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=2**28, open_timeout=20)  # noqa: SIM115
+                    self.ws = self.stack.enter_context(connect(pages[0]["webSocketDebuggerUrl"], max_size=2**28,
+                                                               open_timeout=20))
                     break
             except OSError:
                 pass
@@ -150,8 +152,7 @@ class Browser:
 
     def close(self) -> None:
         try:
-            if self.ws is not None:
-                self.ws.close()
+            self.stack.close()
         finally:
             self.proc.terminate()
             try:

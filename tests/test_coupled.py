@@ -151,16 +151,15 @@ def test_a_win_rate_alarm_needs_its_interval_past_the_threshold():
     from rm_lab.calibrate.guardrails import Alarm
     from rm_lab.policy.coupled import significant
 
-    g = GuardrailConfig()
     ceiling = Alarm("ceiling", "point_user", 0.7, 0.65, "")
-    assert not significant(ceiling, {"point_user": {"rate": 0.7, "low": 0.4, "high": 1.0}}, g)  # 6 contexts: noise
-    assert significant(ceiling, {"point_user": {"rate": 0.8, "low": 0.7, "high": 0.9}}, g)
+    assert not significant(ceiling, {"point_user": {"rate": 0.7, "low": 0.4, "high": 1.0}})  # 6 contexts: noise
+    assert significant(ceiling, {"point_user": {"rate": 0.8, "low": 0.7, "high": 0.9}})
     gap = Alarm("gap", "point_user-internal", 0.3, 0.15, "")
     wide = {"point_user": {"rate": 0.7, "low": 0.4, "high": 1.0}, "point_internal": {"rate": 0.4, "low": 0.1, "high": 0.7}}
     tight = {"point_user": {"rate": 0.71, "low": 0.68, "high": 0.74},
              "point_internal": {"rate": 0.44, "low": 0.41, "high": 0.47}}  # generation 12's 70.7% vs 43.7%
-    assert not significant(gap, wide, g) and significant(gap, tight, g)
-    assert significant(Alarm("style_drift", "n_emoji", 2.0, 0.5, ""), {}, g)
+    assert not significant(gap, wide) and significant(gap, tight)
+    assert significant(Alarm("style_drift", "n_emoji", 2.0, 0.5, ""), {})
 
 
 def test_point_evidence_stops_on_what_interval_evidence_only_notes(tmp_path):

@@ -7,6 +7,9 @@ import pandas as pd
 import pytest
 from rm_helpers import tiny_world
 
+from dataclasses import replace
+
+from rm_lab.config import ConfigError
 from rm_lab.reward import crossval
 from rm_lab.reward.train import TrainRMConfig
 
@@ -102,6 +105,24 @@ def test_cross_validate_reuses_given_folds(backbone, tmp_path):
     rows = part["interaction"][["context_id", "response"]].drop_duplicates().reset_index(drop=True)
     _, fold, _ = crossval.cross_validate(cfg, part, rows, tmp_path / "cv", k=3, fold_of=full)
     assert (fold.to_numpy() == rows["context_id"].map(full).to_numpy()).all()
+
+
+def test_reuse_reloads_a_finished_fold_and_refuses_another_config(backbone, tmp_path, monkeypatch):
+    world, _ = _with_conversations(tiny_world(seed=4, n=24))
+    cfg = TrainRMConfig(backbone=str(backbone), epochs=1, hidden=16, batch_size=32, pairwise=False, max_length=64,
+                        cache_dir=str(tmp_path / "cache"), val_fraction=0.0, heads=["continue"])
+    rows = world["interaction"][["context_id", "response"]].drop_duplicates().reset_index(drop=True)
+    first, _, _ = crossval.cross_validate(cfg, world, rows, tmp_path / "cv", k=2, only=[0], reuse=True)
+    from rm_lab.reward import train as train_mod
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr(train_mod, "_fit", no_training)
+    again, _, _ = crossval.cross_validate(cfg, world, rows, tmp_path / "cv", k=2, only=[0], reuse=True)
+    pd.testing.assert_frame_equal(first, again)
+    with pytest.raises(ConfigError, match="other settings"):  # a fold folder never serves another config
+        crossval.cross_validate(replace(cfg, hidden=8), world, rows, tmp_path / "cv", k=2, only=[0], reuse=True)
 
 
 def test_a_training_side_with_an_empty_preference_frame_still_splits():

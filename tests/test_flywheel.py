@@ -37,6 +37,19 @@ def test_a_blocking_alarm_stops_a_winning_candidate():
     assert decide(ShipRule(), [{**alarm, "name": "floor"}], UP, {"breadth": UP, "depth": UP}).ship
 
 
+def test_a_noisy_win_rate_alarm_does_not_block_with_interval_evidence():
+    gap = {"name": "gap", "metric": "point_user-internal", "threshold": 0.15, "why": "user 31% vs internal 62%"}
+    rates = {"point_user": {"rate": 0.31, "low": 0.0, "high": 0.63}, "point_internal": {"rate": 0.62, "low": 0.27,
+                                                                                       "high": 0.98}}  # 8 contexts
+    ab = {"breadth": UP, "depth": UP}
+    assert decide(ShipRule(), [gap], UP, ab, rates).ship
+    d = decide(ShipRule(evidence="point"), [gap], UP, ab, rates)
+    assert not d.ship and "gap" in d.reasons[0]
+    tight = {"point_user": {"rate": 0.71, "low": 0.68, "high": 0.74},
+             "point_internal": {"rate": 0.44, "low": 0.41, "high": 0.47}}
+    assert not decide(ShipRule(), [gap], UP, ab, tight).ship
+
+
 def test_the_measured_lift_must_clear_zero_on_the_rules_metric():
     assert not decide(ShipRule(), [], UP, {"breadth": FLAT, "depth": FLAT}).ship
     assert decide(ShipRule(metric="either"), [], UP, {"breadth": FLAT, "depth": UP}).ship

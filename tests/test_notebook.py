@@ -4,7 +4,6 @@ folders it wrote."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -40,4 +39,3 @@ def test_walkthrough_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     for kind in kinds:
         for run in (tmp_path / "runs" / kind).iterdir():
             assert '"done"' in (run / "status.json").read_text(), run
-    os.environ.pop("RM_LAB_WALKTHROUGH", None)

@@ -34,10 +34,6 @@ def check_inputs(cfg: FlywheelConfig) -> None:
         if cal.predictor not in PREDICTOR_KEYS:
             raise ConfigError(f"calibration {cfg.calibration}: predictor {cal.predictor!r}; the flywheel predicts from "
                               f"a win rate ({sorted(PREDICTOR_KEYS)})")
-    for key, n in (("rejection.n_contexts", cfg.rejection.get("n_contexts", 16)),
-                   ("evaluate.n_contexts", cfg.evaluate.get("n_contexts", 64))):
-        if int(n) < 1:
-            raise ConfigError(f"{key}: {n} contexts is an empty prompt set; expected at least 1")
     # the stage configs the steps will build, with stand-in paths: their own checks run now
     sft = {**cfg.sft, "method": "sft"}
     cfgmod.build(TrainPolicyConfig, sft, "sft")

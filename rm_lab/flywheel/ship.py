@@ -34,18 +34,26 @@ class Decision:
 
 def describe(rule: ShipRule) -> str:
     metric = "breadth or depth" if rule.metric == "either" else rule.metric
-    parts = [f"no blocking guardrail alarm ({', '.join(rule.blocking) or 'none'}) on the candidate's evaluation"]
+    parts = [f"no blocking guardrail alarm ({', '.join(rule.blocking) or 'none'}) on the candidate's evaluation"
+             + (" (a win-rate alarm counts when its 95% interval is past the threshold)"
+                if rule.evidence == "interval" else "")]
     if rule.require_predicted:
         parts.append("the calibration's predicted lift interval reaches above 0")
     parts.append(f"the simulated A/B test's {metric} lift has its 95% interval above 0")
     return "ship when " + "; ".join(parts) + "."
 
 
-def decide(rule: ShipRule, alarms: list[dict], predicted: dict | None, measured: dict) -> Decision:
-    """`alarms`: [{name, metric, why, source}]; `predicted`: {lift, low, high} or None (no calibration);
-    `measured`: {breadth: {lift, low, high}, depth: {...}}."""
+def decide(rule: ShipRule, alarms: list[dict], predicted: dict | None, measured: dict,
+           win_rates: dict | None = None) -> Decision:
+    """`alarms`: [{name, metric, threshold, why, source}] (the guardrails' alarms on the candidate);
+    `predicted`: {lift, low, high} or None (no calibration); `measured`: {breadth: {lift, low, high}, depth:
+    {...}}; `win_rates`: the evaluation's, for `evidence: interval` (a win-rate alarm must hold for its interval)."""
+    from rm_lab.policy.coupled import significant
+
     reasons, checks = [], {}
     blocking = [a for a in alarms if a.get("name") in rule.blocking]
+    if rule.evidence == "interval" and win_rates is not None:
+        blocking = [a for a in blocking if significant(a, win_rates)]
     checks["guardrails"] = not blocking
     reasons += [f"guardrail {a['name']} ({a.get('source', 'evaluate')}, {a.get('metric')}): {a.get('why', '')}"
                 for a in blocking]

@@ -367,7 +367,7 @@ def ship(gen: Gen, run) -> dict:
     ev = gen.out["evaluate"]
     alarms = [{**a, "source": "evaluate"} for a in ((ev.get("guardrails") or {}).get("alarms") or [])]
     pred = gen.out.get("predict")
-    d = decide(gen.cfg.ship, alarms, pred, gen.out["ab"])
+    d = decide(gen.cfg.ship, alarms, pred, gen.out["ab"], ev.get("win_rates"))
     cand = gen.out["rl"]["policy"]
     out = {**d.to_json(), "rule": describe(gen.cfg.ship), "candidate": cand,
            "policy_after": cand if d.ship else gen.current}

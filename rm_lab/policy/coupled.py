@@ -5,8 +5,8 @@ A reward model is a local map of the engagement landscape around the policies th
 reached a 70.7% win rate on user traffic and lost engagement. So within one generation this trainer
 runs rounds of
 
-1. a short policy update against the current reward model (`update`: GRPO, DPO, or rejection-sampling
-   SFT, each through `rm_lab.policy.trainer.train_policy`);
+1. a short policy update against the current reward model (`update`: the flywheel's are GRPO on fresh
+   prompts and DPO on fresh best-vs-worst pairs, each through `rm_lab.policy.trainer.train_policy`);
 2. replies of the updated policy on fixed held-out contexts of both traffic sources;
 3. those replies shown to the world's users (`label`: their signals, logged as canonical records);
 4. the guardrails, judged by the reward model the update optimised (the one that can be fooled): the win
@@ -130,17 +130,20 @@ def win_rates(score_new, score_start, traffic, pair_p=None, z: float = 1.9599639
     return out
 
 
-def significant(alarm: Alarm, rates: dict, g: GuardrailConfig) -> bool:
-    """Whether a win-rate alarm holds for the whole 95% interval (other alarms: always)."""
-    if alarm.name == "ceiling":
-        return rates[alarm.metric]["low"] > g.ceiling
-    if alarm.name == "floor":
-        return rates[alarm.metric]["high"] < g.floor
-    if alarm.name == "gap":
-        kind = alarm.metric.split("_")[0]
+def significant(alarm: Alarm | dict, rates: dict, z: float = 1.959963984540054) -> bool:
+    """Whether a win-rate alarm (ceiling, floor, gap) holds for the whole interval of its win rates (`rates`
+    with intervals at normal quantile `z`); any other alarm: always."""
+    a = alarm if isinstance(alarm, dict) else asdict(alarm)
+    name, metric, thr = a["name"], a["metric"], a["threshold"]
+    if name == "ceiling":
+        return rates[metric]["low"] > thr
+    if name == "floor":
+        return rates[metric]["high"] < thr
+    if name == "gap":
+        kind = metric.split("_")[0]
         u, i = rates[f"{kind}_user"], rates[f"{kind}_internal"]
-        se = math.hypot((u["high"] - u["low"]) / (2 * g.z), (i["high"] - i["low"]) / (2 * g.z))
-        return abs(u["rate"] - i["rate"]) - g.z * se > g.max_gap
+        se = math.hypot((u["high"] - u["low"]) / (2 * z), (i["high"] - i["low"]) / (2 * z))
+        return abs(u["rate"] - i["rate"]) - z * se > thr
     return True
 
 
@@ -156,7 +159,7 @@ def check_round(model, contexts: pd.DataFrame, characters: pd.DataFrame, replies
     verdict = check_guardrails(rates, style_drift(replies, start_replies, keys, keys), g)
     noted = []
     if cfg.evidence == "interval":
-        noted = [a for a in verdict.alarms if not significant(a, rates, g)]
+        noted = [a for a in verdict.alarms if not significant(a, rates, g.z)]
         verdict.alarms = [a for a in verdict.alarms if a not in noted]
         verdict.ok = not verdict.alarms
     unc = uncertainty(s_new, s_start, cfg.max_uncertainty_ratio)

@@ -62,17 +62,21 @@ def score_rows(model, records: Records, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_and_score(cfg, train: Records | Sequence[Source], score_on: Records, rows: pd.DataFrame, work: Path,
-                    say: Callable[[str], None] = lambda *_: None) -> tuple[pd.DataFrame, dict]:
+                    say: Callable[[str], None] = lambda *_: None, reuse: bool = False) -> tuple[pd.DataFrame, dict]:
     """Train a fresh model on `train` (records, or a list of sources for multi-source training) into
-    `work` and score `rows` (whose contexts are in `score_on`). Returns (outputs, training metrics)."""
+    `work` and score `rows` (whose contexts are in `score_on`). Returns (outputs, training metrics).
+
+    `reuse`: a model already in `work` is resumed or reloaded, as `train-rm --resume` would (its training
+    identity must match this config and data, else a ConfigError), so folds run by separate processes into one
+    work folder are scored by a later run without training again."""
     from rm_lab.reward.embed_cache import default_cache_root
     from rm_lab.reward.model import RewardModel
     from rm_lab.reward.train import train_reward_model
 
     work = Path(work)
-    if work.exists():  # a finished member in the folder would be reloaded, not retrained
+    if work.exists() and not reuse:  # a finished member in the folder would be reloaded, not retrained
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     metrics = train_reward_model(replace(cfg, data=None), work, records=train, say=say)
     cache = work / "embed_cache" if cfg.cache_dir == "run" else Path(cfg.cache_dir or default_cache_root())
     model = RewardModel.load(work, cache_dir=cache)  # the training run's cache: no text is encoded twice
@@ -81,8 +85,8 @@ def train_and_score(cfg, train: Records | Sequence[Source], score_on: Records, r
 
 def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int = 5, seed: int = 0,
                    by: str = "conversation", only: Sequence[int] | None = None, also: Sequence[Source] = (),
-                   name: str = "data", fold_of: pd.Series | None = None, say: Callable[[str], None] = lambda *_: None
-                   ) -> tuple[pd.DataFrame, pd.Series, list[dict]]:
+                   name: str = "data", fold_of: pd.Series | None = None, say: Callable[[str], None] = lambda *_: None,
+                   reuse: bool = False) -> tuple[pd.DataFrame, pd.Series, list[dict]]:
     """Out-of-fold outputs for `rows` ((context_id, response) of `records`).
 
     For each fold f (all of them, or `only`): train on the records whose contexts are in other folds
@@ -105,7 +109,7 @@ def cross_validate(cfg, records: Records, rows: pd.DataFrame, work: Path, k: int
         test = rows[row_fold.to_numpy() == f]
         train = subset_records(records, fold_of.index[fold_of.to_numpy() != f])
         source = [as_source(name, train), *also] if also else train
-        out, metrics = train_and_score(cfg, source, records, test, Path(work) / f"fold{f}", say)
+        out, metrics = train_and_score(cfg, source, records, test, Path(work) / f"fold{f}", say, reuse)
         outs.append(out)
         refit = [r for m in metrics.get("members", []) for r in m.get("refit", [])]
         info.append({"fold": f, "n_rows": len(test), "n_train_contexts": metrics.get("n_train_contexts"),
