@@ -216,10 +216,9 @@ def main(argv=None) -> None:
     p.add_argument("--limit", type=int, default=None, help="ingest only the first N source units (quick runs)")
     p.add_argument("--pe-rm", nargs="*", default=[], metavar="KEY=VALUE", help="train-rm settings for PE")
     p.add_argument("--convai2-rm", nargs="*", default=[], metavar="KEY=VALUE", help="train-rm settings for ConvAI2")
-    p.add_argument("--no-shipped", dest="shipped", action="store_false",
-                   help="skip the PE side-by-side run on every training row (val_fraction=0, 40 epochs)")
+    p.add_argument("--no-shipped", dest="shipped", action="store_false", help="skip the PE run on every training row")
     p.add_argument("--runs", default=None, help="runs folder of the ingest and train runs (default: a temp folder)")
-    p.add_argument("--work", default=None, help="keep each fold's model here; a finished one is reloaded, not retrained")
+    p.add_argument("--work", help="keep each fold's model here; a finished one is reloaded, not retrained")
     p.add_argument("--out-md", default=str(ROOT / "reports" / "reward_realdata.md"))
     p.add_argument("--out-json", default=str(ROOT / "reports" / "reward_realdata.json"))
     p.add_argument("--keep-other", action="store_true", help="keep the other dataset's section of --out-json")

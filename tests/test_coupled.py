@@ -155,7 +155,8 @@ def test_a_win_rate_alarm_needs_its_interval_past_the_threshold():
     assert not significant(ceiling, {"point_user": {"rate": 0.7, "low": 0.4, "high": 1.0}})  # 6 contexts: noise
     assert significant(ceiling, {"point_user": {"rate": 0.8, "low": 0.7, "high": 0.9}})
     gap = Alarm("gap", "point_user-internal", 0.3, 0.15, "")
-    wide = {"point_user": {"rate": 0.7, "low": 0.4, "high": 1.0}, "point_internal": {"rate": 0.4, "low": 0.1, "high": 0.7}}
+    wide = {"point_user": {"rate": 0.7, "low": 0.4, "high": 1.0},
+            "point_internal": {"rate": 0.4, "low": 0.1, "high": 0.7}}
     tight = {"point_user": {"rate": 0.71, "low": 0.68, "high": 0.74},
              "point_internal": {"rate": 0.44, "low": 0.41, "high": 0.47}}  # generation 12's 70.7% vs 43.7%
     assert not significant(gap, wide) and significant(gap, tight)

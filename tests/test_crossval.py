@@ -2,12 +2,12 @@
 training sides that never see a held-out context, every row scored once by a model that did not train on it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 from rm_helpers import tiny_world
-
-from dataclasses import replace
 
 from rm_lab.config import ConfigError
 from rm_lab.reward import crossval

@@ -244,6 +244,7 @@ def test_bad_input_is_one_error_line(tiny_llama, backbone, tmp_path):
     ("sft.data=somewhere", ["sft.data", "leave it out"]),
     ("rejection.model=x", ["rejection.model"]),
     ("calibration=/nowhere/cal.json", ["calibration"]),
+    ("calibrate.predictor=pred_lift", ["calibrate.predictor", "win rate"]),
 ])
 def test_inputs_are_checked_before_any_work(override, words):
     from rm_lab import config as cfgmod

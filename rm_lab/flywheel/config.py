@@ -41,7 +41,8 @@ class ShipRule:
         "either", doc="the A/B metric whose measured lift must be positive (either: breadth or depth)")
     blocking: list[str] = param(["ceiling", "gap", "style_drift", "uncertainty"],
                                 doc="guardrail alarms on the candidate's evaluation that block shipping (the "
-                                    "coupled trainer's alarms stop training before the candidate)", choices=("ceiling", "floor", "gap", "style_drift", "uncertainty"))
+                                    "coupled trainer's alarms stop training before the candidate)",
+                                choices=("ceiling", "floor", "gap", "style_drift", "uncertainty"))
     evidence: Literal["point", "interval"] = param(
         "interval", doc="a win-rate alarm (ceiling, floor, gap) blocks only when its whole 95% interval lies past the "
                         "threshold (interval), or on its point estimate (point: noisy on few contexts)")

@@ -26,14 +26,23 @@ def check_inputs(cfg: FlywheelConfig) -> None:
 
     if cfg.policy and not Path(cfg.policy).exists():
         raise FileNotFoundError(f"policy: '{cfg.policy}' does not exist (a causal-LM folder; null: packaged SmolLM2)")
+    from rm_lab.flywheel.steps import PREDICTOR_KEYS
+
     if cfg.calibration:
         from rm_lab.calibrate.intervals import load_calibration
-        from rm_lab.flywheel.steps import PREDICTOR_KEYS
 
         cal = load_calibration(cfg.calibration)
         if cal.predictor not in PREDICTOR_KEYS:
             raise ConfigError(f"calibration {cfg.calibration}: predictor {cal.predictor!r}; the flywheel predicts from "
                               f"a win rate ({sorted(PREDICTOR_KEYS)})")
+    else:
+        predictor = cfg.calibrate.get("predictor", "win_point_user")
+        if predictor not in PREDICTOR_KEYS:
+            raise ConfigError(f"calibrate.predictor: {predictor!r}; the flywheel predicts from a win rate "
+                              f"({sorted(PREDICTOR_KEYS)})")
+        if predictor.startswith("win_pair") and not cfg.reward.get("pairwise", True):
+            raise ConfigError(f"calibrate.predictor: {predictor} needs the pairwise model; set reward.pairwise=true "
+                              "or use a win_point_* predictor")
     # the stage configs the steps will build, with stand-in paths: their own checks run now
     sft = {**cfg.sft, "method": "sft"}
     cfgmod.build(TrainPolicyConfig, sft, "sft")

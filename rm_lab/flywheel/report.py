@@ -167,7 +167,8 @@ def console_lines(s: dict) -> list[str]:
     for k, v in s["steerability"].items():
         a = s["artifacts"].get(k) or {}
         out.append(f"  {k}: instructions followed {_f(v['follow_rate'])}, violations {_f(v['violation_rate'])}; "
-                   f"emoji/reply {_f(a.get('n_emoji'))}, with emoji {_f(a.get('has_emoji'))}, words {_f(a.get('n_words'), 1)}, "
+                   f"emoji/reply {_f(a.get('n_emoji'))}, with emoji {_f(a.get('has_emoji'))}, "
+                   f"words {_f(a.get('n_words'), 1)}, "
                    f"lists {_f(a.get('has_list'))}, preachy {_f(a.get('preachy'))}")
     st = s["coupled"].get("stopped")
     if st:

@@ -155,7 +155,7 @@ def rejection(gen: Gen, run) -> dict:
     from rm_lab.policy.objectives.rejection import RejectionConfig, rejection_sample
 
     cfg = gen.cfg
-    n = int(cfg.rejection.get("n_contexts", 16))
+    n = cfgmod.build(RejectionConfig, dict(cfg.rejection), "rejection").n_contexts
     ctx, chars = prompts(cfg, n, "user", DRAW_REJECTION + gen.g, f"g{gen.g}-rs")
     folder = write_prompts(ctx, chars, run.path / "prompts")
     rcfg = cfgmod.build(RejectionConfig, {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
@@ -201,7 +201,8 @@ def rl(gen: Gen, run) -> dict:
     res = run_coupled(coupled, start, gen.out["reward"]["model"], gen.out["reward"]["logs"], ctx, chars, run.path,
                       hooks, say=lambda m: gen.say(f"  {m}"))
     rounds = [{"round": r["round"], "win_rates": {k: v["rate"] for k, v in r["win_rates"].items()},
-               "alarms": [a["name"] for a in r["alarms"]], "stopping": [a["name"] for a in r["stopping"]],
+               "alarms": [f"{a['name']} ({a['metric']})" for a in r["alarms"]],
+               "stopping": list(dict.fromkeys(a["name"] for a in r["stopping"])),
                "uncertainty": r["uncertainty"].get("ratio"),
                "emoji": (r["drift"].get("n_emoji") or {}).get("candidate"),
                "words": (r["drift"].get("n_words") or {}).get("candidate")} for r in res["rounds"]]
@@ -238,7 +239,7 @@ def update_config(gen: Gen, policy: str | None, reward_model: str, folder: Path,
 
 def evaluate(gen: Gen, run) -> dict:
     """The candidate against the current policy on the evaluation's fresh contexts (`rm_lab evaluate`)."""
-    from rm_lab.policy.evaluate import EvaluateConfig, evaluate_policies, render
+    from rm_lab.policy.evaluate import evaluate_policies, render
 
     ecfg = evaluate_config(gen)
     rep = evaluate_policies(ecfg, say=lambda m: gen.say(f"  evaluate: {m}"))

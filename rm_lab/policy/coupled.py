@@ -166,7 +166,8 @@ def check_round(model, contexts: pd.DataFrame, characters: pd.DataFrame, replies
     if unc.get("fired"):
         verdict.alarms.append(Alarm("uncertainty", "score_std", unc["ratio"], cfg.max_uncertainty_ratio,
                                     f"ensemble std on the new replies {unc['new']:.3g} is {unc['ratio']:.2f}x its "
-                                    f"std on the starting policy's {unc['start']:.3g} (> {cfg.max_uncertainty_ratio:g}x):"
+                                    f"std on the starting policy's {unc['start']:.3g} "
+                                    f"(> {cfg.max_uncertainty_ratio:g}x):"
                                     " the policy has left the region the reward model knows"))
         verdict.ok = False
     out = verdict.to_json()
@@ -216,7 +217,8 @@ def run_coupled(cfg: CoupledConfig, start_policy: str, reward_model: str, logs: 
         policy = rec["policy"]
         all_logs.append(rec["logs"])
         if rec["stopping"]:
-            stop = {"round": r, "alarms": list(dict.fromkeys(a["name"] for a in rec["stopping"])), "why": stop_reason(rec["stopping"])}
+            stop = {"round": r, "alarms": list(dict.fromkeys(a["name"] for a in rec["stopping"])),
+                    "why": stop_reason(rec["stopping"])}
             say(f"coupled round {r}: STOP — {stop['why']}")
             break
         passed_policy, rm = policy, rec["reward_model"]
