@@ -1,12 +1,15 @@
 """The reward-landscape explorer: `rm_lab explore [RUNS_DIR]` (or `streamlit run apps/landscape.py -- RUNS_DIR`).
 
 Only lays out what `rm_lab.explore.*` returns; every page catches its library call's error and shows it
-as one line (never a traceback). Reads only run folders under RUNS_DIR and its registry."""
+as one line (never a traceback). Reads only run folders under RUNS_DIR and its registry. What Landscape and
+Samples derive is read from the explorer's cache; `rm_lab explore --prepare RUNS_DIR` fills it ahead, and a
+page that finds it cold says so and draws what is cheap first."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import altair as alt
@@ -49,9 +52,12 @@ def pick_folder(label: str, folders: list[Path], root: Path, key: str, missing: 
     return root / st.sidebar.selectbox(label, names, key=key)
 
 
-@st.cache_resource(show_spinner="loading the reward model and scoring its training replies")
-def landscape_of(root: str, folder: str, max_points: int) -> L.Landscape:
-    return L.load_landscape(root, folder, max_points=max_points)
+PREPARE_HINT = "run `rm_lab explore --prepare {root}` to do this ahead"
+
+
+@st.cache_resource(show_spinner=False)
+def landscape_of(root: str, folder: str, max_points: int, _model=None) -> L.Landscape:
+    return L.load_landscape(root, folder, max_points=max_points, model=_model)
 
 
 @st.cache_resource(show_spinner="editing replies and scoring them", max_entries=64)
@@ -59,9 +65,47 @@ def sweep_of(root: str, folder: str, max_points: int, edit: str, levels: tuple[i
     return L.style_sweep(landscape_of(root, folder, max_points), edit, list(levels), n_replies=n)
 
 
-@st.cache_resource(show_spinner="fitting the style baseline and its SHAP values", max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def attribution_of(root: str, folder: str, target: str) -> A.Attribution:
     return A.run_attribution(Path(folder), S.load_samples(root, folder)["samples"], target)
+
+
+def prepared_landscape(root: Path, folder: Path, max_points: int) -> L.Landscape:
+    """The map, from the explorer's cache when `rm_lab explore --prepare` (or an earlier open) put it there.
+
+    Otherwise scoring it takes a model load and one pass over the replies (about a minute for 10,000 on a
+    loaded machine), so the page says so, draws a sample of `L.PREVIEW_POINTS` replies first (a few
+    seconds once the model is loaded) and then replaces it with the full map: the cost is shown, not
+    hidden, and the page is usable before it is paid. The model loaded for the sample scores the full map."""
+    if L.is_prepared(root, folder, max_points):
+        return landscape_of(str(root), str(folder), max_points)
+    t = time.time()
+    note = st.empty()
+    note.info(f"preparing… this model's map of up to {max_points:,} replies is not in the explorer's cache yet: "
+              f"the model scores every reply once ({PREPARE_HINT.format(root=root)}).")
+    model, preview = None, st.empty()
+    if max_points > L.PREVIEW_POINTS:
+        with st.spinner(f"loading the model and scoring a sample of {L.PREVIEW_POINTS:,} replies"):
+            small = landscape_of(str(root), str(folder), L.PREVIEW_POINTS)
+        model = small.model
+        with preview.container():
+            st.caption(f"a sample of {len(small.points):,} replies, while the full map is scored")
+            st.altair_chart(map_chart(small, "score" if "score" in small.colours else small.colours[0]),
+                            width="stretch")
+    with st.spinner(f"scoring up to {max_points:,} replies for the full map"):
+        land = landscape_of(str(root), str(folder), max_points, _model=model)
+    preview.empty()
+    note.caption(f"map prepared in {time.time() - t:.0f} s and kept in the explorer's cache; "
+                 f"{PREPARE_HINT.format(root=root)}.")
+    return land
+
+
+def map_chart(land: L.Landscape, colour: str) -> alt.Chart:
+    pts = land.points[list(dict.fromkeys(["x", "y", colour, "context_id", "origin", "response"]))]  # only what is drawn
+    return alt.Chart(pts).mark_circle(size=40, opacity=0.8).encode(
+        x=alt.X("x", title="PC 1"), y=alt.Y("y", title="PC 2"),
+        color=alt.Color(colour, scale=alt.Scale(scheme="viridis")),
+        tooltip=["context_id", "origin", "response", colour])
 
 
 def page_runs(root: Path) -> None:
@@ -87,18 +131,13 @@ def page_landscape(root: Path) -> None:
                          "No finished train-rm run under the runs folder: train one with `rm_lab train-rm data=...`.")
     if folder is None:
         return
-    max_points = st.sidebar.number_input("max replies on the map", 50, 50_000, 10_000, step=500, key="max_points")
-    land = landscape_of(str(root), str(folder), int(max_points))
+    max_points = st.sidebar.number_input("max replies on the map", 50, 50_000, L.MAX_POINTS, step=500, key="max_points")
+    land = prepared_landscape(root, folder, int(max_points))
     info = land.info
     st.caption(f"{info['n_points']} replies of {info['data']}; {info['n_members']} member(s); inputs "
                f"{', '.join(info['inputs'])}; PCA explains {land.explained[0]:.0%} + {land.explained[1]:.0%}")
     colour = st.selectbox("colour by", land.colours, key="colour")
-    pts = land.points[list(dict.fromkeys(["x", "y", colour, "context_id", "origin", "response"]))]  # only what is drawn
-    chart = alt.Chart(pts).mark_circle(size=40, opacity=0.8).encode(
-        x=alt.X("x", title="PC 1"), y=alt.Y("y", title="PC 2"),
-        color=alt.Color(colour, scale=alt.Scale(scheme="viridis")),
-        tooltip=["context_id", "origin", "response", colour])
-    st.altair_chart(chart, width="stretch")
+    st.altair_chart(map_chart(land, colour), width="stretch")
     st.subheader("Heads over the map")
     st.dataframe(L.heads_summary(land), hide_index=True)
 
@@ -109,7 +148,7 @@ def page_landscape(root: Path) -> None:
     levels = EDITS[edit][2]
     lo, hi = st.select_slider("levels", options=levels, value=(levels[0], levels[-1]), key=f"lv_{edit}")
     chosen = [v for v in levels if lo <= v <= hi]
-    n = st.slider("replies edited", 8, 256, 32, step=8, key="n_edit")
+    n = st.slider("replies edited", 8, 256, L.SWEEP_REPLIES, step=8, key="n_edit")
     sweep = sweep_of(str(root), str(folder), int(max_points), edit, tuple(chosen), int(n))
     cols = ["score_change"] + (["truth_change"] if "truth_change" in sweep else [])
     left, right = st.columns(2)
@@ -182,11 +221,19 @@ def page_samples(root: Path) -> None:
     samples = view["samples"]
     targets = [c for c in dict.fromkeys(["value", *view["outputs"], "truth_engagement"]) if c in samples]
     target = st.selectbox("explain", targets, key="shap_target")
+    note = None
+    if not A.is_prepared(folder, samples, target):  # the tables above are drawn already; say what the wait is
+        note = st.empty()
+        note.info(f"preparing… fitting the style baseline to `{target}` over {len(samples):,} samples, with a 5-fold "
+                  f"held-out R² ({PREPARE_HINT.format(root=root)}; other targets are fitted once, when picked).")
     try:
-        att = attribution_of(str(root), str(folder), target)
+        with st.spinner(f"fitting LightGBM to `{target}` and its SHAP values"):
+            att = attribution_of(str(root), str(folder), target)
     except ConfigError as e:  # too few samples, or nothing to attribute: this section only
-        st.info(one_line(e))
+        (note or st).info(one_line(e))
         return
+    if note is not None:
+        note.caption(f"fitted now and kept in the explorer's cache; {PREPARE_HINT.format(root=root)}.")
     r2 = "fewer than 20 samples: no held-out R²" if att.r2_heldout is None else f"held-out R² {att.r2_heldout:.2f}"
     st.caption(f"LightGBM on the replies' style features, fitted to `{target}` over all {len(samples)} samples "
                f"({r2}: how much of it style alone explains). Base {att.base:+.4f}; each reply's prediction is "

@@ -3,7 +3,8 @@
 Without --runs it builds a runs folder under --out the way a user would, through the CLI: a tiny
 `simulate`, `train-rm` (2 members), `eval-rm`, `calibrate`, `evaluate`, a 2-trial `tune`, plus a
 best-of-n-shaped samples run (each preference context's two replies and two style edits of them, scored
-by `best_of_n.score_samples` with the model, so no LLM is needed). Then `rm_lab explore` serves it on
+by `best_of_n.score_samples` with the model, so no LLM is needed), and prepares the explorer's cache
+(`rm_lab explore --prepare`). Then `rm_lab explore` serves it on
 127.0.0.1 and Debian's Chromium (`/usr/bin/chromium`, started headless with a new empty profile) opens
 each page by its `?page=` link, waits until Streamlit has finished running the script, and saves the
 page as PNG (Chrome DevTools Protocol over a local websocket). The PNGs go to `<runs>/screenshots/`
@@ -107,6 +108,7 @@ def build_runs(root: Path, env: dict) -> None:
           "eligible_users=3000", "jitter=0.1"], env)
     _cli(["evaluate", f"model={model}", "n_contexts=8", "eligible_users=20000"], env)
     samples_run(root, model, sim)
+    _cli(["explore", "--prepare", str(root)], env)  # as after the stages: the pages open from the cache
 
 
 class Browser:
@@ -177,6 +179,7 @@ PROBLEMS = """(() => ({
   errors: [...document.querySelectorAll('[data-testid="stAlertContentError"], .stAlert')]
             .map(e => e.innerText).filter(t => /error/i.test(t)).map(t => t.slice(0, 300)),
   traceback: /Traceback \\(most recent call last\\)/.test(document.body.innerText),
+  deploy_button: [...document.querySelectorAll('button')].some(b => b.innerText.trim() === 'Deploy'),
 }))()"""
 
 

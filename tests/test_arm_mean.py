@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rm_lab.config import ConfigError
-from rm_lab.reward.arm_mean import (SetBatches, arm_mean_nll, arm_mean_nll_np, arm_predictions, arm_targets,
+from rm_lab.reward.arm_mean import (arm_mean_nll, arm_mean_nll_np, arm_predictions, arm_targets,
                                     lift_agreement, set_values)
 from rm_lab.reward.heads import BUILTIN, HeadSpec, declare
 from rm_lab.schema import RecordError, Records, validate_frame
@@ -287,3 +287,46 @@ def test_the_ab_simulator_writes_reply_sets_of_its_arms():
                                          eligible_users=20_000))
     pd.testing.assert_frame_equal(arms2, arms)  # asking for reply sets changes no draw of the test
     assert truth2 == truth
+
+
+def test_ab_test_cli_writes_a_train_rm_folder_and_names_a_bad_sample_size(tmp_path):
+    from rm_helpers import one_error_line, run_cli
+
+    from rm_lab.reward.data import read_record_folder
+    from rm_lab.schema import validate_frame as check
+
+    runs = tmp_path / "runs"
+    p = run_cli("ab-test", "reply_contexts=5", "quality_contexts=40", "per_day=false", "eligible_users=20000", runs=runs)
+    assert p.returncode == 0, p.stderr[-2000:]
+    run = next((runs / "ab-test").iterdir())
+    rec = read_record_folder(run)  # characters, contexts and reply sets: what train-rm reads
+    assert len(check(rec["arm_reply_set"], "arm_reply_set")) == 10 and len(rec["context"]) == 5
+    line = one_error_line(run_cli("ab-test", "reply_contexts=50", "quality_contexts=40", runs=runs))
+    assert "reply_contexts" in line and "quality_contexts" in line
+
+
+def test_simulated_past_tests_folds_and_the_paired_bootstrap():
+    from rm_lab.calibrate.reply_set_tests import (experiment_folds, paired_bootstrap, simulate_reply_set_tests,
+                                                  subset_reply_sets)
+    from rm_lab.calibrate.simulated import design_tests
+    from rm_lab.world.engagement import Population
+
+    tests = design_tests(4, ["baseline"], ["emoji_heavy", "terse"], (0.5, 1.0), 0.1, seed=0)
+    rec, table = simulate_reply_set_tests(tests, Population(), 4, 60, 20_000, 0.1, 7, seed=0, say=lambda s: None)
+    assert len(table) == 4 and len(rec["arm_reply_set"]) == 4 * 2 * 4
+    t = table.set_index("experiment_id")
+    rows = rec["arm_reply_set"].drop_duplicates(["experiment_id", "arm"]).set_index(["experiment_id", "is_control"])
+    e = t.index[0]
+    assert t.loc[e, "breadth_log_lift"] == pytest.approx(math.log(rows.loc[(e, False), "breadth"] /
+                                                                  rows.loc[(e, True), "breadth"]))
+    for m in ("breadth", "depth"):  # the measured lift is the true one plus sampling noise of its own size
+        z = (table[f"{m}_log_lift"] - table[f"{m}_true_log_lift"]) / table[f"{m}_log_lift_se"]
+        assert np.all(np.abs(z) < 5), z.tolist()
+    folds = experiment_folds(table, 2, seed=0)
+    assert sorted(sum(folds, [])) == sorted(table.experiment_id) and all(len(f) == 2 for f in folds)
+    sub = subset_reply_sets(rec, folds[0])
+    assert set(sub["arm_reply_set"].experiment_id) == set(folds[0])
+    y = np.arange(40.0)
+    good, bad = y + np.random.default_rng(0).normal(0, 1, 40), np.random.default_rng(1).normal(0, 1, 40)
+    d = paired_bootstrap(bad, good, y, n_boot=300)
+    assert d["diff"] > 0.5 and d["low"] > 0 and d["low"] <= d["diff"] <= d["high"]

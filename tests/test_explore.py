@@ -561,3 +561,101 @@ def test_a_cached_map_opens_without_importing_torch(runs, land, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["30", "[0,", "1]", "score", "False"], out.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# `rm_lab explore --prepare`: the pages' derived data computed ahead, into the explorer's cache
+
+_PAGES_IN_A_NEW_PROCESS = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=120).run()
+out = {}
+for page in ("Landscape", "Samples"):
+    at.sidebar.radio(key="page").set_value(page).run()
+    out[page] = {"errors": [e.value for e in at.error], "exception": bool(at.exception),
+                 "charts": sum(1 for e in at.main if getattr(e, "type", "") == "vega_lite_chart"),
+                 "preparing": [i.value for i in at.info if "preparing" in i.value],
+                 "tables": len(at.dataframe)}
+out["imported"] = sorted(m for m in ("torch", "lightning", "lightgbm", "transformers") if m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def test_prepare_fills_the_cache_so_a_new_process_opens_the_pages_without_torch(runs, tmp_path, monkeypatch):
+    """After `rm_lab explore --prepare`, a new explorer process renders Landscape (map + default sweep) and
+    Samples (SHAP of the default target) from the cache: no 'preparing' state, and neither torch, Lightning
+    nor LightGBM is imported (the first open of a 10,000-reply folder took 53 s and 12 s without this)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from rm_lab.explore import cache
+    from rm_lab.explore import landscape as L
+
+    monkeypatch.setenv("RM_LAB_EXPLORE_CACHE", str(tmp_path / "cache"))
+    res = runner.invoke(app, ["explore", "--prepare", str(runs)])
+    assert res.exit_code == 0, res.output
+    assert "scoring and projecting" in res.output and "fitting the style baseline to 'value'" in res.output
+    assert "prepared 2 run(s)" in res.output
+    assert L.is_prepared(runs, L.train_runs(runs)[0])
+    n_sweeps = len(list((cache.cache_dir() / "sweeps").glob("*.parquet")))
+    assert n_sweeps == len(L.page_sweeps())  # every style edit over its levels, as the page asks first
+    assert not list(cache.cache_dir().rglob("*.tmp*"))  # written atomically: no temp file left behind
+    env = {**os.environ, "RM_LAB_EXPLORE_RUNS": str(runs)}
+    out = subprocess.run([sys.executable, "-c", _PAGES_IN_A_NEW_PROCESS, APP], env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["imported"] == [], seen
+    for page, charts in (("Landscape", 3), ("Samples", 1)):
+        assert not seen[page]["errors"] and not seen[page]["exception"] and not seen[page]["preparing"], seen
+        assert seen[page]["charts"] >= charts, seen
+    again = runner.invoke(app, ["explore", "--prepare", str(runs)])  # nothing left to compute
+    assert again.exit_code == 0 and "map already prepared" in again.output and "already prepared in" in again.output
+
+
+def test_prepare_refuses_bad_input_with_one_error_line(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("RM_LAB_EXPLORE_CACHE", str(tmp_path / "cache"))
+    eval_run = _only(runs, "eval-rm")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    cases = [(["explore", "--prepare", str(tmp_path / "missing")], "does not exist"),
+             (["explore", "--prepare", str(runs), "--only", str(tmp_path)], "outside the runs folder"),
+             (["explore", "--prepare", str(runs), "--only", "../.."], "outside the runs folder"),
+             (["explore", "--prepare", str(runs), "--only", str(eval_run)], "no finished reward model"),
+             (["explore", str(runs), "--only", str(eval_run)], "give it with --prepare")]
+    for args, msg in cases:
+        res = runner.invoke(app, args)
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output, (args, res.output)
+        assert [ln for ln in lines if ln.startswith("error:")] == [lines[-1]], (args, res.output)
+    monkeypatch.setenv("RM_LAB_EXPLORE_CACHE", str(blocker / "cache"))  # under a file: cannot be written
+    res = runner.invoke(app, ["explore", "--prepare", str(runs), "--only", str(_only(runs, "train-rm"))])
+    assert res.exit_code == 2 and "cannot write" in res.output.splitlines()[-1], res.output
+
+
+def test_a_cold_landscape_page_says_so_and_draws_a_sample_first(runs, tmp_path, monkeypatch):
+    """With an empty cache the page names the wait and `--prepare`, draws a sample's map, then the full one
+    (scored with the model loaded once, for the sample); Samples draws its tables, then fits SHAP."""
+    from rm_lab.explore import cache
+    from rm_lab.explore import landscape as L
+    from rm_lab.reward import model as M
+
+    import streamlit as st
+
+    st.cache_resource.clear()  # the app's in-process caches (earlier tests filled them)
+    monkeypatch.setenv("RM_LAB_EXPLORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(L, "PREVIEW_POINTS", 20)
+    loads = []
+    real = M.RewardModel.load
+    monkeypatch.setattr(M.RewardModel, "load", staticmethod(lambda *a, **k: loads.append(1) or real(*a, **k)))
+    at = _app(monkeypatch, runs, "Landscape")
+    assert not _errors(at), _errors(at)
+    assert any("map prepared in" in c.value and "rm_lab explore --prepare" in c.value for c in at.caption)
+    assert _types(at).count("vega_lite_chart") >= 3 and len(loads) == 1  # the sample's model scored the full map
+    assert len(list(cache.cache_dir().glob("*.parquet"))) == 2  # the 20-reply sample and the full map
+    at.sidebar.radio(key="page").set_value("Samples").run()
+    assert not at.exception and not _errors(at)
+    assert any("fitted now" in c.value and "--prepare" in c.value for c in at.caption)

@@ -10,6 +10,16 @@ import hashlib
 import os
 from pathlib import Path
 
+from rm_lab.config import ConfigError
+
+
+class NotWritable(ConfigError):
+    """The explorer's cache folder cannot be written (preparing it ahead is then impossible)."""
+
+    def __init__(self, why: str = ""):
+        super().__init__(f"explorer cache {cache_dir()}: cannot write there{f' ({why})' if why else ''}; set "
+                         "$RM_LAB_EXPLORE_CACHE to a writable folder")
+
 
 def cache_dir() -> Path:
     own = os.environ.get("RM_LAB_EXPLORE_CACHE")

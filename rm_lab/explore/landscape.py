@@ -24,6 +24,10 @@ from rm_lab.explore import cache, paths
 
 TRUTH = "truth"
 UNCERTAINTY = "uncertainty"
+# What the page asks for by default, so `rm_lab explore --prepare` fills exactly the entries it reads
+MAX_POINTS = 10_000  # replies on the map
+SWEEP_REPLIES = 32  # replies edited per style sweep
+PREVIEW_POINTS = 1_000  # a cold page first draws a sample this size (seconds), then the full map
 
 
 @dataclass
@@ -227,17 +231,28 @@ def map_cache_dir() -> Path:
     return cache.cache_dir()
 
 
-def load_landscape(root: str | Path, folder: str | Path, max_points: int = 10_000, seed: int = 0,
+def _map_entry(root: str | Path, folder: str | Path, max_points: int, seed: int) -> tuple[Path, Path, list[Path], str]:
+    full = train_run(root, folder)
+    data = load_run_config_data(root, full)
+    key = _map_key(full, data, max_points, seed)
+    return full, map_cache_dir() / f"{key}.parquet", data, key
+
+
+def is_prepared(root: str | Path, folder: str | Path, max_points: int = MAX_POINTS, seed: int = 0) -> bool:
+    """Whether this map is in the explorer's cache (reading it back takes well under a second; scoring it
+    takes a model load and one pass over the replies: about a minute for 10,000 on a loaded machine)."""
+    _, cached, _, _ = _map_entry(root, folder, max_points, seed)
+    return cached.is_file() and cached.with_suffix(".json").is_file()
+
+
+def load_landscape(root: str | Path, folder: str | Path, max_points: int = MAX_POINTS, seed: int = 0,
                    model=None, cache: bool = True) -> Landscape:
     """Score and project up to `max_points` training replies of a train-rm run; the scored map is cached
     (Parquet + JSON, keyed by the model's and the data's files) so a folder reopens without rescoring and
     without loading the model."""
     from rm_lab import io
 
-    full = train_run(root, folder)
-    data = load_run_config_data(root, full)
-    key = _map_key(full, data, max_points, seed)
-    cached = map_cache_dir() / f"{key}.parquet"
+    full, cached, data, key = _map_entry(root, folder, max_points, seed)
     if cache and cached.is_file() and cached.with_suffix(".json").is_file():
         try:
             pts = pd.read_parquet(cached)
@@ -318,7 +333,21 @@ def _sweep_path(land: Landscape, edit: str, levels: list[int], n_replies: int, s
     return map_cache_dir() / "sweeps" / f"{h}.parquet"
 
 
-def style_sweep(land: Landscape, edit: str, levels: list[int] | None = None, n_replies: int = 64,
+def sweep_is_prepared(land: Landscape, edit: str, levels: list[int], n_replies: int = SWEEP_REPLIES, seed: int = 0,
+                      output: str = "score") -> bool:
+    """Whether this sweep of a cached map is in the explorer's cache."""
+    path = _sweep_path(land, edit, [int(v) for v in levels], n_replies, seed, output)
+    return path is not None and path.is_file()
+
+
+def page_sweeps() -> list[tuple[str, list[int]]]:
+    """The sweeps the page draws before any slider is moved: every style edit over all its levels."""
+    from rm_lab.explore.edits import EDITS
+
+    return [(edit, list(levels)) for edit, (_, _, levels) in EDITS.items()]
+
+
+def style_sweep(land: Landscape, edit: str, levels: list[int] | None = None, n_replies: int = SWEEP_REPLIES,
                 seed: int = 0, output: str = "score", cache: bool = True) -> pd.DataFrame:
     """Per level of one style edit: the model's mean `output` and the truth over `n_replies` edited replies,
     their mean change from the unedited replies, the ensemble spread, and the share of training replies

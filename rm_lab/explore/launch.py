@@ -35,4 +35,5 @@ def streamlit_argv(runs: str | Path, address: str = LOCALHOST, port: int = 8501)
         raise ConfigError(f"the explorer app {APP} is missing (a source checkout ships apps/landscape.py)")
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", check_address(address),
             "--server.port", str(int(port)), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal",  # no "Deploy" button or developer menu: this is a local viewer
             "--", str(root)]

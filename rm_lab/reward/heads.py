@@ -500,5 +500,6 @@ def label_names(frame: pd.DataFrame | None) -> list[str]:
     return sorted(frame["name"].astype(str).unique())
 
 
-__all__ = ["ARM_RECORD", "SET_RECORD", "BUILTIN", "COUNT_LIKELIHOODS", "HeadSpec", "arm_values", "LIKELIHOODS", "LINKS", "SOURCE_SEP", "declare",
+__all__ = ["ARM_RECORD", "SET_RECORD",
+           "BUILTIN", "COUNT_LIKELIHOODS", "HeadSpec", "arm_values", "LIKELIHOODS", "LINKS", "SOURCE_SEP", "declare",
            "declarations_from_records", "label_names", "label_values", "parse_config_heads", "spec_of"]

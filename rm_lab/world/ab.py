@@ -161,6 +161,9 @@ class ABConfig:
         if self.eligible_users * self.arm_share < 1:
             raise ValueError(f"eligible_users x arm_share = {self.eligible_users * self.arm_share:g} expected users "
                              "per arm; each arm needs at least 1")
+        if self.reply_contexts > self.quality_contexts:
+            raise ValueError(f"reply_contexts={self.reply_contexts}: the reply sets are a sample of the "
+                             f"quality_contexts ({self.quality_contexts}); ask for at most that many")
         n_arms = 2 + len(self.more_treatments)
         if n_arms * self.arm_share > 1 + 1e-9:
             raise ValueError(f"arm_share x arms = {self.arm_share:g} x {n_arms} (control, treatment and "
@@ -180,7 +183,7 @@ def simulate_ab_reply_sets(cfg: ABConfig):
     from rm_lab.world.policies import ScriptedPolicy
 
     pop = Population(spurious_emoji=cfg.spurious_emoji, world_version=cfg.world_version)
-    keep = min(cfg.reply_contexts, cfg.quality_contexts)
+    keep = cfg.reply_contexts
     qc = policy_quality(ScriptedPolicy.preset(cfg.control), pop, cfg.quality_contexts, seed=cfg.seed, keep=keep)
     qts = [policy_quality(ScriptedPolicy.preset(name), pop, cfg.quality_contexts, seed=cfg.seed, keep=keep)
            for name in (cfg.treatment, *cfg.more_treatments)]
