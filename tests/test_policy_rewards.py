@@ -63,6 +63,17 @@ def test_group_normalisation_hand_computed():
     assert out.metrics["rewards/preference/mean"] == pytest.approx(np.mean([1, 2, 4, .5, .5, .5]))
     assert out.metrics["rewards/preference/std"] == pytest.approx(np.std([1, 2, 4, .5, .5, .5], ddof=1))
     assert rm.calls == 1  # one model pass for every head
+    # the z-scored total averages 0 within each group; reward_raw carries the weighted raw scores instead
+    assert out.metrics["reward"] == pytest.approx(0.0, abs=1e-9)
+    assert out.metrics["reward_raw"] == pytest.approx(np.mean([1, 2, 4, .5, .5, .5]))
+
+
+def test_reward_raw_applies_weights_and_penalties_unnormalised():
+    rm = FakeRM(TABLE)
+    cfg = RewardConfig(heads={"preference": 2.0}, emoji_penalty=0.5)
+    out = CombinedReward(cfg, rm).score(CTX, REPLIES, CHARS)
+    s = np.array([TABLE[r]["score"] for r in REPLIES])
+    assert out.metrics["reward_raw"] == pytest.approx(float((2 * s - 0.5 * out.components["emoji"]).mean()))
 
 
 def test_weighted_heads_batch_and_none_normalisation():

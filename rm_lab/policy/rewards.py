@@ -239,37 +239,46 @@ class CombinedReward:
         cfg, groups = self.cfg, group_ids(contexts)
         comps: dict[str, np.ndarray] = {}
         total = np.zeros(len(replies))
+        raw = np.zeros(len(replies))  # the same weights on unnormalised components: progress across steps
         if self.keys:
             out = self.model.score(contexts, replies, characters)
-            unc = np.zeros(len(replies))
+            unc, raw_unc = np.zeros(len(replies)), np.zeros(len(replies))
             for name, key in self.keys.items():
                 x = np.asarray(out[key], float)
                 comps[name] = x
                 z, _ = normalise(x, groups, cfg.normalize)
                 total += cfg.heads[name] * z
+                raw += cfg.heads[name] * x
                 if cfg.uncertainty:
                     if f"{key}_std" not in out:
                         raise ConfigError(f"RewardConfig.uncertainty: the reward model gives no ensemble std for "
                                           f"{key!r} (it needs n_ensemble >= 2)")
                     scale = 1.0 if cfg.normalize == "none" else (x.std(ddof=1) if len(x) > 1 else 0.0) + STD_EPS
                     unc += abs(cfg.heads[name]) * np.asarray(out[f"{key}_std"], float) / scale
+                    raw_unc += abs(cfg.heads[name]) * np.asarray(out[f"{key}_std"], float)
             if cfg.uncertainty:
                 comps["uncertainty"] = unc
                 total -= cfg.uncertainty * unc
+                raw -= cfg.uncertainty * raw_unc
         if cfg.length_penalty:
             comps["length"] = length_excess(replies, cfg.length_target)
             total -= cfg.length_penalty * comps["length"]
+            raw -= cfg.length_penalty * comps["length"]
         if cfg.emoji_penalty:
             comps["emoji"] = emoji_counts(replies)
             total -= cfg.emoji_penalty * comps["emoji"]
+            raw -= cfg.emoji_penalty * comps["emoji"]
         if cfg.steer_weight:
             comps["steer"] = steer_shares(contexts, replies, characters, cfg.steer_loose)
             total += cfg.steer_weight * np.nan_to_num(comps["steer"], nan=0.0)
+            raw += cfg.steer_weight * np.nan_to_num(comps["steer"], nan=0.0)
         metrics: dict[str, float] = {}
         for name, v in comps.items():
             metrics.update(component_metrics(name, v, groups))
         metrics.update({"reward": float(total.mean()), "reward_std": float(total.std(ddof=1)) if len(total) > 1
-                        else 0.0, "frac_reward_zero_std": frac_zero_std(total, groups)})
+                        else 0.0, "frac_reward_zero_std": frac_zero_std(total, groups),
+                        # with per-group normalisation `reward` is 0 by construction; this one moves
+                        "reward_raw": float(raw.mean())})
         return RewardScores(total, comps, metrics)
 
     def __call__(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame) -> np.ndarray:
