@@ -95,8 +95,8 @@ def prepared_landscape(root: Path, folder: Path, max_points: int) -> L.Landscape
     with st.spinner(f"scoring up to {max_points:,} replies for the full map"):
         land = landscape_of(str(root), str(folder), max_points, _model=model)
     preview.empty()
-    note.caption(f"map prepared in {time.time() - t:.0f} s and kept in the explorer's cache; "
-                 f"{PREPARE_HINT.format(root=root)}.")
+    kept = "kept in the explorer's cache" if land.info.get("map_key") else "not kept: the explorer's cache is read-only"
+    note.caption(f"map prepared in {time.time() - t:.0f} s, {kept}; {PREPARE_HINT.format(root=root)}.")
     return land
 
 

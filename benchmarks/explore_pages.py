@@ -11,10 +11,12 @@ samples (its SHAP baseline is fitted on all of them). Then, timed:
    under 3 s, `cold_s`, the first render in that process);
 3. without preparing, two new processes sharing another new, empty cache: `first_open` (nothing
    cached: the Landscape page scores a sample, then the map and its default sweep; Samples fits SHAP) and
-   `reopen` (a new process, as after restarting `rm_lab explore`).
+   `reopen` (a new process, as after restarting `rm_lab explore`); and `cold_preview_s`: in a new process
+   over an empty cache, the seconds until the sample map a cold Landscape page draws first is ready
+   (imports, the model load and scoring `landscape.PREVIEW_POINTS` replies).
 
 Each page process renders every page once cold and once warm (AppTest); the seconds are printed as JSON
-with `target_met` (every page of `prepared_open` under 3 s)."""
+with `target_met` (every page of `prepared_open` under 3 s), and written to `--json PATH` if given."""
 
 from __future__ import annotations
 
@@ -81,15 +83,28 @@ def pages(root: Path) -> dict:
     return out
 
 
+def preview(root: Path) -> float:
+    """Seconds from a bare process to the sample map a cold Landscape page draws first."""
+    t = time.time()
+    from rm_lab.explore import landscape as L
+
+    L.load_landscape(root, L.train_runs(root)[0], max_points=L.PREVIEW_POINTS)
+    return round(time.time() - t, 2)
+
+
 def main() -> None:
     import subprocess
 
     if "--pages-only" in sys.argv:  # the child process: one explorer session
         print(json.dumps(pages(Path(sys.argv[sys.argv.index("--pages-only") + 1]))))
         return
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--preview-only" in sys.argv:
+        print(json.dumps(preview(Path(sys.argv[sys.argv.index("--preview-only") + 1]))))
+        return
+    flags = ("--replies", "--json")
+    args = [a for i, a in enumerate(sys.argv[1:], 1) if not a.startswith("--") and sys.argv[i - 1] not in flags]
     replies = int(sys.argv[sys.argv.index("--replies") + 1]) if "--replies" in sys.argv else 10_000
-    if args and args[0] != str(replies):
+    if args:
         root = Path(args[0])
     else:
         root = Path(tempfile.mkdtemp(prefix="explore_bench_")) / "runs"
@@ -122,8 +137,17 @@ def main() -> None:
         cold = {**os.environ, "RM_LAB_EXPLORE_CACHE": tempfile.mkdtemp(prefix="explore_cache_")}
         for name in ("first_open", "reopen"):
             page_process(name, cold)
+        t = time.time()
+        res = subprocess.run([sys.executable, __file__, "--preview-only", str(root)], capture_output=True, text=True,
+                             env={**os.environ, "RM_LAB_EXPLORE_CACHE": tempfile.mkdtemp(prefix="explore_cache_")})
+        if res.returncode != 0:
+            raise SystemExit(f"preview: {res.stderr[-2000:]}")
+        out["cold_preview_s"] = json.loads(res.stdout.strip().splitlines()[-1])
     out["load_average_end"] = round(os.getloadavg()[0], 1)
-    print(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    if "--json" in sys.argv:
+        Path(sys.argv[sys.argv.index("--json") + 1]).write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,14 @@ def main(argv=None) -> dict:
         rejection_sample(cfgmod.build(RejectionConfig, {**p.sample, "model": str(rm_dir.resolve())}), rs_dir, say=say)
         done(rs_dir, timings, "rejection-sample", t0)
     rs = json.loads((rs_dir / "report.json").read_text())
+    if "truth_terms" not in rs and rs.get("world_version") == 2:  # a run from before the report had them
+        import pandas as pd
+
+        from rm_lab.policy.objectives.best_of_n import load_prompts, truth_terms
+
+        scfg = cfgmod.build(RejectionConfig, {**p.sample, "model": str(rm_dir.resolve())})
+        ctx, chars, _ = load_prompts(scfg)
+        rs["truth_terms"] = truth_terms(pd.read_parquet(rs_dir / "samples.parquet"), ctx, chars, scfg.n)
 
     # 3. LoRA SFT on the picks
     sft_dir, ok = step(out, "train-policy", timings)
@@ -126,7 +134,7 @@ def main(argv=None) -> dict:
     io.write_json(out / "timings.json", timings)
 
     summary = {"sizes": asdict(p), "timings_s": timings, "total_s": round(sum(timings.values()), 1),
-               "rm_run": str(rm_dir), "best_of_n": rs.get("truth"),
+               "rm_run": str(rm_dir), "best_of_n": rs.get("truth"), "best_of_n_terms": rs.get("truth_terms"),
                "rejection": {"n_contexts": rs["n_contexts"], "n_picked": rs["n_picked"], "artifacts": rs["artifacts"],
                              "scores": rs["scores"], "diversity_weight": rs.get("diversity_weight"),
                              "repetition_of_picks": rs.get("repetition_of_picks"),
@@ -152,6 +160,19 @@ def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
         lines += [f"## Best-of-{t['n']} vs best-of-1 (true engagement, {t['lift']['n']} fresh user contexts)", "",
                   f"- best-of-{t['n']}: {f(t['best_of_n'])}", f"- best-of-1: {f(t['best_of_1'])}",
                   f"- difference: {f(t['lift'])}", ""]
+        if s.get("best_of_n_terms"):
+            lines += ["Where it comes from (world v2's logit by part, the pick minus the mean of the samples, paired "
+                      "per context):", "", "| part | difference [95% interval] |", "|---|---|"]
+            lines += [f"| {k} | {f(v, 3)} |" for k, v in s["best_of_n_terms"].items()]
+            lines.append("")
+    r = s["rejection"]
+    lines += [f"Rejection sampling kept {r['n_picked']} of {r['n_contexts']} contexts (require_finished; "
+              f"diversity_weight {r.get('diversity_weight')}, repetition across the picks "
+              f"{(r.get('repetition_of_picks') or {}).get('mean', 0):.3f}); style artifacts accepted vs rejected:", "",
+              "| artifact | accepted | rejected |", "|---|---|---|"]
+    lines += [f"| {k} | {r['artifacts']['accepted'][k]:.3f} | {r['artifacts']['rejected'][k]:.3f} |"
+              for k in r["artifacts"]["accepted"]]
+    lines.append("")
     ev = s["evaluate"]
     w = ev["world"]
     names = [k for k in w if k not in ("true_difference", "term_difference")]

@@ -7,8 +7,8 @@ the maintainers, on engagement ratings of data sets not here) score a model zero
 - ConvAI2 only -> Predictive Engagement: Spearman with human_score of `p_thumb_up` (the user's own judgement
   of one reply, the closest in meaning to PE's rating; the `rating` and `continue` heads are shown too);
 - each beside length-only and TF-IDF baselines trained on the same source and label;
-- both sources at once (`data=[a, b]`: one model, per-source heads): on each target, over the target's own
-  folds (by query / by dialogue), the multi-source model next to the target-only one and the transfer one.
+- both sources at once (`data=[a, b]`: one model, per-source heads that all read one shared trunk, `MULTI_RM`):
+  on each target, over its own folds (by query / by dialogue), next to the target-only and the transfer one.
 
 The design is the same for every fit (`TRANSFER_RM`), chosen for inputs that mean the same in both datasets:
 the reply's cosines with the user's turn and with the context, and the reply's style features. The

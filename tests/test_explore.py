@@ -399,6 +399,10 @@ def test_explore_command_binds_to_localhost_unless_told(tmp_path, monkeypatch):
 
     argv = streamlit_argv(tmp_path)
     assert argv[argv.index("--server.address") + 1] == "127.0.0.1" and argv[-1] == str(tmp_path.resolve())
+    from streamlit import config as st_config  # no "Deploy" toolbar; an option this Streamlit knows
+
+    assert argv[argv.index("--client.toolbarMode") + 1] == "minimal"
+    assert st_config.get_option("client.toolbarMode") in ("auto", "developer", "viewer", "minimal")
     seen = []
     monkeypatch.setattr(subprocess, "call", lambda a, **kw: seen.append(a) or 0)
     res = runner.invoke(app, ["explore", str(tmp_path), "--address", "0.0.0.0", "--port", "8600"])

@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
         only: Optional[list[str]] = typer.Option(None, "--only", help="with --prepare: only this run folder (under "
                                                  "RUNS_DIR; repeatable)"),
     ) -> None:
-        """Open the explorer over a runs folder: runs, reward landscape, calibration, samples, generations."""
+        """Open the explorer over a runs folder: runs, reward landscape, calibration, samples, generations
+        (--prepare: compute the pages' derived data into the explorer's cache ahead, then exit)."""
         from rm_lab.explore.launch import streamlit_argv
 
         runs = runs_dir or os.environ.get("RM_LAB_RUNS", "runs")

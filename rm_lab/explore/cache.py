@@ -2,7 +2,8 @@
 
 Entries live in $RM_LAB_EXPLORE_CACHE, else $RM_LAB_CACHE/explore (never in the run folders, which the
 explorer only reads), as Parquet and JSON. A key is a digest of the input files' paths, sizes and
-modification times plus the settings, so an entry is never served for changed inputs."""
+modification times plus the settings, so an entry is never served for changed inputs. `rm_lab explore
+--prepare` (`rm_lab.explore.prepare`) fills it ahead, so a page's first open reads instead of computing."""
 
 from __future__ import annotations
 

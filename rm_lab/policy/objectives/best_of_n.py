@@ -392,6 +392,26 @@ def truth_report(samples: pd.DataFrame, truth: np.ndarray, n: int) -> dict:
             "lift": mean_interval(best[keep] - one[keep]), "oracle_best": mean_interval(t.max(1)[keep]), "n": n}
 
 
+def truth_terms(samples: pd.DataFrame, contexts: pd.DataFrame, characters: pd.DataFrame, n: int) -> dict:
+    """Where best-of-N's gain over best-of-1 comes from in world v2: each part of the hidden logit (style,
+    relevance, coherence, unfinished, templating) of the pick minus its mean over the n samples, paired per
+    context with a 95% interval (picks judged as one policy's set, sample j of every context as another)."""
+    from rm_lab.world.engagement import Population, score_replies
+
+    pop = Population(world_version=2)
+    contexts = contexts.reset_index(drop=True)
+    every = score_replies(list(samples["response"]), repeat_rows(contexts, n), characters, pop,
+                          policy=np.tile(np.arange(n), len(contexts))).extra["terms"]
+    chosen = samples["chosen"].to_numpy().reshape(-1, n)
+    has = chosen.any(1)
+    picked = samples[samples["chosen"]]
+    pick_ctx = contexts.set_index("context_id", drop=False).loc[picked["context_id"]].reset_index(drop=True)
+    picks = score_replies(list(picked["response"]), pick_ctx, characters, pop).extra["terms"]
+    mean_all = every.to_numpy().reshape(len(contexts), n, -1).mean(1)[has]
+    diff = picks.to_numpy() - mean_all
+    return {c: mean_interval(diff[:, k]) for k, c in enumerate(every.columns)}
+
+
 # ----------------------------------------------------------------------------------------------
 # the `best-of-n` stage (rejection-sample extends it)
 
@@ -621,6 +641,8 @@ def run_sampling(cfg: SamplingConfig, run_dir: Path, prepared: Prepared | None =
         truth = samples["truth_engagement"].to_numpy().copy()
         truth[samples["chosen"].to_numpy()] = truth_picks  # the picks judged as the set one policy would answer
         report["truth"] = truth_report(samples, truth, cfg.n)
+        if cfg.world_version == 2 and chosen.any():
+            report["truth_terms"] = truth_terms(samples, contexts, characters, cfg.n)
     if chosen.any():
         recs = sft_records(samples, contexts, characters, cfg.label_name, f"{policy.name}:best-of-{cfg.n}")
         for name, df in recs.frames.items():
