@@ -37,6 +37,7 @@ def test_every_page_is_screenshotted_without_an_exception(tmp_path):
     for page, entry in manifest["pages"].items():
         # no exception, no traceback and no `error:` line on the page
         assert not entry["exceptions"] and not entry["errors"] and not entry["traceback"], (page, entry)
+        assert entry["deploy_button"] is False, page  # the launcher's minimal toolbar
         img = Image.open(shots / entry["file"])
         assert img.format == "PNG"
         img.verify()  # a complete, valid PNG
