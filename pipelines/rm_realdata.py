@@ -11,7 +11,7 @@ The baselines (`rm_lab.reward.text_baselines`) are fitted on the same training f
   and of rating >= 4 and persona match (per dialogue: the mean log-odds of its bot turns).
 
 Run: .venv/bin/python pipelines/rm_realdata.py [--pe | --convai2 [--keep-other]] [--folds 5] [--seed 0]
-     [--only-folds 0 ..] [--limit N] [--pe-rm key=value ..] [--convai2-rm key=value ..]
+     [--only-folds 0 ..] [--limit N] [--work DIR] [--pe-rm key=value ..] [--convai2-rm key=value ..]
 Writes reports/reward_realdata.md and reports/reward_realdata.json.
 """
 

@@ -47,7 +47,7 @@ def test_cross_validate_scores_each_row_out_of_fold(backbone, tmp_path, monkeypa
     seen = []
     real = crossval.train_and_score
 
-    def spy(cfg, train, score_on, rows, work, say=lambda *_: None):
+    def spy(cfg, train, score_on, rows, work, say=lambda *_: None, reuse=False):
         seen.append((set(train["context"]["context_id"]), set(rows["context_id"])))
         return real(cfg, train, score_on, rows, work, say)
 

@@ -15,7 +15,7 @@ The A/B interval has two noises in it. The simulated users' noise is what the de
 the test covers; but each arm's quality is itself estimated from a few fresh contexts, and with tens of
 contexts that noise dominates. The reported interval adds the context-sampling variance of the lift,
 from a paired bootstrap over contexts (one resample of the contexts for both policies), to the users'
-variance; the users-only interval stays beside it.
+variance, on the log-ratio scale log(1 + lift); the users-only interval stays beside it.
 
 A policy is a scripted preset of the world, or an LLM on an engine, optionally best-of-N by the reward
 model; each maps contexts to replies, so all are judged alike.
@@ -183,8 +183,9 @@ def build_policy(spec: PolicySpec, cfg: EvaluateConfig, scorer, engines: list):
 
 def context_lift_sd(z_candidate: np.ndarray, z_baseline: np.ndarray, population, n_boot: int = 1000,
                     seed: int = 0) -> dict:
-    """{breadth, depth}: the sd of the true lift over a paired bootstrap of the contexts (rows of the
-    per-context engagement logits z, shape (contexts, segments), the same contexts for both policies)."""
+    """{breadth, depth}: the sd of log(1 + true lift) over a paired bootstrap of the contexts (rows of the
+    per-context engagement logits z, shape (contexts, segments), the same contexts for both policies).
+    On the log scale, because a lift is a ratio: against a weak baseline it is skewed far to the right."""
     from rm_lab.world.ab import ArmQuality, true_lifts
 
     zc, zb = np.asarray(z_candidate, float), np.asarray(z_baseline, float)
@@ -195,23 +196,28 @@ def context_lift_sd(z_candidate: np.ndarray, z_baseline: np.ndarray, population,
     if n_boot < 2 or m < 2:
         return {"breadth": 0.0, "depth": 0.0}
     rng = np.random.default_rng(seed)
-    lifts = np.empty((n_boot, 2))
+    logs = np.empty((n_boot, 2))
     for b in range(n_boot):
         idx = rng.integers(0, m, m)
         tl = true_lifts(ArmQuality("b", zb[idx].mean(0)), ArmQuality("c", zc[idx].mean(0)), population)
-        lifts[b] = tl["breadth_lift"], tl["depth_lift"]
-    sd = lifts.std(0, ddof=1) * math.sqrt(m / (m - 1))  # the bootstrap's variance is (m-1)/m of the mean's
+        logs[b] = math.log1p(tl["breadth_lift"]), math.log1p(tl["depth_lift"])
+    sd = logs.std(0, ddof=1) * math.sqrt(m / (m - 1))  # the bootstrap's variance is (m-1)/m of the mean's
     return {"breadth": float(sd[0]), "depth": float(sd[1])}
 
 
-def ab_interval(lift: float, users_low: float, users_high: float, context_sd: float) -> dict:
-    """The lift's 95% interval with both noises: the users' (from the test's own interval) and the contexts'
-    (`context_sd`), added as variances."""
-    users_se = (users_high - users_low) / (2 * Z95)
-    se = math.sqrt(users_se ** 2 + context_sd ** 2)
-    p = math.erfc(abs(lift) / se / math.sqrt(2)) if se > 0 else (0.0 if lift else 1.0)
-    return {"lift": lift, "low": lift - Z95 * se, "high": lift + Z95 * se, "p_value": p, "users_low": users_low,
-            "users_high": users_high, "context_sd": context_sd, "se": se}
+def ab_interval(lift: float, users_low: float, users_high: float, context_log_sd: float) -> dict:
+    """The lift's 95% interval with both noises, on the log-ratio scale: the users' (from the test's own
+    interval) and the contexts' (`context_log_sd`, see context_lift_sd), added as variances."""
+    def log1p(x: float) -> float:
+        return math.log1p(max(x, -0.999999))
+
+    users_se = (log1p(users_high) - log1p(users_low)) / (2 * Z95)
+    se = math.sqrt(users_se ** 2 + context_log_sd ** 2)
+    centre = log1p(lift)
+    p = math.erfc(abs(centre) / se / math.sqrt(2)) if se > 0 else (0.0 if lift else 1.0)
+    return {"lift": lift, "low": math.expm1(centre - Z95 * se), "high": math.expm1(centre + Z95 * se),
+            "p_value": p, "users_low": users_low, "users_high": users_high, "context_log_sd": context_log_sd,
+            "log_se": se}
 
 
 # ----------------------------------------------------------------------------------------------

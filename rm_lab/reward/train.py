@@ -591,7 +591,8 @@ def _claim_run_dir(cfg: TrainRMConfig, prep: Prepared, run_dir: Path) -> None:
     ident["data_sha1"] = prep.texts.digest()
     from rm_lab.reward.multisource import context_sources
 
-    if context_sources(prep.records["context"]):  # how batches are cut matters only with several sources
+    records = getattr(prep, "records", None)
+    if records is not None and context_sources(records.frames.get("context")):  # batches matter with >1 source
         ident["source_batches"] = cfg.source_batches
     ident = json.loads(json.dumps(ident, default=str))
     path = store.TrainRun(run_dir).identity
