@@ -223,6 +223,10 @@ def test_a_killed_flywheel_resumes_at_the_step_it_was_in(tiny_llama, backbone, t
     assert list(state["g1"]) == ["traffic", "curate", "reward", "rejection", "sft", "rl", "evaluate", "predict",
                                  "ab", "ship"]
     assert state["g1"]["rl"]["skipped"] == "rl=none"
+    for m in ("breadth", "depth"):  # the A/B interval holds the evaluation contexts' noise, not only the users'
+        ab = state["g1"]["ab"][m]
+        assert ab["context_log_sd"] >= 0 and "p_value_users" in ab
+        assert ab["low"] <= ab["users_low"] + 1e-12 and ab["high"] >= ab["users_high"] - 1e-12
 
 
 def test_bad_input_is_one_error_line(tiny_llama, backbone, tmp_path):

@@ -269,7 +269,8 @@ def evaluate_config(gen: Gen):
 
 
 def qualities(gen: Gen):
-    """(current, candidate) ArmQuality from the evaluation's replies on user traffic, and the population."""
+    """(current, candidate) ArmQuality from the evaluation's replies on user traffic, the population, and the
+    per-context engagement logits of both (for the contexts' share of the A/B interval)."""
     from rm_lab.flywheel.world_logs import population
     from rm_lab.policy.evaluate import EvaluateConfig
     from rm_lab.policy.objectives.best_of_n import world_prompts
@@ -285,8 +286,9 @@ def qualities(gen: Gen):
     out = []
     for side, name in (("baseline", "current"), ("candidate", f"g{gen.g}-candidate")):
         z = score_replies(df[side].tolist(), ctx, chars, pop).z
-        out.append(ArmQuality(name, z.mean(axis=0)))
-    return out[0], out[1], pop
+        out.append((ArmQuality(name, z.mean(axis=0)), z))
+    (cur, z_cur), (cand, z_cand) = out
+    return cur, cand, pop, (z_cur, z_cand)
 
 
 def calibrate(gen: Gen, run) -> dict:
@@ -328,7 +330,7 @@ def predict(gen: Gen, run) -> dict:
         raise ConfigError(f"calibration {gen.calibration}: its predictor {cal.predictor!r} is not a win rate the "
                           f"evaluation measures ({sorted(PREDICTOR_KEYS)}; measured: {sorted(rates)})")
     metric = cal.meta.get("metric", "breadth")
-    cur, _, pop = qualities(gen)
+    cur, _, pop, _ = qualities(gen)
     ab = gen.cfg.ab
     aa = analyze(run_ab(cur, cur, pop, ab.eligible_users, ab.arm_share, ab.days,
                         np.random.default_rng(ab.seed + 50_000 + gen.g), experiment_id=f"g{gen.g}-plan")).iloc[0]
@@ -344,18 +346,23 @@ def predict(gen: Gen, run) -> dict:
 def ab_test(gen: Gen, run) -> dict:
     """The simulated A/B test of the candidate against the current policy, with the true lifts beside it."""
     from rm_lab.evaluate.ab import analyze
+    from rm_lab.policy.evaluate import ab_interval, context_lift_sd
     from rm_lab.world.ab import run_ab, true_lifts
 
-    cur, cand, pop = qualities(gen)
+    cur, cand, pop, (z_cur, z_cand) = qualities(gen)
     ab = gen.cfg.ab
     arms = run_ab(cur, cand, pop, ab.eligible_users, ab.arm_share, ab.days, np.random.default_rng(ab.seed + gen.g),
                   experiment_id=f"g{gen.g}")
     io.write_records(arms, run.file("arms.parquet"), "ab_arm")
     row = analyze(arms).iloc[0]
     truth = true_lifts(cur, cand, pop)
-    out = {m: {"lift": float(row[f"{m}_lift"]), "low": float(row[f"{m}_ci_low"]), "high": float(row[f"{m}_ci_high"]),
-               "p_value": float(row[f"{m}_p_value"]), "true_lift": float(truth[f"{m}_lift"])}
+    # each arm's quality is measured on a few evaluation contexts: that noise joins the users' (as in evaluate)
+    csd = context_lift_sd(z_cand, z_cur, pop, seed=ab.seed + gen.g)
+    out = {m: {**ab_interval(float(row[f"{m}_lift"]), float(row[f"{m}_ci_low"]), float(row[f"{m}_ci_high"]),
+                             csd[m]),
+               "p_value_users": float(row[f"{m}_p_value"]), "true_lift": float(truth[f"{m}_lift"])}
            for m in ("breadth", "depth")}
+    out["n_contexts"] = int(len(z_cur))
     out["users_per_arm"] = int(row["users_control"])
     out["days"] = ab.days
     run.log_metrics(out)
