@@ -142,6 +142,14 @@ def test_the_sft_set_is_canonical_records_of_the_picks():
     assert set(recs["context"]["context_id"]) == set(ctx["context_id"])
 
 
+def test_an_sft_set_whose_picks_have_no_pair_keeps_its_labels_and_writes_no_preferences():
+    ctx, chars = _world(2)
+    groups = [["same reply", "same reply"] for _ in range(2)]  # every pick is also its context's worst sample
+    df = bon.score_samples(ctx, groups, chars, length_score)
+    recs = bon.sft_records(df, ctx, chars, "rejection_pick", "fake:best-of-2")
+    assert len(recs["label"]) == 2 and "preference" not in recs.frames
+
+
 def test_truth_report_compares_the_pick_with_the_mean_of_all_samples():
     df = pd.DataFrame({"chosen": [False, True, True, False]})
     rep = bon.truth_report(df, np.array([0.2, 0.4, 0.5, 0.1]), n=2)

@@ -557,10 +557,12 @@ def sft_records(samples: pd.DataFrame, contexts: pd.DataFrame, characters: pd.Da
     prefs = prefs[(prefs["chosen"] != prefs["rejected"]) & (prefs["rejected"].str.strip() != "")]
     keep = contexts[contexts["context_id"].astype(str).isin(set(picks["context_id"]))]
     chars = characters[characters["character_id"].isin(set(keep["character_id"]))]
-    return Records({"character": validate_frame(chars.reset_index(drop=True), "character"),
-                    "context": validate_frame(keep.reset_index(drop=True), "context"),
-                    "label": validate_frame(labels, "label"),
-                    "preference": validate_frame(prefs.reset_index(drop=True), "preference")})
+    frames = {"character": validate_frame(chars.reset_index(drop=True), "character"),
+              "context": validate_frame(keep.reset_index(drop=True), "context"),
+              "label": validate_frame(labels, "label")}
+    if len(prefs):  # every pick may equal its context's worst sample (or the worst be empty): then no pairs
+        frames["preference"] = validate_frame(prefs.reset_index(drop=True), "preference")
+    return Records(frames)
 
 
 @dataclass
