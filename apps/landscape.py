@@ -249,6 +249,20 @@ def page_samples(root: Path) -> None:
 
 def page_generations(root: Path) -> None:
     st.header("Generations")
+    fly = G.flywheel_generations(root)
+    st.subheader("Flywheel generations (rm_lab flywheel)")
+    if fly.empty:
+        st.info("No finished flywheel run under the runs folder: run `rm_lab flywheel`.")
+    else:
+        st.dataframe(fly, hide_index=True)
+        lifts = G.lift_long(fly)
+        if not lifts.empty:
+            base = alt.Chart(lifts)
+            st.altair_chart(base.mark_point(filled=True, size=70).encode(
+                x="generation:N", y=alt.Y("lift", axis=alt.Axis(format="%")), color="which",
+                tooltip=list(lifts.columns)) + base.mark_rule().encode(
+                x="generation:N", y="low", y2="high", color="which"), width="stretch")
+    st.subheader("Evaluate runs")
     gen = G.generations(root)
     if gen.empty:
         st.info("No evaluate run under the runs folder: run `rm_lab evaluate model=...` per generation.")

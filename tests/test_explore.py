@@ -287,6 +287,39 @@ def test_generations_from_evaluate_runs(runs):
     assert G.training_histories(runs).empty
 
 
+def _flywheel_root(tmp_path: Path) -> Path:
+    """A runs folder holding one finished flywheel: the recorded 4-generation report."""
+    import shutil
+
+    folder = tmp_path / "runs" / "flywheel" / "20261202-000000-abcdef"
+    folder.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "reports" / "flywheel_4gen_spurious" / "report.json", folder)
+    return tmp_path / "runs"
+
+
+def test_flywheel_generations_show_predicted_next_to_measured_and_true(tmp_path):
+    from rm_lab.explore import generations as G
+
+    root = _flywheel_root(tmp_path)
+    fly = G.flywheel_generations(root)
+    assert list(fly["generation"]) == [1, 2, 3, 4] and fly["shipped"].sum() == 1
+    assert (fly["predicted_low"] <= fly["predicted_lift"]).all() and (fly["predicted_lift"] <= fly["predicted_high"]).all()
+    assert (fly["ab_breadth_low"] <= fly["ab_breadth_lift"]).all() and fly["ab_breadth_true_lift"].notna().all()
+    assert fly["ceiling"].eq(0.65).all() and fly["follow_rate"].between(0, 1).all()
+    long = G.lift_long(fly)
+    assert sorted(long["which"].unique()) == ["measured", "predicted", "true"] and len(long) == 12
+    (root / "flywheel" / "20261202-000000-abcdef" / "report.json").write_text('{"generations": 3}')
+    with pytest.raises(ConfigError, match="not a flywheel report"):
+        G.flywheel_generations(root)
+
+
+def test_app_generations_page_shows_a_flywheel(tmp_path, monkeypatch):
+    at = _app(monkeypatch, _flywheel_root(tmp_path), "Generations")
+    assert not at.exception and not _errors(at)
+    assert len(at.dataframe[0].value) == 4 and "vega_lite_chart" in _types(at)
+    assert any("evaluate" in i.value for i in at.info)  # no evaluate run of its own: that view's empty state
+
+
 # ----------------------------------------------------------------------------------------------
 # the app (streamlit AppTest)
 
@@ -357,6 +390,7 @@ def test_app_samples_and_generations_pages(runs, monkeypatch):
     assert not at.exception and not _errors(at)
     assert "vega_lite_chart" in _types(at) and len(at.dataframe[0].value) == 1
     assert any("train-policy" in i.value for i in at.info)  # no policy training yet: an empty state
+    assert any("flywheel" in i.value for i in at.info)  # no flywheel run: its empty state
 
 
 def test_app_opens_the_page_named_in_its_link(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from rm_lab.explore import paths
 
 EVALUATE = ("evaluate",)
 TRAIN = ("train-policy",)
+FLYWHEEL = ("flywheel",)
 
 
 def _read(path: Path):
@@ -61,6 +62,54 @@ def generations(root: str | Path) -> pd.DataFrame:
         row["guardrails"] = None if not g else ("ok" if g.get("ok") else "ALARM")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def flywheel_generations(root: str | Path) -> pd.DataFrame:
+    """One row per generation of every finished `rm_lab flywheel` run (its report.json): the ship decision,
+    the reward model's win rates with the ceiling, the calibration's predicted lift next to the A/B test's
+    measured lift and the true lift, steerability and artifacts of the candidate. The flywheel's own
+    report, because its predicted lift and ship decision are in no evaluate run."""
+    rows = []
+    for folder in sorted(paths.folders_of_kind(root, FLYWHEEL), key=lambda p: p.name):
+        path = folder / "report.json"
+        if not path.is_file():
+            continue
+        rep = _read(path)
+        if not isinstance(rep, dict) or not isinstance(rep.get("generations"), list):
+            raise ConfigError(f"{path}: not a flywheel report (no 'generations' list)")
+        for g in rep["generations"]:
+            row = {"flywheel": folder.name, "generation": g.get("generation"), "shipped": g.get("shipped"),
+                   "ceiling": g.get("ceiling"), "metric": g.get("metric")}
+            for k, v in (g.get("win_rates") or {}).items():
+                row[f"win_{k}"], row[f"win_{k}_low"], row[f"win_{k}_high"] = v.get("rate"), v.get("low"), v.get("high")
+            pred = g.get("predicted") or {}
+            row["predicted_lift"], row["predicted_low"], row["predicted_high"] = (pred.get("lift"), pred.get("low"),
+                                                                                  pred.get("high"))
+            for m, ab in (g.get("measured") or {}).items():
+                for k in ("lift", "low", "high", "true_lift"):
+                    row[f"ab_{m}_{k}"] = (ab or {}).get(k)
+            row["inside_predicted"] = g.get("inside_predicted")
+            cand = next((k for k in (g.get("steerability") or {}) if k != "current"), None)
+            st = (g.get("steerability") or {}).get(cand) or {}
+            row["follow_rate"], row["violation_rate"] = st.get("follow_rate"), st.get("violation_rate")
+            for a, v in ((g.get("artifacts") or {}).get(cand) or {}).items():
+                row[f"artifact_{a}"] = v
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def lift_long(fly: pd.DataFrame) -> pd.DataFrame:
+    """Predicted, measured and true lift of each generation's metric, long form for one chart."""
+    rows = []
+    for _, r in fly.iterrows():
+        m, key = r.get("metric") or "breadth", f"{r['flywheel']} g{r['generation']}"
+        rows.append({"generation": key, "which": "predicted", "lift": r.get("predicted_lift"),
+                     "low": r.get("predicted_low"), "high": r.get("predicted_high")})
+        rows.append({"generation": key, "which": "measured", "lift": r.get(f"ab_{m}_lift"),
+                     "low": r.get(f"ab_{m}_low"), "high": r.get(f"ab_{m}_high")})
+        rows.append({"generation": key, "which": "true", "lift": r.get(f"ab_{m}_true_lift"),
+                     "low": None, "high": None})
+    return pd.DataFrame(rows, columns=["generation", "which", "lift", "low", "high"]).dropna(subset=["lift"])
 
 
 def win_rate_long(gen: pd.DataFrame) -> pd.DataFrame:
