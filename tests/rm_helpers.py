@@ -61,3 +61,13 @@ def signal_when(p: subprocess.Popen, ready, sig: int, wait_s: float = 300) -> tu
     assert p.poll() is None, "training ended before the signal could be sent"
     p.send_signal(sig)
     return p.communicate(timeout=300)
+
+
+def optimizer_step(module, batch):
+    """One hand-driven optimisation step of a PolicyModule's objective: (loss, logs)."""
+    opt = module.configure_optimizers()
+    opt.zero_grad()
+    loss, logs = module.objective.loss(module, batch)
+    loss.backward()
+    opt.step()
+    return loss, logs

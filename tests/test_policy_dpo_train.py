@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from rm_helpers import optimizer_step
 import torch
 from safetensors.torch import load_file
 
@@ -64,15 +65,6 @@ def _module(cfg):
     return tr.PolicyModule(model, obj, cfg.lr, reference=ref), dt.pair_examples(tok, data, 64, 24)
 
 
-def _step(module, batch):
-    opt = module.configure_optimizers()
-    opt.zero_grad()
-    loss, logs = module.objective.loss(module, batch)
-    loss.backward()
-    opt.step()
-    return loss, logs
-
-
 @pytest.mark.parametrize("lora", [True, False])
 def test_a_step_changes_the_trainable_parameters_only_and_the_reference_stays(tiny, pairs, lora):
     module, ex = _module(_cfg(tiny, pairs, lora=lora))
@@ -83,7 +75,7 @@ def test_a_step_changes_the_trainable_parameters_only_and_the_reference_stays(ti
     with torch.no_grad():
         ref0, _ = module.reference_logprobs(batch)
     for _ in range(3):
-        _step(module, batch)
+        optimizer_step(module, batch)
     changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
     trainable = set(module.trainable_names())
     assert changed and changed <= trainable
@@ -101,7 +93,7 @@ def test_the_objectives_loss_is_dpo_loss_on_hand_computed_logprobs(tiny, pairs, 
     cfg = _cfg(tiny, pairs, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0)
     module, ex = _module(cfg)
     batch = module.objective.collate(ex[:3])
-    _step(module, batch)  # move off the reference
+    optimizer_step(module, batch)  # move off the reference
     loss, logs = module.objective.loss(module, batch)
 
     def seq(model, prompt, reply):  # one unpadded sequence, summed over the reply's tokens

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rm_helpers import optimizer_step
 import torch
 from safetensors.torch import load_file
 
@@ -70,15 +71,6 @@ def _module(cfg, reward=None):
     return tr.PolicyModule(model, obj, cfg.lr, reference=ref), tok
 
 
-def _step(module, batch):
-    opt = module.configure_optimizers()
-    opt.zero_grad()
-    loss, logs = module.objective.loss(module, batch)
-    loss.backward()
-    opt.step()
-    return loss, logs
-
-
 @pytest.mark.parametrize("lora", [True, False])
 def test_a_step_samples_and_changes_the_trainable_parameters_only(tiny, prompts, rm, lora):
     cfg = _cfg(tiny, prompts, rm, lora=lora)
@@ -86,7 +78,7 @@ def test_a_step_samples_and_changes_the_trainable_parameters_only(tiny, prompts,
     if not lora:
         module.policy.model.norm.weight.requires_grad_(False)  # a frozen weight must stay as it was
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
-    loss, logs = _step(module, [0, 1])
+    loss, logs = optimizer_step(module, [0, 1])
     assert logs["groups"] == 2 and logs["completions/mean_length"] > 0
     changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
     trainable = set(module.trainable_names())
@@ -103,8 +95,8 @@ def test_with_the_policy_equal_to_the_reference_the_kl_is_zero(tiny, prompts, rm
     module, _ = _module(cfg)
     _, logs = module.objective.loss(module, [2, 3])  # before any step: LoRA's B is 0, the copy is the policy
     assert logs["kl"] == 0.0 and logs["clip_ratio/region_mean"] == 0.0
-    _step(module, [2, 3])
-    _step(module, [2, 3])
+    optimizer_step(module, [2, 3])
+    optimizer_step(module, [2, 3])
     _, logs = module.objective.loss(module, [2, 3])
     assert logs["kl"] > 0  # once the policy moved, the same estimator sees it
 
@@ -115,7 +107,7 @@ def test_the_objectives_loss_is_the_grpo_loss_reference_path(tiny, prompts, rm):
 
     cfg = _cfg(tiny, prompts, rm, beta=0.1, loss_type="grpo", temperature=0.7)
     module, _ = _module(cfg)
-    _step(module, [4, 5])  # move off the reference so the KL term is exercised
+    optimizer_step(module, [4, 5])  # move off the reference so the KL term is exercised
     obj = module.objective
     rows = [0, 3]
     loss, logs = obj.loss(module, rows)
@@ -169,7 +161,7 @@ def test_zero_std_groups_are_counted_and_skipped(tiny, prompts, rm, monkeypatch)
     assert logs["zero_std_groups"] == 1 and seen == [G]  # only the spread group went through the forward
     module.objective.reward = _FixedReward([1.0] * 4)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
-    loss, logs = _step(module, [0, 1])
+    loss, logs = optimizer_step(module, [0, 1])
     assert logs["zero_std_groups"] == 2 and seen == [G] and loss.item() == 0.0  # no forward, no gradient
     assert all(torch.equal(p, before[n]) for n, p in module.named_parameters())
 

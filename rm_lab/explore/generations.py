@@ -35,6 +35,14 @@ def _ceiling(rep: dict) -> float | None:
     return GuardrailConfig().ceiling
 
 
+def _win_columns(win_rates: dict | None) -> dict:
+    """win_<source>, win_<source>_low, win_<source>_high from a report's {source: {rate, low, high}}."""
+    out = {}
+    for k, v in (win_rates or {}).items():
+        out[f"win_{k}"], out[f"win_{k}_low"], out[f"win_{k}_high"] = v.get("rate"), v.get("low"), v.get("high")
+    return out
+
+
 def generations(root: str | Path) -> pd.DataFrame:
     """One row per finished evaluate run, oldest first (a generation each)."""
     rows = []
@@ -48,8 +56,7 @@ def generations(root: str | Path) -> pd.DataFrame:
         c, b = rep["candidate"], rep.get("baseline")
         row = {"run": folder.name, "candidate": c, "baseline": b, "n_contexts": rep.get("n_contexts"),
                "ceiling": _ceiling(rep)}
-        for k, v in (rep.get("win_rates") or {}).items():
-            row[f"win_{k}"], row[f"win_{k}_low"], row[f"win_{k}_high"] = v.get("rate"), v.get("low"), v.get("high")
+        row |= _win_columns(rep.get("win_rates"))
         for m in ("breadth", "depth"):
             ab = (rep.get("ab") or {}).get(m) or {}
             for k in ("lift", "low", "high", "true_lift"):
@@ -80,8 +87,7 @@ def flywheel_generations(root: str | Path) -> pd.DataFrame:
         for g in rep["generations"]:
             row = {"flywheel": folder.name, "generation": g.get("generation"), "shipped": g.get("shipped"),
                    "ceiling": g.get("ceiling"), "metric": g.get("metric")}
-            for k, v in (g.get("win_rates") or {}).items():
-                row[f"win_{k}"], row[f"win_{k}_low"], row[f"win_{k}_high"] = v.get("rate"), v.get("low"), v.get("high")
+            row |= _win_columns(g.get("win_rates"))
             pred = g.get("predicted") or {}
             row["predicted_lift"], row["predicted_low"], row["predicted_high"] = (pred.get("lift"), pred.get("low"),
                                                                                   pred.get("high"))
