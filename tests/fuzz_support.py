@@ -598,6 +598,19 @@ def _ab_rows() -> list[dict]:
     return rows
 
 
+def _reply_set_rows() -> list[dict]:
+    """Three arms of one test (one control); the last arm holds one reply, so a field changed on the last
+    row alone (the controls' 2 MB text) still leaves every arm's measures consistent."""
+    rows = []
+    for arm, ctrl, breadth, depth, n in (("a", True, 0.30, 2.0, 2), ("b", False, 0.33, 2.1, 2),
+                                         ("c", False, 0.28, 1.9, 1)):
+        for i in range(n):
+            rows.append({"experiment_id": "t", "arm": arm, "policy": f"policy-{arm}", "is_control": ctrl,
+                         "context_id": f"c{i}", "response": f"reply {arm}{i}", "users": 1000, "breadth": breadth,
+                         "breadth_se": 0.01, "depth": depth, "depth_se": 0.05, "sessions": 2000.0})
+    return rows
+
+
 VALID_ROWS: dict[str, Callable[[], list[dict]]] = {
     "character": lambda: [{"character_id": f"ch{i}", "name": f"Name {i}", "persona": ["likes tea", "kind"],
                            "instructions": [{"instruction_id": "punctuation:no_comma", "kwargs": {}}, "be brief"],
@@ -613,6 +626,7 @@ VALID_ROWS: dict[str, Callable[[], list[dict]]] = {
     "steer_label": lambda: [{"context_id": f"c{i}", "response": f"reply {i}", "instruction_id": "punctuation:no_comma",
                              "followed": bool(i % 2), "violation": False} for i in range(3)],
     "ab_arm": _ab_rows,
+    "arm_reply_set": _reply_set_rows,
     "label": lambda: [{"context_id": f"c{i}", "response": f"reply {i}", "name": "engaging", "value": float(i + 2),
                        "scale_min": 1.0, "scale_max": 5.0, "rater": f"r{i}", "source": "fuzz"} for i in range(3)],
     "head": lambda: [{"name": "engaging", "kind": "ordinal", "record": "label", "column": "engaging", "levels": 5,
