@@ -71,3 +71,33 @@ def optimizer_step(module, batch):
     loss.backward()
     opt.step()
     return loss, logs
+
+
+def only_policy_run(runs: Path) -> Path:
+    """The one train-policy run folder under `runs`."""
+    (run,) = (runs / "train-policy").iterdir()
+    return run
+
+
+def kill_and_resume_policy_run(args: list[str], runs: Path, reference: Path, sig: int = 15) -> Path:
+    """Start `rm_lab <args>`, stop it with `sig` once its first checkpoint exists, resume it, and assert it
+    stopped cleanly and resumed to weights bit-identical to the uninterrupted `reference` run's."""
+    import torch
+    from safetensors.torch import load_file
+    from test_jobs import _cli
+
+    from rm_lab.policy.trainer import PolicyRun
+
+    p = _cli(args, runs)
+    out, err = signal_when(p, lambda: any(runs.glob("train-policy/*/checkpoints/last.ckpt")), sig)
+    run = only_policy_run(runs).resolve()
+    assert p.returncode == 128 + sig, (p.returncode, err[-3000:])
+    assert f"rm_lab train-policy --resume {run}" in err and "Traceback" not in err
+    assert not PolicyRun(run).finished()
+    res = _cli(["train-policy", "--resume", str(run)], runs)
+    out, err = res.communicate(timeout=600)
+    assert res.returncode == 0, err[-3000:]
+    assert "resuming from" in out
+    a, b = load_file(str(PolicyRun(reference).trainable)), load_file(str(PolicyRun(run).trainable))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
+    return run

@@ -148,11 +148,6 @@ def _args(data, policy, epochs, *extra):
             "lora_r=4", "lr=0.01", "beta=0.5", "max_completion_tokens=16", *extra]
 
 
-def _only(runs: Path) -> Path:
-    (run,) = (runs / "train-policy").iterdir()
-    return run
-
-
 EPOCHS = 6
 
 
@@ -163,7 +158,9 @@ def reference_run(pairs, tiny, tmp_path_factory):
     runs = tmp_path_factory.mktemp("ref_runs")
     p = run_cli(*_args(pairs, tiny, EPOCHS), runs=runs)
     assert p.returncode == 0, p.stderr[-3000:]
-    return _only(runs)
+    from rm_helpers import only_policy_run
+
+    return only_policy_run(runs)
 
 
 def test_the_cli_learns_to_rank_its_pairs(reference_run):
@@ -180,21 +177,9 @@ def test_the_cli_learns_to_rank_its_pairs(reference_run):
 
 
 def test_a_killed_dpo_run_resumes_to_the_same_weights(pairs, tiny, reference_run, tmp_path):
-    from rm_helpers import signal_when
-    from test_jobs import _cli
+    from rm_helpers import kill_and_resume_policy_run
 
-    runs = tmp_path / "runs"
-    p = _cli(_args(pairs, tiny, EPOCHS), runs)
-    out, err = signal_when(p, lambda: any(runs.glob("train-policy/*/checkpoints/last.ckpt")), signal.SIGTERM)
-    run = _only(runs).resolve()
-    assert p.returncode == 128 + signal.SIGTERM, (p.returncode, err[-3000:])
-    assert "Traceback" not in err and not tr.PolicyRun(run).finished()
-    res = _cli(["train-policy", "--resume", str(run)], runs)
-    out, err = res.communicate(timeout=600)
-    assert res.returncode == 0, err[-3000:]
-    assert "resuming from" in out
-    a, b = load_file(str(tr.PolicyRun(reference_run).trainable)), load_file(str(tr.PolicyRun(run).trainable))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
+    kill_and_resume_policy_run(_args(pairs, tiny, EPOCHS), tmp_path / "runs", reference_run, signal.SIGTERM)
 
 
 def test_full_weight_dpo_from_python(tiny, pairs, tmp_path):

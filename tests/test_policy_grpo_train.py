@@ -200,11 +200,6 @@ def _args(data, policy, rm, epochs, *extra):
             "beta=0.04", *extra]
 
 
-def _only(runs: Path) -> Path:
-    (run,) = (runs / "train-policy").iterdir()
-    return run
-
-
 EPOCHS = 6
 
 
@@ -215,7 +210,9 @@ def reference_run(prompts, tiny, rm, tmp_path_factory):
     runs = tmp_path_factory.mktemp("ref_runs")
     p = run_cli(*_args(prompts, tiny, rm, EPOCHS), runs=runs)
     assert p.returncode == 0, p.stderr[-3000:]
-    return _only(runs)
+    from rm_helpers import only_policy_run
+
+    return only_policy_run(runs)
 
 
 def test_the_cli_trains_the_adapters_and_writes_the_policy(reference_run):
@@ -229,21 +226,9 @@ def test_the_cli_trains_the_adapters_and_writes_the_policy(reference_run):
 
 
 def test_a_killed_grpo_run_resumes_to_the_same_weights(prompts, tiny, rm, reference_run, tmp_path):
-    from rm_helpers import signal_when
-    from test_jobs import _cli
+    from rm_helpers import kill_and_resume_policy_run
 
-    runs = tmp_path / "runs"
-    p = _cli(_args(prompts, tiny, rm, EPOCHS), runs)
-    out, err = signal_when(p, lambda: any(runs.glob("train-policy/*/checkpoints/last.ckpt")), signal.SIGTERM)
-    run = _only(runs).resolve()
-    assert p.returncode == 128 + signal.SIGTERM, (p.returncode, err[-3000:])
-    assert "Traceback" not in err and not tr.PolicyRun(run).finished()
-    res = _cli(["train-policy", "--resume", str(run)], runs)
-    out, err = res.communicate(timeout=600)
-    assert res.returncode == 0, err[-3000:]
-    assert "resuming from" in out
-    a, b = load_file(str(tr.PolicyRun(reference_run).trainable)), load_file(str(tr.PolicyRun(run).trainable))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
+    kill_and_resume_policy_run(_args(prompts, tiny, rm, EPOCHS), tmp_path / "runs", reference_run, signal.SIGTERM)
 
 
 def test_bad_input_is_one_error_line(prompts, tiny, rm, tmp_path):

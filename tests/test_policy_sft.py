@@ -140,11 +140,6 @@ def _args(data, policy, epochs):
             "lora_r=4", "lr=0.01", "max_completion_tokens=16"]
 
 
-def _only(runs: Path) -> Path:
-    (run,) = (runs / "train-policy").iterdir()
-    return run
-
-
 EPOCHS = 6
 
 
@@ -160,7 +155,9 @@ def reference(sft_data, tiny, tmp_path_factory):
     runs = tmp_path_factory.mktemp("ref_runs")
     p = run_cli(*_args(sft_data, tiny, EPOCHS), runs=runs)
     assert p.returncode == 0, p.stderr[-3000:]
-    return _only(runs)
+    from rm_helpers import only_policy_run
+
+    return only_policy_run(runs)
 
 
 def test_train_policy_writes_a_loadable_policy_and_only_the_adapters_moved(reference, tiny):
@@ -181,23 +178,9 @@ def test_train_policy_writes_a_loadable_policy_and_only_the_adapters_moved(refer
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_a_killed_train_policy_resumes_to_the_same_weights(sig, sft_data, tiny, reference, tmp_path):
-    from test_jobs import _cli
+    from rm_helpers import kill_and_resume_policy_run
 
-    runs = tmp_path / "runs"
-    p = _cli(_args(sft_data, tiny, EPOCHS), runs)
-    from rm_helpers import signal_when
-
-    out, err = signal_when(p, lambda: any(runs.glob("train-policy/*/checkpoints/last.ckpt")), sig)
-    run = _only(runs).resolve()
-    assert p.returncode == 128 + sig, (p.returncode, err[-3000:])
-    assert f"rm_lab train-policy --resume {run}" in err and "Traceback" not in err
-    assert not tr.PolicyRun(run).finished()
-    res = _cli(["train-policy", "--resume", str(run)], runs)
-    out, err = res.communicate(timeout=600)
-    assert res.returncode == 0, err[-3000:]
-    assert "resuming from" in out
-    a, b = load_file(str(tr.PolicyRun(reference).trainable)), load_file(str(tr.PolicyRun(run).trainable))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
+    kill_and_resume_policy_run(_args(sft_data, tiny, EPOCHS), tmp_path / "runs", reference, sig)
 
 
 def test_bad_input_is_one_error_line(sft_data, tiny, backbone, tmp_path):
