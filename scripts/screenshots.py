@@ -51,11 +51,21 @@ def _cli(args: list[str], env: dict) -> None:
     os.environ.update(env)
     res = CliRunner().invoke(app, args)
     if res.exit_code != 0:
-        raise SystemExit(f"rm_lab {args[0]} failed:\n{res.output[-2000:]}")
+        import traceback
+
+        tb = "".join(traceback.format_exception(res.exception)) if res.exception else ""
+        raise SystemExit(f"rm_lab {' '.join(args)} failed (exit {res.exit_code}):\n{res.output[-2000:]}\n{tb[-4000:]}")
 
 
-def _only(root: Path, kind: str) -> Path:
-    return sorted((root / kind).iterdir())[-1]
+def _cli_run(root: Path, kind: str, args: list[str], env: dict) -> Path:
+    """`rm_lab <kind> <args>` and the one run folder it made. Run ids are second-stamped with a random
+    suffix, so the newest by name need not be this run (a tune trial of the same second may sort after it)."""
+    before = set((root / kind).iterdir()) if (root / kind).is_dir() else set()
+    _cli([kind, *args], env)
+    made = [p for p in (root / kind).iterdir() if p not in before]
+    if len(made) != 1:
+        raise SystemExit(f"rm_lab {kind} made {len(made)} run folders under {root / kind}, expected 1")
+    return made[0]
 
 
 def samples_run(root: Path, model: Path, sim: Path, n_contexts: int = 12) -> Path:
@@ -91,8 +101,7 @@ def build_runs(root: Path, env: dict) -> None:
     from rm_helpers import make_tiny_backbone
 
     bb = make_tiny_backbone(root.parent / "tiny_bert")
-    _cli(["simulate", "seed=3", "n_characters=4", "n_contexts=40", "n_preference_contexts=40"], env)
-    sim = _only(root, "simulate")
+    sim = _cli_run(root, "simulate", ["seed=3", "n_characters=4", "n_contexts=40", "n_preference_contexts=40"], env)
     tune = {"stage": "train-rm", "base": None, "n_trials": 2, "n_startup_trials": 1, "n_warmup_steps": 0,
             "fixed": {"data": str(sim), "backbone": str(bb), "cache_dir": str(root.parent / "tune_cache"),
                       "epochs": 1, "hidden": 16, "batch_size": 16, "max_length": 64, "pairwise": False},
@@ -100,9 +109,8 @@ def build_runs(root: Path, env: dict) -> None:
                       "n_layers": {"type": "int", "low": 0, "high": 2}}}
     (root.parent / "tune.yaml").write_text(yaml.safe_dump(tune, sort_keys=False))
     _cli(["tune", "-c", str(root.parent / "tune.yaml"), "--study", "screenshots"], env)
-    _cli(["train-rm", f"data={sim}", f"backbone={bb}", "cache_dir=run", "n_ensemble=2", "epochs=2",
-          "pairwise=false", "hidden=16", "batch_size=16", "max_length=64"], env)
-    model = _only(root, "train-rm")
+    model = _cli_run(root, "train-rm", [f"data={sim}", f"backbone={bb}", "cache_dir=run", "n_ensemble=2", "epochs=2",
+                                        "pairwise=false", "hidden=16", "batch_size=16", "max_length=64"], env)
     _cli(["eval-rm", f"model={model}", f"data={sim}", "split=all", "n_counterfactual=4"], env)
     _cli(["calibrate", f"model={model}", "n_characters=4", "n_tests=8", "offline_contexts=16", "quality_contexts=60",
           "eligible_users=3000", "jitter=0.1"], env)
