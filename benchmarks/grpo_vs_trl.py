@@ -46,7 +46,7 @@ class LengthReward:
 
     cfg = type("Cfg", (), {"heads": {}})()
 
-    def score(self, contexts, replies, characters) -> RewardScores:
+    def score(self, contexts, replies, characters, finished=None) -> RewardScores:
         total = length_reward(replies)
         return RewardScores(total, {"length": total}, component_metrics("length", total, group_ids(contexts)))
 

@@ -65,6 +65,41 @@ def done(folder: Path, timings: dict, name: str, t0: float, extra: dict | None =
     io.write_json(folder / "done.json", {"seconds": timings[name], **(extra or {})})
 
 
+def world_and_reward_model(world: dict, rm: dict, rm_run: str | None, out: Path, timings: dict, say) -> Path:
+    """The reward model's run folder: `rm_run` as given, or world v2 logs simulated and `train-rm` on them."""
+    if rm_run:
+        return Path(rm_run)
+    logs, ok = step(out, "simulate", timings)
+    if not ok:
+        t0 = time.time()
+        for kind, df in simulate(cfgmod.build(WorldConfig, world)).frames.items():
+            io.write_records(df, logs / f"{kind}.parquet", kind)
+        done(logs, timings, "simulate", t0)
+    rm_dir, ok = step(out, "train-rm", timings)
+    if not ok:
+        t0 = time.time()
+        train_reward_model(cfgmod.build(TrainRMConfig, {**rm, "data": str(logs.resolve())}), rm_dir, say=say)
+        done(rm_dir, timings, "train-rm", t0)
+    return rm_dir
+
+
+def evaluate_step(evaluate: dict, rm_dir: Path, new_policy: Path, name: str, out: Path, timings: dict, say):
+    """`evaluate` of the new policy against packaged SmolLM2 (its folder and report)."""
+    ev_dir, ok = step(out, "evaluate", timings)
+    if not ok:
+        t0 = time.time()
+        ecfg = cfgmod.build(EvaluateConfig, {**evaluate, "model": str(rm_dir.resolve()),
+                                             "candidate": {"engine": {"model": str(Path(new_policy).resolve())},
+                                                           "name": name},
+                                             "baseline": {"engine": {"model": None}, "name": "smollm2"}})
+        rep = evaluate_policies(ecfg, say=say)
+        rep.pop("_replies")
+        io.write_json(ev_dir / "report.json", rep)
+        io.write_text(ev_dir / "report.md", render(rep))
+        done(ev_dir, timings, "evaluate", t0)
+    return ev_dir, json.loads((ev_dir / "report.json").read_text())
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/rejection-sft")
@@ -78,19 +113,7 @@ def main(argv=None) -> dict:
     say = lambda m: print(m, flush=True)  # noqa: E731
 
     # 1. logs of world v2 and the reward model trained on them
-    rm_dir = Path(p.rm_run) if p.rm_run else out / "train-rm"
-    if not p.rm_run:
-        logs, ok = step(out, "simulate", timings)
-        if not ok:
-            t0 = time.time()
-            for kind, df in simulate(cfgmod.build(WorldConfig, p.world)).frames.items():
-                io.write_records(df, logs / f"{kind}.parquet", kind)
-            done(logs, timings, "simulate", t0)
-        rm_dir, ok = step(out, "train-rm", timings)
-        if not ok:
-            t0 = time.time()
-            train_reward_model(cfgmod.build(TrainRMConfig, {**p.rm, "data": str(logs.resolve())}), rm_dir, say=say)
-            done(rm_dir, timings, "train-rm", t0)
+    rm_dir = world_and_reward_model(p.world, p.rm, p.rm_run, out, timings, say)
 
     # 2. rejection sampling on fresh prompts (also best-of-N vs best-of-1 in the world)
     rs_dir, ok = step(out, "rejection-sample", timings)
@@ -118,23 +141,11 @@ def main(argv=None) -> dict:
     new_policy = PolicyRun(sft_dir).policy
 
     # 4. the new policy vs SmolLM2
-    ev_dir, ok = step(out, "evaluate", timings)
-    if not ok:
-        t0 = time.time()
-        ecfg = cfgmod.build(EvaluateConfig, {**p.evaluate, "model": str(rm_dir.resolve()),
-                                             "candidate": {"engine": {"model": str(new_policy.resolve())},
-                                                           "name": "smollm2-rs-sft"},
-                                             "baseline": {"engine": {"model": None}, "name": "smollm2"}})
-        rep = evaluate_policies(ecfg, say=say)
-        rep.pop("_replies")
-        io.write_json(ev_dir / "report.json", rep)
-        io.write_text(ev_dir / "report.md", render(rep))
-        done(ev_dir, timings, "evaluate", t0)
-    ev = json.loads((ev_dir / "report.json").read_text())
+    ev_dir, ev = evaluate_step(p.evaluate, rm_dir, new_policy, "smollm2-rs-sft", out, timings, say)
     io.write_json(out / "timings.json", timings)
 
     summary = {"sizes": asdict(p), "timings_s": timings, "total_s": round(sum(timings.values()), 1),
-               "rm_run": str(rm_dir), "best_of_n": rs.get("truth"), "best_of_n_terms": rs.get("truth_terms"),
+               "rm_run": str(rm_dir), "best_of_n": rs.get("truth"), "best_of_n_kept": rs.get("truth_kept"), "best_of_n_terms": rs.get("truth_terms"),
                "rejection": {"n_contexts": rs["n_contexts"], "n_picked": rs["n_picked"], "artifacts": rs["artifacts"],
                              "scores": rs["scores"], "diversity_weight": rs.get("diversity_weight"),
                              "repetition_of_picks": rs.get("repetition_of_picks"),
@@ -157,9 +168,14 @@ def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
              f"Total {s['total_s']:.0f} s on this machine (steps: {s['timings_s']}); sizes: "
              f"{json.dumps(s['sizes'])}", ""]
     if t:
-        lines += [f"## Best-of-{t['n']} vs best-of-1 (true engagement, {t['lift']['n']} fresh user contexts)", "",
+        lines += [f"## Best-of-{t['n']} vs best-of-1 (true engagement, all {t['lift']['n']} fresh user contexts)", "",
                   f"- best-of-{t['n']}: {f(t['best_of_n'])}", f"- best-of-1: {f(t['best_of_1'])}",
                   f"- difference: {f(t['lift'])}", ""]
+        lines += [f"Best-of-{t['n']} answers every context (the best-scored sample where none ended by EOS)."]
+        if s.get("best_of_n_kept"):
+            k = s["best_of_n_kept"]["lift"]
+            lines += [f" On the {k['n']} contexts the rejection set kept, the difference is {f(k)}."]
+        lines.append("")
         if s.get("best_of_n_terms"):
             lines += ["Where it comes from (world v2's logit by part, the pick minus the mean of the samples, paired "
                       "per context):", "", "| part | difference [95% interval] |", "|---|---|"]
@@ -173,10 +189,18 @@ def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
     lines += [f"| {k} | {r['artifacts']['accepted'][k]:.3f} | {r['artifacts']['rejected'][k]:.3f} |"
               for k in r["artifacts"]["accepted"]]
     lines.append("")
-    ev = s["evaluate"]
+    lines += evaluate_lines(s["evaluate"], "SFT")
+    lines += ["", f"Details: {rs_dir}/report.md, {ev_dir}/report.md", ""]
+    return "\n".join(lines)
+
+
+def evaluate_lines(ev: dict, what: str) -> list[str]:
+    """The report's evaluate part: true engagement, the simulated A/B lifts, where the difference comes
+    from, and the style artifacts before and after."""
+    n = lambda v, d=4: "–" if v is None else f"{v:+.{d}f}"  # noqa: E731  (NaN is written as null)
     w = ev["world"]
     names = [k for k in w if k not in ("true_difference", "term_difference")]
-    lines += ["## The SFT generation vs SmolLM2", ""]
+    lines = [f"## The {what} generation vs SmolLM2", ""]
     for name in names:
         e, so = w[name]["true_engagement"], w[name]["style_only_engagement"]
         lines.append(f"- {name}: true engagement {n(e['rate'])} [{n(e['low'])}, {n(e['high'])}], style-only part "
@@ -189,16 +213,16 @@ def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
                      f"noise (users' noise only: [{n(a.get('users_low'))}, {n(a.get('users_high'))}]; true lift on "
                      f"these contexts {n(a['true_lift'])})")
     if w.get("term_difference"):
-        lines += ["", "Where the difference comes from (world v2's logit by part, SFT - SmolLM2, paired over user "
-                  "contexts; `style` is v1's style judge):", "", "| part | difference [95% interval] |", "|---|---|"]
+        lines += ["", f"Where the difference comes from (world v2's logit by part, {what} - SmolLM2, paired over "
+                  "user contexts; `style` is v1's style judge):", "", "| part | difference [95% interval] |",
+                  "|---|---|"]
         lines += [f"| {k} | {n(v['rate'], 3)} [{n(v['low'], 3)}, {n(v['high'], 3)}] |"
                   for k, v in w["term_difference"].items()]
-    lines += ["", "## Style artifacts before (SmolLM2) and after (SFT)", "", "| artifact | " + " | ".join(names) + " |",
-              "|---|" + "---|" * len(names)]
+    lines += ["", f"## Style artifacts before (SmolLM2) and after ({what})", "",
+              "| artifact | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for a in ev["artifacts"][names[0]]:
         lines.append(f"| {a} | " + " | ".join(n(ev["artifacts"][k][a], 3) for k in names) + " |")
-    lines += ["", f"Details: {rs_dir}/report.md, {ev_dir}/report.md", ""]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

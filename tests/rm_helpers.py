@@ -2,6 +2,7 @@
 training with an unfrozen encoder takes seconds) and a tiny simulated world."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,4 +101,7 @@ def kill_and_resume_policy_run(args: list[str], runs: Path, reference: Path, sig
     assert "resuming from" in out
     a, b = load_file(str(PolicyRun(reference).trainable)), load_file(str(PolicyRun(run).trainable))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
+    # the per-step log: the epoch that was cut short is replaced, not doubled
+    sa, sb = (json.loads(PolicyRun(r).steps.read_text()) for r in (reference, run))
+    assert [(r["epoch"], r["step"]) for r in sb] == [(r["epoch"], r["step"]) for r in sa]
     return run

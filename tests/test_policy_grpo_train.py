@@ -144,7 +144,7 @@ class _FixedReward:
         self.totals = np.asarray(totals, float)
         self.cfg = type("C", (), {"heads": {}})()
 
-    def score(self, contexts, replies, characters):
+    def score(self, contexts, replies, characters, finished=None):
         return RewardScores(self.totals[: len(replies)], {}, {"reward": float(self.totals.mean())})
 
 
@@ -189,6 +189,10 @@ def test_train_policy_from_python_logs_trls_metrics(tiny, prompts, rm, tmp_path)
                 "rewards/preference/frac_zero_std", "kl", "clip_ratio/region_mean", "completions/mean_length",
                 "losses/grpo", "timing/generate_s"):
         assert key in hist[-1], key
+    # one record per optimizer step, in order, with the step's own reward components: the run's curve
+    steps = json.loads(run.steps.read_text())
+    assert [r["step"] for r in steps] == [1, 2, 3] and all("rewards/preference/mean" in r for r in steps)
+    assert {r["epoch"] for r in steps} <= {0, 1}
     from rm_lab.models import load_policy
 
     load_policy(str(run.policy))
@@ -220,6 +224,8 @@ def test_the_cli_trains_the_adapters_and_writes_the_policy(reference_run):
     assert run.finished() and (run.adapter / "adapter_model.safetensors").is_file()
     hist = json.loads(run.history.read_text())
     assert [r["epoch"] for r in hist] == list(range(EPOCHS)) and hist[-1]["step"] == EPOCHS * 4
+    steps = json.loads(run.steps.read_text())
+    assert len(steps) == EPOCHS * 4 and [r["epoch"] for r in steps] == [e for e in range(EPOCHS) for _ in range(4)]
     assert hist[-1]["kl"] > 0 and hist[0]["groups"] == 2
     trained = load_file(str(run.trainable))
     assert trained and all("lora_" in k for k in trained)

@@ -201,3 +201,24 @@ def test_as_trl_reward_adapts_to_trls_call():
     assert np.allclose(got, combo(CTX, REPLIES, CHARS)) and fn.__name__ == "reward"
     with pytest.raises(ConfigError, match="'zz' is not among"):
         fn(prompts=["p"], completions=["a"], context_id=["zz"])
+
+
+def test_truncation_penalty_lowers_cut_replies_and_needs_finished():
+    rm = FakeRM(TABLE)
+    cfg = RewardConfig(heads={"preference": 1.0}, truncation_penalty=1.5)
+    finished = [True, False, True, True, True, False]
+    out = CombinedReward(cfg, rm).score(CTX, REPLIES, CHARS, finished=finished)
+    plain = CombinedReward(RewardConfig(heads={"preference": 1.0}), rm).score(CTX, REPLIES, CHARS)
+    assert np.allclose(out.components["truncated"], [0, 1, 0, 0, 0, 1])
+    assert np.allclose(out.total, plain.total - 1.5 * np.array([0, 1, 0, 0, 0, 1]))
+    # group y was tied on the reward model: the cut reply is now the one GRPO pushes down
+    assert out.total[5] < out.total[3] == out.total[4]
+    assert out.metrics["rewards/truncated/mean"] == pytest.approx(2 / 6)
+    assert out.metrics["reward_raw"] == pytest.approx(plain.metrics["reward_raw"] - 1.5 * 2 / 6)
+    # the only component: a valid reward on its own
+    alone = CombinedReward(RewardConfig(heads={}, truncation_penalty=1.0)).score(CTX, REPLIES, CHARS, finished)
+    assert np.allclose(alone.total, -alone.components["truncated"])
+    with pytest.raises(ConfigError, match="truncation_penalty.*finished"):
+        CombinedReward(cfg, rm).score(CTX, REPLIES, CHARS)
+    with pytest.raises(ConfigError, match="truncation_penalty"):
+        CombinedReward(cfg, rm)(CTX, REPLIES, CHARS)  # a TRL-style call has no EOS flags

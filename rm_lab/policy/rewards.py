@@ -4,7 +4,7 @@ The paper's RL reward is the pointwise preference model; user-signal heads were 
 into data selection, and the policy climbed past where the reward model was reliable. So the reward
 here is an explicit, inspectable sum
 
-    total = Σ_h w_h·z_h  −  λ·Σ_h |w_h|·σ_h / s_h  −  a·length_excess  −  b·n_emoji  +  c·steer
+    total = Σ_h w_h·z_h  −  λ·Σ_h |w_h|·σ_h / s_h  −  a·length_excess  −  b·n_emoji  +  c·steer  −  d·cut
 
 * z_h: head h's output (`RewardModel.score`), normalised per group (the replies of one context, as
   GRPO compares them) or per batch (`normalize`), or raw (`none`); weights may be negative
@@ -17,6 +17,8 @@ here is an explicit, inspectable sum
 * steer: the share of the character's verifiable instructions the reply follows (the steerability
   checkers of `evaluate.instructions`): a verifiable reward no reward model can be fooled on.
   Characters without verifiable instructions contribute 0.
+* cut: 1 for a reply the token cap cut off (it did not end by EOS), DAPO's overlong punishment: a
+  reward model scores a cut reply by its words, a reader sees a sentence that stops.
 
 Every component is returned and logged on its own, in TRL's namespaces: `rewards/<name>/mean`,
 `rewards/<name>/std`, `rewards/<name>/frac_zero_std` (share of groups where it cannot rank
@@ -55,12 +57,15 @@ class RewardConfig:
     steer_weight: float = param(0.0, doc="weight of the share of the character's verifiable instructions followed",
                                 ge=0)
     steer_loose: bool = param(False, doc="steer: judge instructions in IFEval's loose mode")
+    truncation_penalty: float = param(0.0, doc="subtracted from a reply the token cap cut (DAPO's overlong "
+                                               "punishment; needs each reply's `finished`)", ge=0)
 
     def __post_init__(self):
         check_fields(self)
-        if not self.heads and not (self.length_penalty or self.emoji_penalty or self.steer_weight):
-            raise ConfigError("RewardConfig.heads: no reward component (no head weight and no length, emoji or "
-                              "steer term)")
+        if not self.heads and not (self.length_penalty or self.emoji_penalty or self.steer_weight
+                                   or self.truncation_penalty):
+            raise ConfigError("RewardConfig.heads: no reward component (no head weight and no length, emoji, "
+                              "steer or truncation term)")
         if self.uncertainty and not self.heads:
             raise ConfigError("RewardConfig.uncertainty: an ensemble penalty needs at least one head in `heads`")
 
@@ -230,10 +235,16 @@ class CombinedReward:
             raise ConfigError(f"RewardConfig.uncertainty: {cfg.uncertainty:g} needs an ensemble reward model "
                               f"(n_ensemble >= 2); {where} has {len(model.members)} member")
 
-    def score(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame) -> RewardScores:
+    def score(self, contexts: pd.DataFrame, replies: Sequence[str], characters: pd.DataFrame,
+              finished: Sequence[bool] | None = None) -> RewardScores:
+        """`finished`: per reply, whether it ended by EOS (needed by the truncation penalty)."""
         replies = [str(r) for r in replies]
         if len(replies) != len(contexts):
             raise ValueError(f"rewards: {len(replies)} replies for {len(contexts)} context rows")
+        if self.cfg.truncation_penalty and (finished is None or len(finished) != len(replies)):
+            raise ConfigError("RewardConfig.truncation_penalty: needs whether each reply ended by EOS (`finished`, "
+                              f"one per reply); got {'none' if finished is None else len(finished)} for "
+                              f"{len(replies)} replies")
         if not replies:
             raise ConfigError("rewards: no replies to score (an empty batch)")
         cfg, groups = self.cfg, group_ids(contexts)
@@ -272,6 +283,10 @@ class CombinedReward:
             comps["steer"] = steer_shares(contexts, replies, characters, cfg.steer_loose)
             total += cfg.steer_weight * np.nan_to_num(comps["steer"], nan=0.0)
             raw += cfg.steer_weight * np.nan_to_num(comps["steer"], nan=0.0)
+        if cfg.truncation_penalty:
+            comps["truncated"] = 1.0 - np.asarray(finished, float)
+            total -= cfg.truncation_penalty * comps["truncated"]
+            raw -= cfg.truncation_penalty * comps["truncated"]
         metrics: dict[str, float] = {}
         for name, v in comps.items():
             metrics.update(component_metrics(name, v, groups))

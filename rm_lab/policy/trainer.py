@@ -15,6 +15,7 @@ The run folder (`PolicyRun` owns its layout):
     <run>/identity.json            the settings and data digest its checkpoints belong to
     <run>/checkpoints/last.ckpt    trainable parameters + optimizer after the last finished epoch
     <run>/history.json             one record per finished epoch
+    <run>/steps.json               one record per optimizer step (the objective's logs: a GRPO run's curve)
     <run>/trainable.safetensors    the trained parameters (LoRA: the adapter's; full: every weight)
     <run>/adapter/                 LoRA only: the peft adapter (safetensors)
     <run>/policy/                  the new policy as a Hugging Face folder (safetensors, LoRA merged):
@@ -55,6 +56,7 @@ class PolicyRun:
     checkpoints = property(lambda self: self.root / "checkpoints")
     last = property(lambda self: self.root / "checkpoints" / "last.ckpt")
     history = property(lambda self: self.root / "history.json")
+    steps = property(lambda self: self.root / "steps.json")
     trainable = property(lambda self: self.root / "trainable.safetensors")
     adapter = property(lambda self: self.root / "adapter")
     policy = property(lambda self: self.root / "policy")
@@ -133,6 +135,7 @@ class PolicyModule(L.LightningModule):
         n = int(ids.shape[0]) if ids is not None else 1
         self.log("losses/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
         self.log_dict({k: v for k, v in logs.items()}, on_step=False, on_epoch=True, batch_size=n)
+        self.step_logs = {"losses/loss": float(loss.detach()), **{k: float(v) for k, v in logs.items()}}
         return loss
 
     def configure_optimizers(self):
@@ -186,8 +189,23 @@ def trainable_with_reference(cfg, model, needs_reference: bool, say: Callable[[s
 
 
 class _History(L.Callback):
-    def __init__(self, path: Path):
-        self.path = path
+    """history.json per finished epoch and steps.json per batch; a resumed epoch replaces its partial steps."""
+
+    def __init__(self, path: Path, steps: Path | None = None):
+        self.path, self.steps_path = path, steps
+        self.steps: list[dict] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.steps_path is not None:
+            rows = json.loads(self.steps_path.read_text()) if self.steps_path.is_file() else []
+            self.steps = [r for r in rows if r["epoch"] < trainer.current_epoch]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        logs = getattr(pl_module, "step_logs", None)
+        if self.steps_path is None or logs is None:
+            return
+        self.steps.append({"epoch": trainer.current_epoch, "batch": batch_idx, "step": trainer.global_step, **logs})
+        io.write_json(self.steps_path, self.steps)
 
     def on_train_epoch_end(self, trainer, pl_module):
         rows = json.loads(self.path.read_text()) if self.path.is_file() else []
@@ -230,7 +248,7 @@ def fit(module: PolicyModule, examples: Sequence, run: PolicyRun, s: FitSettings
                         precision=s.precision, accumulate_grad_batches=s.accumulate, max_steps=s.max_steps,
                         logger=False,
                         enable_progress_bar=s.progress, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[ckpt, _History(run.history), jobs.lightning_callback()],
+                        callbacks=[ckpt, _History(run.history, run.steps), jobs.lightning_callback()],
                         default_root_dir=str(run.root), log_every_n_steps=1)
     resume = None
     if run.last.exists():
@@ -365,6 +383,8 @@ class TrainPolicyConfig:
     emoji_penalty: float = param(0.0, doc="grpo: per emoji in the reply", ge=0)
     steer_weight: float = param(0.0, doc="grpo: weight of the share of the character's verifiable instructions "
                                          "followed (a verifiable reward)", ge=0)
+    truncation_penalty: float = param(0.0, doc="grpo: subtracted from a reply cut by max_completion_tokens (DAPO's "
+                                               "overlong punishment)", ge=0)
     # -- grpo: the prompts (rm_lab.policy.prompt_selection)
     n_prompts: int | None = param(None, doc="grpo: train on this many contexts of data (the traffic mix kept); "
                                             "null: all", ge=1)

@@ -392,6 +392,18 @@ def truth_report(samples: pd.DataFrame, truth: np.ndarray, n: int) -> dict:
             "lift": mean_interval(best[keep] - one[keep]), "oracle_best": mean_interval(t.max(1)[keep]), "n": n}
 
 
+def picks_truth(samples: pd.DataFrame, contexts: pd.DataFrame, characters: pd.DataFrame, version: int) -> np.ndarray:
+    """Each sample's truth, with the chosen ones re-judged as the set that one policy answers (templating is
+    a property of the set)."""
+    picked = samples[samples["chosen"]]
+    truth = samples["truth_engagement"].to_numpy().copy()
+    if len(picked):
+        truth[samples["chosen"].to_numpy()] = world_truth(
+            picked["response"], contexts.set_index("context_id", drop=False).loc[picked["context_id"]]
+            .reset_index(drop=True), characters, version)
+    return truth
+
+
 def truth_terms(samples: pd.DataFrame, contexts: pd.DataFrame, characters: pd.DataFrame, n: int) -> dict:
     """Where best-of-N's gain over best-of-1 comes from in world v2: each part of the hidden logit (style,
     relevance, coherence, unfinished, templating) of the pick minus its mean over the n samples, paired per
@@ -637,14 +649,18 @@ def run_sampling(cfg: SamplingConfig, run_dir: Path, prepared: Prepared | None =
         report["tokens_per_s"] = round(report["tokens"] / max(seconds_sampling, 1e-9), 2)
     if from_world:
         report["world_version"] = cfg.world_version
-        picked = samples[samples["chosen"]]
-        truth_picks = world_truth(picked["response"], contexts.set_index("context_id", drop=False)
-                                  .loc[picked["context_id"]].reset_index(drop=True), characters, cfg.world_version)
-        truth = samples["truth_engagement"].to_numpy().copy()
-        truth[samples["chosen"].to_numpy()] = truth_picks  # the picks judged as the set one policy would answer
-        report["truth"] = truth_report(samples, truth, cfg.n)
-        if cfg.world_version == 2 and chosen.any():
-            report["truth_terms"] = truth_terms(samples, contexts, characters, cfg.n)
+        # best-of-N as a policy answers every context: where no candidate passed the rejection rules it falls
+        # back to the best-scored sample, so its truth is judged over all contexts, not only the kept ones
+        answered = samples.copy()
+        if not fallback:
+            answered["chosen"] = choose(answered, len(contexts), cfg.n, passed, True, cfg.diversity_weight)
+        report["truth"] = truth_report(answered, picks_truth(answered, contexts, characters, cfg.world_version),
+                                       cfg.n)
+        if not fallback and chosen.any():  # the rejection set's own contexts, as before
+            report["truth_kept"] = truth_report(samples, picks_truth(samples, contexts, characters, cfg.world_version),
+                                                cfg.n)
+        if cfg.world_version == 2:
+            report["truth_terms"] = truth_terms(answered, contexts, characters, cfg.n)
     if chosen.any():
         recs = sft_records(samples, contexts, characters, cfg.label_name, f"{policy.name}:best-of-{cfg.n}")
         for name, df in recs.frames.items():
@@ -684,4 +700,10 @@ def render_report(rep: dict, title: str) -> str:
         for k, name in (("best_of_n", f"best-of-{t['n']}"), ("best_of_1", "best-of-1"), ("lift", "difference"),
                         ("oracle_best", f"oracle best of {t['n']}")):
             lines.append(f"| {name} | {_f(t[k]['mean'], 4)} | [{_f(t[k]['low'], 4)}, {_f(t[k]['high'], 4)}] |")
+        lines += ["", f"Over all {t['lift']['n']} contexts: best-of-{t['n']} answers each one (the best-scored sample "
+                  "where none passed the rules)."]
+        if "truth_kept" in rep:
+            k = rep["truth_kept"]["lift"]
+            lines.append(f"On the {k['n']} contexts the rejection set kept, the difference is {_f(k['mean'], 4)} "
+                         f"[{_f(k['low'], 4)}, {_f(k['high'], 4)}].")
     return "\n".join(lines) + "\n"

@@ -23,6 +23,8 @@ prompt rows, so a killed run resumes to the same weights.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -62,7 +64,7 @@ def reward_config(cfg, normalize: str | None = None):
         return RewardConfig(heads=dict(cfg.reward_heads), normalize=normalize or cfg.reward_normalize,
                             uncertainty=cfg.uncertainty_penalty, length_penalty=cfg.length_penalty,
                             length_target=cfg.length_target, emoji_penalty=cfg.emoji_penalty,
-                            steer_weight=cfg.steer_weight)
+                            steer_weight=cfg.steer_weight, truncation_penalty=cfg.truncation_penalty)
     except ConfigError as e:
         raise ConfigError(str(e).replace("RewardConfig.heads", "TrainPolicyConfig.reward_heads")
                           .replace("RewardConfig.uncertainty", "TrainPolicyConfig.uncertainty_penalty")) from None
@@ -196,7 +198,7 @@ class GRPOObjective:
         t0 = time.perf_counter()
         ro = self.rollout(module, batch)
         t1 = time.perf_counter()
-        scores = self.reward.score(ro.contexts, ro.texts, self.prompts.characters)
+        scores = self.reward.score(ro.contexts, ro.texts, self.prompts.characters, finished=ro.finished().numpy())
         t2 = time.perf_counter()
         adv = group_advantages(scores.total, ro.group_size, self.cfg.scale_rewards)
         keep = adv.keep if self.cfg.skip_zero_std_groups else torch.ones_like(adv.keep)
@@ -244,7 +246,9 @@ def select_prompts(cfg, tok, model, prompts: PromptSet, say=print) -> tuple[Prom
 
     if cfg.prompt_selection == "all":
         return prompts, None
-    raw = load_reward(cfg, normalize="none")
+    # prompts are ranked on the reward model's map; the truncation term needs each reply's EOS, which the
+    # selection pass does not keep, and it is a property of the reply, not of the prompt
+    raw = load_reward(dataclasses.replace(cfg, truncation_penalty=0.0), normalize="none")
     sampler = LiveSampler(tok, model, batch_rows=cfg.generation_batch_rows)
     gen = GenerationConfig(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
                            max_new_tokens=cfg.max_completion_tokens, seed=step_seed(cfg.seed, "select") % (2 ** 62))
