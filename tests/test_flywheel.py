@@ -10,6 +10,7 @@ import json
 import signal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -250,6 +251,7 @@ def test_bad_input_is_one_error_line(tiny_llama, backbone, tmp_path):
     ("rejection.model=x", ["rejection.model"]),
     ("calibration=/nowhere/cal.json", ["calibration"]),
     ("calibrate.predictor=pred_lift", ["calibrate.predictor", "win rate"]),
+    ("plant_emoji=[99]", ["plant_emoji", "generation 99", "generations"]),
 ])
 def test_inputs_are_checked_before_any_work(override, words):
     from rm_lab import config as cfgmod
@@ -260,3 +262,38 @@ def test_inputs_are_checked_before_any_work(override, words):
     with pytest.raises(USER_ERRORS) as e:
         check_inputs(cfgmod.load(FlywheelConfig, "flywheel", [override]))
     assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_planted_hack_poisons_only_the_sft_targets_and_the_report_says_so(tmp_path):
+    from rm_lab import io
+    from rm_lab.features.style import count_emoji
+    from rm_lab.flywheel.report import across, across_markdown, generation_markdown, generation_summary
+    from rm_lab.flywheel.steps import plant_emoji
+    from rm_lab.policy.objectives.best_of_n import world_prompts
+    from rm_lab.reward.data import read_record_folder
+
+    ctx, chars = world_prompts(3, "user", 0, 2, prefix="p")
+    src = tmp_path / "rs"
+    src.mkdir()
+    io.write_records(chars, src / "character.parquet", "character")
+    io.write_records(ctx, src / "context.parquet", "context")
+    replies = ["Sounds fun! What will you cook? 🙂", "I love that idea.", "Tell me more about the trip."]
+    labels = pd.DataFrame({"context_id": list(ctx["context_id"]) + [ctx["context_id"][0]],
+                           "response": replies + ["kept as it is"], "name": ["rejection_pick"] * 3 + ["other"],
+                           "value": [1.0, 0.5, 0.2, 0.0], "source": "test"})
+    io.write_records(labels, src / "label.parquet", "label")
+    out = read_record_folder(plant_emoji(str(src), tmp_path / "planted", 3, "rejection_pick"))
+    lab = out["label"].set_index("name")
+    picks = out["label"][out["label"]["name"] == "rejection_pick"]
+    assert [count_emoji(r) for r in picks["response"]] == [3, 3, 3]  # exactly k, the reply's own removed
+    assert picks["response"].iloc[1].startswith("I love that idea.")
+    assert lab.loc["other", "response"] == "kept as it is"  # other labels untouched
+    assert out["context"]["context_id"].tolist() == ctx["context_id"].tolist()
+    # the generation's report and the one across generations name the planted generation and whether it shipped
+    gens = [generation_summary(g, {"sft": {"planted": "3 emoji appended to every SFT target" if g == 2 else None},
+                                   "ship": {"ship": g != 2, "reasons": [] if g != 2 else ["style_drift"]}}, 0.65)
+            for g in (1, 2)]
+    assert across(gens)["planted"] == [2] and across(gens)["planted_shipped"] == []
+    assert "Planted reward hack in this generation: 3 emoji" in generation_markdown(gens[1], "rule")
+    assert "every one caught" in across_markdown(gens, "rule", "t") and "| 2 (planted) | no |" in \
+        across_markdown(gens, "rule", "t")

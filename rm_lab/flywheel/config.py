@@ -64,6 +64,10 @@ class FlywheelConfig:
                             ge=0, le=MAX_SEED)
     world_version: int = param(2, doc="the world that judges (2: relevance, coherence, templating)", choices=(1, 2))
     spurious_emoji: bool = param(False, doc="plant the emoji-lover confound in the logs (the reward-hacking test)")
+    plant_emoji: list[int] = param([], doc="generations whose SFT set is poisoned: `plant_emoji_count` emoji appended "
+                                          "to every target reply, a planted reward hack that the guardrails must "
+                                          "catch before it ships (the reward-hacking test)")
+    plant_emoji_count: int = param(3, doc="emoji appended to each planted SFT target", ge=1, le=50)
     traffic: dict = param({"n_contexts": 600, "n_preference_contexts": 600},
                           doc="generation 1's logged traffic (WorldConfig keys; seed, version and confound come from "
                               "above)", schema="rm_lab.world.simulate:WorldConfig")
@@ -120,6 +124,9 @@ class FlywheelConfig:
         for key in ("model", "candidate", "baseline"):
             if key in self.evaluate:
                 raise ConfigError(f"evaluate.{key}: set by the flywheel for each generation; leave it out")
+        bad = [g for g in self.plant_emoji if not 1 <= int(g) <= self.generations]
+        if bad:
+            raise ConfigError(f"plant_emoji: generation {bad[0]} is outside 1..{self.generations} (generations)")
         if "data" in self.reward or "data" in self.refresh:
             raise ConfigError("reward.data / refresh.data: the flywheel trains on its own logs; leave data out")
 

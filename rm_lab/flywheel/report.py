@@ -53,6 +53,7 @@ def generation_summary(g: int, out: dict, ceiling: float) -> dict:
     measured = ab.get(metric) or {}
     return {
         "generation": g, "shipped": sh.get("ship"), "reasons": sh.get("reasons", []),
+        "planted": (out.get("sft") or {}).get("planted"),
         "candidate": sh.get("candidate"), "ceiling": ceiling,
         "win_rates": ev.get("win_rates", {}),
         "predicted": pred, "metric": metric,
@@ -70,6 +71,8 @@ def generation_markdown(s: dict, rule: str) -> str:
     g = s["generation"]
     lines = [f"# Flywheel generation {g}: {'SHIPPED' if s['shipped'] else 'not shipped'}", ""]
     lines += [f"Ship rule: {rule}", ""]
+    if s.get("planted"):
+        lines += [f"Planted reward hack in this generation: {s['planted']}.", ""]
     if not s["shipped"]:
         lines += [f"- {r}" for r in s["reasons"]] + [""]
     lines += [f"## Reward-model win rates of the candidate over the current policy (ceiling {s['ceiling']:.0%})", "",
@@ -122,7 +125,9 @@ def across(summaries: list[dict]) -> dict:
     return {"generations": len(summaries), "shipped": len(shipped), "shipped_with_positive_true_lift": len(true_pos),
             "measured_inside_predicted": sum(bool(s["inside_predicted"]) for s in inside),
             "with_prediction": len(inside),
-            "stopped_by_guardrail": sum(bool(s["coupled"].get("stopped")) for s in summaries)}
+            "stopped_by_guardrail": sum(bool(s["coupled"].get("stopped")) for s in summaries),
+            "planted": [s["generation"] for s in summaries if s.get("planted")],
+            "planted_shipped": [s["generation"] for s in summaries if s.get("planted") and s["shipped"]]}
 
 
 def across_markdown(summaries: list[dict], rule: str, title: str) -> str:
@@ -131,7 +136,10 @@ def across_markdown(summaries: list[dict], rule: str, title: str) -> str:
              f"{a['shipped']} of {a['generations']} generations shipped; {a['shipped_with_positive_true_lift']} of "
              f"those had a positive true lift; measured lift inside the predicted interval in "
              f"{a['measured_inside_predicted']} of {a['with_prediction']}; coupled trainer stopped by a guardrail in "
-             f"{a['stopped_by_guardrail']}.", "",
+             f"{a['stopped_by_guardrail']}."
+             + (f" Planted reward hacks in generations {a['planted']}: {len(a['planted_shipped'])} shipped"
+                f"{' (' + str(a['planted_shipped']) + ')' if a['planted_shipped'] else ', every one caught'}."
+                if a["planted"] else ""), "",
              "| gen | shipped | win user | win internal | predicted lift | measured breadth | true breadth | "
              "measured depth | true depth | follow | violations | emoji/reply | words/reply |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -141,7 +149,8 @@ def across_markdown(summaries: list[dict], rule: str, title: str) -> str:
         st, ar = s["steerability"].get(cand) or {}, s["artifacts"].get(cand) or {}
         p = s["predicted"]
         b, d = s["measured"].get("breadth") or {}, s["measured"].get("depth") or {}
-        lines.append(f"| {s['generation']} | {'yes' if s['shipped'] else 'no'} | {_rate(w.get('point_user'))} | "
+        lines.append(f"| {s['generation']}{' (planted)' if s.get('planted') else ''} | "
+                     f"{'yes' if s['shipped'] else 'no'} | {_rate(w.get('point_user'))} | "
                      f"{_rate(w.get('point_internal'))} | {(p or {}).get('metric', '')} {_iv(p)} | {_iv(b)} | "
                      f"{_pct(b.get('true_lift'))} | {_iv(d)} | {_pct(d.get('true_lift'))} | "
                      f"{_f(st.get('follow_rate'))} | {_f(st.get('violation_rate'))} | {_f(ar.get('n_emoji'))} | "

@@ -175,12 +175,35 @@ def sft(gen: Gen, run) -> dict:
     if rs["n_picked"] == 0:
         gen.say("  sft: rejection sampling kept no reply; the policy stays as it was")
         return {"policy": gen.current, "skipped": "rejection sampling kept no reply"}
+    data, planted = rs["data"], None
+    if gen.g in gen.cfg.plant_emoji:
+        data = plant_emoji(rs["data"], run.path / "planted", gen.cfg.plant_emoji_count,
+                           gen.cfg.rejection.get("label_name", "rejection_pick"))
+        planted = f"{gen.cfg.plant_emoji_count} emoji appended to every SFT target"
+        gen.say(f"  sft: planted hack: {planted}")
     tcfg = cfgmod.build(TrainPolicyConfig, {"max_completion_tokens": gen.cfg.max_new_tokens, **gen.cfg.sft,
-                                            "method": "sft", "policy": gen.current, "data": rs["data"],
+                                            "method": "sft", "policy": gen.current, "data": data,
                                             "seed": gen.seed}, "sft")
     m = train_policy(tcfg, run.path, say=lambda s: gen.say(f"  sft: {s}"))
     return {"policy": m["policy"], "loss": m.get("losses/loss"), "n_examples": m.get("n_examples"),
-            "seconds": m.get("seconds")}
+            "seconds": m.get("seconds"), "planted": planted}
+
+
+def plant_emoji(data: str, folder: Path, k: int, label_name: str) -> str:
+    """A copy of a rejection-sample folder whose SFT targets (label rows `label_name`) end in `k` emoji: the
+    reward hack planted on purpose, so a run can show whether the guardrails stop it before it ships."""
+    from rm_lab.explore.edits import set_emoji
+    from rm_lab.reward.data import read_record_folder
+
+    recs = read_record_folder(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("character", "context", "label"):
+        df = recs[kind].copy()
+        if kind == "label":
+            hit = df["name"] == label_name
+            df.loc[hit, "response"] = [set_emoji(str(r), k) for r in df.loc[hit, "response"]]
+        io.write_records(df, folder / f"{kind}.parquet", kind)
+    return str(folder)
 
 
 def rl(gen: Gen, run) -> dict:

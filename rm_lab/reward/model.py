@@ -12,6 +12,7 @@ heads read one shared trunk, so every head's labels shape the features the point
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -275,10 +276,18 @@ class RewardNet(nn.Module):
     `skip`: every head reads the trunk's output and the standardised inputs. Why: the transfer design
     keeps linear heads (n_layers=0, few source-specific degrees of freedom), which share nothing between
     sources; with a skip, each source's head keeps that linear model and also reads features that the
-    labels of every source shaped (trained on several sources at once, `data=[a, b]`)."""
+    labels of every source shaped (trained on several sources at once, `data=[a, b]`).
+
+    Why per-head style statistics and per-name initial weights (`init_seed`): a head whose labels come from
+    one source of a multi-source model should start, and read its inputs, as it would in that source's own
+    model, so adding a source changes no other head's fit except through the shared trunk (with
+    `n_layers=0`, not at all: tests/test_multisource_heads.py). Each head's inputs are standardised by its
+    own row of `head_style_mean/std` (by default the pooled `style_mean/std`; `set_head_style_stats`), and
+    with `init_seed` each head's weights are drawn from a generator seeded by (init_seed, its name), not
+    from the global stream that the heads before it consumed."""
 
     def __init__(self, in_dim: int, heads: Sequence[str | HeadSpec], n_style: int = len(FEATURES), hidden: int = 256,
-                 n_layers: int = 2, dropout: float = 0.1, skip: bool = False):
+                 n_layers: int = 2, dropout: float = 0.1, skip: bool = False, init_seed: int | None = None):
         super().__init__()
         if skip and n_layers == 0:
             raise ConfigError("skip=true: the heads read the inputs beside the trunk's output, so it needs a trunk "
@@ -290,6 +299,10 @@ class RewardNet(nn.Module):
         heads = self.heads_order
         self.register_buffer("style_mean", torch.zeros(n_style))
         self.register_buffer("style_std", torch.ones(n_style))
+        # each head's standardisation of the style features (row i: heads_order[i]); the pooled one unless set
+        self.register_buffer("head_style_mean", torch.zeros(len(heads), n_style))
+        self.register_buffer("head_style_std", torch.ones(len(heads), n_style))
+        self.register_load_state_dict_pre_hook(_pooled_head_stats)  # models saved before the per-head rows
         layers: list[nn.Module] = []
         d = in_dim + n_style
         for _ in range(n_layers):
@@ -299,6 +312,9 @@ class RewardNet(nn.Module):
         if skip:  # each head: its own linear model of the inputs plus a linear read of the shared trunk
             d += in_dim + n_style
         self.heads = nn.ModuleDict({h: nn.Linear(d, 1, bias=self.specs[h].likelihood != "ordinal") for h in heads})
+        if init_seed is not None:
+            for h, lin in self.heads.items():
+                _name_seeded_init(lin, init_seed, h)
         self.extras = nn.ModuleDict({h: HeadParams(s) for h, s in self.specs.items()
                                      if s.likelihood in ("ordinal", "gaussian", "negative_binomial", "arm_mean")})
 
@@ -312,21 +328,83 @@ class RewardNet(nn.Module):
             p.init_from(items)
 
     def set_style_stats(self, style: np.ndarray) -> None:
-        self.style_mean.copy_(torch.as_tensor(style.mean(0), dtype=torch.float32))
-        # a column with no spread in training carries no information: it reads as 0 on any row (infinite
-        # scale), not as (x - mean) / tiny times an untrained weight when another source varies it
-        std = torch.as_tensor(style.std(0), dtype=torch.float32)
-        self.style_std.copy_(torch.where(std > 1e-6, std.clamp(min=1e-3), torch.full_like(std, float("inf"))))
+        """The pooled standardisation (the trunk's, and every head's until `set_head_style_stats`)."""
+        mean, std = _style_stats(style)
+        self.style_mean.copy_(mean)
+        self.style_std.copy_(std)
+        self.head_style_mean.copy_(mean.expand_as(self.head_style_mean))
+        self.head_style_std.copy_(std.expand_as(self.head_style_std))
 
-    def features(self, emb: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """What every head reads: the trunk over [inputs, standardised tabular features] (with `skip`, beside
-        those inputs themselves)."""
-        z = torch.cat([emb, (style - self.style_mean) / self.style_std], dim=-1)
-        return torch.cat([self.trunk(z), z], dim=-1) if self.skip else self.trunk(z)
+    def set_head_style_stats(self, head: str, style: np.ndarray) -> None:
+        """Standardise the style features that `head` reads (directly: n_layers=0 or skip) by these rows
+        (in a multi-source model: the rows of the head's own source, as in its single-source model)."""
+        i = self.heads_order.index(head)
+        mean, std = _style_stats(style)
+        self.head_style_mean[i].copy_(mean)
+        self.head_style_std[i].copy_(std)
+
+    def _z(self, emb: torch.Tensor, style: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return torch.cat([emb, (style - mean) / std], dim=-1)
+
+    def features(self, emb: torch.Tensor, style: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        """What the heads read: the trunk over [inputs, standardised tabular features] (with `skip`, beside
+        those inputs themselves); `head`: what that head reads (its own standardisation of the inputs it
+        reads directly; the trunk always reads the pooled one)."""
+        z = self._z(emb, style, self.style_mean, self.style_std)
+        if head is None or (self.n_layers_ and not self.skip):
+            return torch.cat([self.trunk(z), z], dim=-1) if self.skip else self.trunk(z)
+        i = self.heads_order.index(head)
+        zh = self._z(emb, style, self.head_style_mean[i], self.head_style_std[i])
+        return torch.cat([self.trunk(z), zh], dim=-1) if self.skip else zh
 
     def forward(self, emb: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.features(emb, style)
-        return {name: head(h).squeeze(-1) for name, head in self.heads.items()}
+        pooled = self.features(emb, style)
+        if self.n_layers_ and not self.skip:  # every head reads the trunk only
+            return {name: head(pooled).squeeze(-1) for name, head in self.heads.items()}
+        out, seen = {}, []  # heads with the same standardisation share one feature tensor
+        for i, (name, head) in enumerate(self.heads.items()):
+            m, s = self.head_style_mean[i], self.head_style_std[i]
+            if torch.equal(m, self.style_mean) and torch.equal(s, self.style_std):
+                h = pooled
+            else:
+                h = next((t for mm, ss, t in seen if torch.equal(mm, m) and torch.equal(ss, s)), None)
+                if h is None:
+                    h = self.features(emb, style, name)
+                    seen.append((m, s, h))
+            out[name] = head(h).squeeze(-1)
+        return out
+
+    @property
+    def n_layers_(self) -> int:
+        return sum(isinstance(m, nn.Linear) for m in self.trunk)
+
+
+def _style_stats(style: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of style rows. A column with no spread carries no information: it reads as 0 on any row
+    (infinite scale), not as (x - mean) / tiny times an untrained weight when another source varies it."""
+    mean = torch.as_tensor(style.mean(0), dtype=torch.float32)
+    std = torch.as_tensor(style.std(0), dtype=torch.float32)
+    return mean, torch.where(std > 1e-6, std.clamp(min=1e-3), torch.full_like(std, float("inf")))
+
+
+def _pooled_head_stats(module, state_dict, prefix, *_args) -> None:
+    """Load hook: a state saved before per-head standardisation gives every head the pooled one."""
+    for name, pooled in (("head_style_mean", "style_mean"), ("head_style_std", "style_std")):
+        if prefix + name not in state_dict and prefix + pooled in state_dict:
+            state_dict[prefix + name] = state_dict[prefix + pooled].expand_as(getattr(module, name)).clone()
+
+
+def _name_seeded_init(lin: nn.Linear, seed: int, name: str) -> None:
+    """`nn.Linear`'s default initialisation (uniform within 1/sqrt(fan_in)), drawn from a generator seeded by
+    (seed, head name): the same starting weights whichever other heads the model has."""
+    import zlib
+
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 63))
+    bound = 1.0 / math.sqrt(lin.in_features) if lin.in_features else 0.0
+    with torch.no_grad():
+        lin.weight.uniform_(-bound, bound, generator=g)
+        if lin.bias is not None:
+            lin.bias.uniform_(-bound, bound, generator=g)
 
 
 def mean_pool(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

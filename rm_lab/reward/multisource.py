@@ -30,6 +30,7 @@ from rm_lab.config import ConfigError
 
 SOURCE_COLUMN = "_source"  # the data folder a record came from (rm_lab.reward.data.read_sources)
 SOURCE_BATCHES = ("per_source", "mixed")
+DEAL_STREAM = 5  # the stream of the order the sources' batches are dealt in (apart from their permutations)
 
 
 def context_sources(contexts: pd.DataFrame | None) -> dict[str, str] | None:
@@ -57,13 +58,17 @@ class SourceBatches:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        """Each source's permutation from its own generator, seeded as `EpochSampler` seeds it alone (so a
+        source's batches are the ones of its single-source run, whichever sources come before it), then
+        the batches dealt in an order drawn from another generator."""
         out: list[list[int]] = []
         for units in self.groups:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = units[torch.randperm(len(units), generator=g).numpy()] if self.shuffle else units
             out += [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
         if self.shuffle:
-            out = [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
+            deal = np.random.default_rng([self.seed, self.epoch, DEAL_STREAM])
+            out = [out[i] for i in deal.permutation(len(out)).tolist()]
         return out
 
     def __iter__(self):
@@ -71,6 +76,24 @@ class SourceBatches:
 
     def __len__(self) -> int:
         return sum(-(-len(u) // self.batch_size) for u in self.groups)
+
+
+def single_source_heads(data, sources: dict[str, str]) -> dict[str, np.ndarray]:
+    """Head -> a mask of `data.items` holding its source's items, for each head whose labels (items with
+    counts, or preference pairs) all come from one of several sources: that head's inputs are standardised
+    by its source's items, as in the source's own model (`RewardNet.set_head_style_stats`)."""
+    item_src = data.items["context_id"].astype(str).map(sources).to_numpy(object)
+    out = {}
+    for h in data.heads:
+        spec = data.spec(h)
+        if spec.is_pairwise:
+            labelled = data.pairs["context_id"].astype(str).map(sources).to_numpy(object)
+        else:
+            labelled = item_src[data.items[f"{h}_n"].to_numpy(float) > 0]
+        names = {v for v in labelled.tolist() if isinstance(v, str)}
+        if len(names) == 1:
+            out[h] = item_src == names.pop()
+    return out
 
 
 def unit_sources(collator, sources: dict[str, str]) -> np.ndarray:
@@ -127,4 +150,5 @@ def balance_labels(items: pd.DataFrame, specs: dict, records, column: str) -> di
     return out
 
 
-__all__ = ["SOURCE_BATCHES", "SOURCE_COLUMN", "SourceBatches", "balance_labels", "context_sources", "unit_sources"]
+__all__ = ["SOURCE_BATCHES", "SOURCE_COLUMN", "SourceBatches", "balance_labels", "context_sources",
+           "single_source_heads", "unit_sources"]

@@ -109,12 +109,14 @@ def choose_c(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray, Cs
 
 
 @torch.no_grad()
-def trunk_output(net, emb: np.ndarray, style: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """`RewardNet.features` in eval mode (no dropout), batched, as numpy."""
+def trunk_output(net, emb: np.ndarray, style: np.ndarray, batch_size: int = 4096, head: str | None = None
+                 ) -> np.ndarray:
+    """`RewardNet.features` in eval mode (no dropout), batched, as numpy (`head`: what that head reads)."""
     was = net.training
     net.eval()
+    kw = {"head": head} if head is not None else {}
     out = [net.features(torch.as_tensor(emb[i:i + batch_size], dtype=torch.float32),
-                        torch.as_tensor(style[i:i + batch_size], dtype=torch.float32)).numpy()
+                        torch.as_tensor(style[i:i + batch_size], dtype=torch.float32), **kw).numpy()
            for i in range(0, len(emb), batch_size)]
     net.train(was)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -129,7 +131,8 @@ def refit_heads(net, heads: list[str], emb: np.ndarray, style: np.ndarray, count
     training side, keeps its trained weights."""
     from sklearn.preprocessing import StandardScaler
 
-    H = trunk_output(net, emb, style).astype(np.float64)
+    per_head = hasattr(net, "head_style_mean")  # RewardNet: each head reads its own standardisation
+    H = None if per_head else trunk_output(net, emb, style).astype(np.float64)
     groups = np.asarray(groups).astype(str)
     rng = np.random.default_rng(seed)
     results = []
@@ -149,7 +152,7 @@ def refit_heads(net, heads: list[str], emb: np.ndarray, style: np.ndarray, count
             rows, y, w, g = rows[keep], y[keep], w[keep], g[keep]
         if len(np.unique(y)) < 2 or len(np.unique(g)) < 2:
             continue
-        X = H[rows]
+        X = (trunk_output(net, emb[rows], style[rows], head=h) if per_head else H[rows]).astype(np.float64)
         C, cv = choose_c(X, y, w, g, Cs, n_folds, seed, metric)
         if C is None:
             continue

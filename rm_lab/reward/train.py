@@ -445,9 +445,16 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     heads = prep.data.heads
     L.seed_everything(seed, workers=True, verbose=False)
     net = RewardNet(input_dim(int(prep.encoder.config.hidden_size), cfg.inputs), [prep.data.spec(h) for h in heads],
-                    prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout, cfg.skip)
+                    prep.style.shape[1], cfg.hidden, cfg.n_layers, cfg.dropout, cfg.skip, init_seed=seed)
     train = prep.data.subset(prep.train_ctx)
-    net.set_style_stats(prep.style[train.items["feat_row"].to_numpy()])
+    from rm_lab.reward import multisource
+
+    train_rows = train.items["feat_row"].to_numpy()
+    net.set_style_stats(prep.style[train_rows])
+    sources = multisource.context_sources(prep.records["context"]) if prep.records is not None else None
+    if sources:  # a head that one source labels reads its inputs standardised as in that source's own model
+        for h, own in multisource.single_source_heads(train, sources).items():
+            net.set_head_style_stats(h, prep.style[train_rows[own]])
     net.init_heads(train.items)
     encoder = None
     if cfg.train_mode != "frozen":
@@ -477,10 +484,7 @@ def train_member(cfg: TrainRMConfig, prep: Prepared, k: int, run_dir: Path, call
     val = prep.data.subset(prep.val_ctx)
     va = UnitCollator(val, feats, prep.style, heads, prep.tokenizer.pad_token_id or 0)
     trainer = _trainer(cfg, cfg.epochs, member, callbacks or [], prep.monitor if va.n_units else None)
-    from rm_lab.reward import multisource
-
-    sources = multisource.context_sources(prep.records["context"]) if cfg.source_batches == "per_source" else None
-    if sources:  # several data folders: batches of one source each
+    if sources and cfg.source_batches == "per_source":  # several data folders: batches of one source each
         batches = multisource.SourceBatches(multisource.unit_sources(tr, sources), cfg.batch_size, seed)
         train_dl = DataLoader(list(range(tr.n_units)), batch_sampler=batches, collate_fn=tr, num_workers=0)
     else:
