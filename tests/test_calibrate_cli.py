@@ -87,3 +87,26 @@ def test_reuses_a_trained_model_and_refuses_bad_settings(calibrate_run, tmp_path
     res = runner.invoke(app, ["calibrate", f"model={run / 'rm'}", "lift_output=p_nothing"])
     assert res.exit_code != 0 and "lift_output" in str(res.exception)
     assert not (tmp_path / "runs").exists()
+
+
+def test_world_v2_past_tests_are_run_in_world_v2(calibrate_run, tmp_path, monkeypatch):
+    """The flywheel judges in world v2, so its calibration's past tests must be v2's users and contexts."""
+    from rm_lab.calibrate.config import CalibrateConfig
+    from rm_lab.calibrate.simulated import run_world_tests
+    from rm_lab.reward.model import RewardModel
+
+    run, _ = calibrate_run
+    base = dict(source="world", model=str(run / "rm"), n_characters=4, n_tests=3, offline_contexts=12,
+                quality_contexts=60, eligible_users=4000, jitter=0.1)
+    model = RewardModel.load(str(run / "rm"), str(tmp_path / "cache"))
+    tables = {}
+    for v in (1, 2):
+        table, state = run_world_tests(CalibrateConfig(**base, world_version=v), model, say=lambda m: None)
+        turns = state["contexts"]["history"].map(len)
+        tables[v] = table
+        assert (turns.max() > 1) == (v == 2), v  # v2's contexts carry 1-6 turns of history, v1's one
+    # the same tests, other users: the true lifts differ between the worlds
+    assert not np.allclose(tables[1]["true_lift"], tables[2]["true_lift"])
+    monkeypatch.setenv("RM_LAB_RUNS", str(tmp_path / "runs"))
+    res = runner.invoke(app, ["calibrate", f"model={run / 'rm'}", "world_version=3"])
+    assert res.exit_code != 0 and "world_version" in str(res.exception)

@@ -32,6 +32,9 @@ class CalibrateConfig:
                                  "when model is null; its users take part in the tests)")
     world_seed: int = param(0, doc="seed of the world: its characters, and the logs of an on-the-fly reward model",
                             ge=0, le=MAX_SEED)
+    world_version: int = param(1, doc="the world whose users take part in the simulated tests (and whose logs train "
+                                      "an on-the-fly reward model); 2: relevance, coherence, templating",
+                               choices=(1, 2))
     n_characters: int = param(24, doc="characters of the world", ge=1, le=100_000)
     n_tests: int = param(40, doc="simulated past A/B tests", ge=3, le=100_000)
     controls: list[str] = param(["baseline"], doc="scripted policies that are the control of the tests, in turn",

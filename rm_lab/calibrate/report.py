@@ -68,7 +68,8 @@ def reliability_table(rows: dict[str, dict]) -> str:
 def report_markdown(cfg, metrics: dict, by_predictor: dict[str, dict], verdict: dict | None, plot_name: str) -> str:
     m = metrics["heldout"]
     targets = metrics.get("targets", {})
-    world = f"{cfg.source}, emoji-lover confound planted" if getattr(cfg, "spurious_emoji", False) else cfg.source
+    world = cfg.source + (f" v{cfg.world_version}" if cfg.source == "world" else "")
+    world += ", emoji-lover confound planted" if getattr(cfg, "spurious_emoji", False) else ""
     lines = [f"# calibrate ({world})", "",
              f"{metrics['n_tests']} past A/B tests; map `{cfg.method}` from `{cfg.predictor}` to the {cfg.metric} lift; "
              f"{cfg.confidence:.0%} conformal prediction intervals (scores normalised by sqrt(tau^2 + se^2), "

@@ -59,10 +59,10 @@ def run_world_tests(cfg, model, say: Callable[[str], None] = print) -> tuple[pd.
     from rm_lab.world.contexts import make_contexts
     from rm_lab.world.engagement import Population
 
-    pop = Population(spurious_emoji=cfg.spurious_emoji)
+    pop = Population(spurious_emoji=cfg.spurious_emoji, world_version=cfg.world_version)
     characters = make_characters(cfg.n_characters, seed=cfg.world_seed)
     contexts = make_contexts(characters, cfg.offline_contexts, traffic_share_user=1 - cfg.internal_share,
-                             seed=cfg.seed + 31_337, prefix="cal")
+                             seed=cfg.seed + 31_337, prefix="cal", world_version=cfg.world_version)
     scorer = OfflineScorer(model, contexts, characters)
     tests = design_tests(cfg.n_tests, cfg.controls, cfg.treatments, tuple(cfg.strength), cfg.jitter, cfg.seed)
     quality: dict[str, object] = {}

@@ -31,6 +31,7 @@ def reward_model(cfg, run, say: Callable[[str], None] = print):
         return RewardModel.load(cfg.model, cfg.cache_dir or default_cache_root()), cfg.model
     train = dict(cfg.train)
     world = {"seed": cfg.world_seed, "n_characters": cfg.n_characters, "spurious_emoji": cfg.spurious_emoji,
+             "world_version": cfg.world_version,
              **dict(train.pop("world", {}) or {})}
     if cfg.cache_dir and "cache_dir" not in train:
         train["cache_dir"] = cfg.cache_dir

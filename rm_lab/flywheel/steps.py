@@ -326,6 +326,7 @@ def calibrate(gen: Gen, run) -> dict:
     model = gen.out["reward"]["model"]
     ccfg = cfgmod.build(CalibrateConfig, {**cfg.calibrate, "source": "world", "model": model,
                                           "world_seed": cfg.world_seed, "spurious_emoji": cfg.spurious_emoji,
+                                          "world_version": cfg.world_version,
                                           **({"cache_dir": cfg.cache_dir} if cfg.cache_dir else {})}, "calibrate")
     rm = RewardModel.load(model, cfg.cache_dir or default_cache_root())
     out = calibrate_world(ccfg, run, say=lambda m: gen.say(f"  calibrate: {m}"), loaded=(rm, model))

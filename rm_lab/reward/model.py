@@ -396,10 +396,14 @@ def _pooled_head_stats(module, state_dict, prefix, *_args) -> None:
 
 def _name_seeded_init(lin: nn.Linear, seed: int, name: str) -> None:
     """`nn.Linear`'s default initialisation (uniform within 1/sqrt(fan_in)), drawn from a generator seeded by
-    (seed, head name): the same starting weights whichever other heads the model has."""
+    (seed, head name): the same starting weights whichever other heads the model has. A per-source head
+    (`continue@convai2`) starts as the head of its name does in that source's own model."""
     import zlib
 
-    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 63))
+    from rm_lab.reward.heads import SOURCE_SEP
+
+    key = zlib.crc32(name.split(SOURCE_SEP)[0].encode())
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + key) % (2 ** 63))
     bound = 1.0 / math.sqrt(lin.in_features) if lin.in_features else 0.0
     with torch.no_grad():
         lin.weight.uniform_(-bound, bound, generator=g)

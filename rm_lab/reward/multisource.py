@@ -7,8 +7,11 @@ every source shuffled together, a small source (Predictive Engagement's 1,800 ra
 steps per epoch than when trained alone, each on a handful of rows (measured: PE Spearman 0.418 alone,
 0.362 in the mix, `--limit 400` fold 0 of reports/reward_transfer_limit400.md, before this). With
 `source_batches=per_source` each source's units are shuffled and cut into batches as they would be
-alone, and the batches of all sources are interleaved in a seeded order (MT-DNN's task sampling): every
-head takes the steps it would take alone, and the shared trunk learns from every batch.
+alone, and the batches of all sources are interleaved in a seeded order that keeps each source's own
+order (MT-DNN's task sampling): every head takes the steps it would take alone, and the shared trunk
+learns from every batch. With the per-name initial weights and per-head input standardisation of
+`RewardNet` (`single_source_heads`), a head that one source labels then fits exactly as in that source's
+own model when the heads are linear (n_layers=0); only a shared trunk can change it.
 
 Why balance labels: one head fed by several logging setups (ConvAI2's `continue` from
 data_intermediate.json's 2,191 bot turns and from the exports' 19,858) is fitted to the largest, and
@@ -58,18 +61,21 @@ class SourceBatches:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
-        """Each source's permutation from its own generator, seeded as `EpochSampler` seeds it alone (so a
-        source's batches are the ones of its single-source run, whichever sources come before it), then
-        the batches dealt in an order drawn from another generator."""
-        out: list[list[int]] = []
+        """Each source's permutation from its own generator, seeded as `EpochSampler` seeds it alone, and
+        cut as alone; then the sources dealt in a seeded order that keeps each source's batches in their
+        own order (another generator). So a source's heads see the batches of its single-source run, in
+        the same order, whichever other sources the model has."""
+        per: list[list[list[int]]] = []
         for units in self.groups:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = units[torch.randperm(len(units), generator=g).numpy()] if self.shuffle else units
-            out += [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-        if self.shuffle:
-            deal = np.random.default_rng([self.seed, self.epoch, DEAL_STREAM])
-            out = [out[i] for i in deal.permutation(len(out)).tolist()]
-        return out
+            per.append([order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)])
+        if not self.shuffle:
+            return [b for batches in per for b in batches]
+        turns = np.concatenate([np.full(len(b), i) for i, b in enumerate(per)]) if per else np.zeros(0, int)
+        turns = np.random.default_rng([self.seed, self.epoch, DEAL_STREAM]).permutation(turns)
+        nxt = [iter(b) for b in per]
+        return [next(nxt[i]) for i in turns.tolist()]
 
     def __iter__(self):
         return iter(self.batches())
