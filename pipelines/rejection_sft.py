@@ -174,7 +174,7 @@ def report(s: dict, rs_dir: Path, ev_dir: Path) -> str:
         lines += [f"Best-of-{t['n']} answers every context (the best-scored sample where none ended by EOS)."]
         if s.get("best_of_n_kept"):
             k = s["best_of_n_kept"]["lift"]
-            lines += [f" On the {k['n']} contexts the rejection set kept, the difference is {f(k)}."]
+            lines[-1] += f" On the {k['n']} contexts the rejection set kept, the difference is {f(k)}."
         lines.append("")
         if s.get("best_of_n_terms"):
             lines += ["Where it comes from (world v2's logit by part, the pick minus the mean of the samples, paired "

@@ -97,6 +97,9 @@ def test_transfer_pipeline_runs_both_ways_with_baselines_from_the_source(shared_
         assert set(ms["convai2"][lab]) == {"convai2_only", "both", "pe_only"}
     assert set(t["convai2_to_pe"]) == {"thumb_up", "rating", "continue"}
     assert set(ms["pe"]) == {"pe_only", "both", "convai2_only"}
+    # each source's heads fit in the joint model as in the source's own model (tests/test_multisource_heads.py)
+    for m, own in [(ms["pe"], "pe_only")] + [(ms["convai2"][lab], "convai2_only") for lab in ("thumb_up", "rating_ge_4")]:
+        assert m["both"]["per_fold"] == pytest.approx(m[own]["per_fold"], abs=1e-9, nan_ok=True)
     # the ConvAI2 -> PE length baseline is fitted on ConvAI2's thumbs and scored on PE's rated replies
     c2 = sources.load("convai2", shared_data / "convai2", limit=40)["interaction"]
     th = c2[c2["thumb"].notna()]

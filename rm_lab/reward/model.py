@@ -282,9 +282,12 @@ class RewardNet(nn.Module):
     one source of a multi-source model should start, and read its inputs, as it would in that source's own
     model, so adding a source changes no other head's fit except through the shared trunk (with
     `n_layers=0`, not at all: tests/test_multisource_heads.py). Each head's inputs are standardised by its
-    own row of `head_style_mean/std` (by default the pooled `style_mean/std`; `set_head_style_stats`), and
-    with `init_seed` each head's weights are drawn from a generator seeded by (init_seed, its name), not
-    from the global stream that the heads before it consumed."""
+    own row of `head_style_mean/std` (by default the pooled `style_mean/std`; `set_head_style_stats`). With
+    `init_seed` (train-rm passes the member's seed) a head's starting weights depend on nothing else: over a
+    trunk they are drawn from a generator seeded by (init_seed, its name), not from the global stream the
+    heads before it consumed; linear heads on the fixed inputs (n_layers=0) start at zero, the marginal
+    model their bias and cut-points start at, so their fit (a GLM fitted by Adam from the null model, a
+    shrinkage towards it) depends on no random draw at all."""
 
     def __init__(self, in_dim: int, heads: Sequence[str | HeadSpec], n_style: int = len(FEATURES), hidden: int = 256,
                  n_layers: int = 2, dropout: float = 0.1, skip: bool = False, init_seed: int | None = None):
@@ -314,7 +317,12 @@ class RewardNet(nn.Module):
         self.heads = nn.ModuleDict({h: nn.Linear(d, 1, bias=self.specs[h].likelihood != "ordinal") for h in heads})
         if init_seed is not None:
             for h, lin in self.heads.items():
-                _name_seeded_init(lin, init_seed, h)
+                if n_layers == 0:
+                    nn.init.zeros_(lin.weight)
+                    if lin.bias is not None:
+                        nn.init.zeros_(lin.bias)
+                else:
+                    _name_seeded_init(lin, init_seed, h)
         self.extras = nn.ModuleDict({h: HeadParams(s) for h, s in self.specs.items()
                                      if s.likelihood in ("ordinal", "gaussian", "negative_binomial", "arm_mean")})
 
