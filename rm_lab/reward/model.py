@@ -296,6 +296,7 @@ class RewardNet(nn.Module):
             raise ConfigError("skip=true: the heads read the inputs beside the trunk's output, so it needs a trunk "
                               "(n_layers >= 1)")
         self.skip = skip
+        self.trunk_only = n_layers > 0 and not skip  # the heads read the trunk's output only
         specs = [h if isinstance(h, HeadSpec) else spec_of(h) for h in heads]
         self.specs = {s.name: s for s in specs}
         self.heads_order = list(self.specs)
@@ -359,32 +360,31 @@ class RewardNet(nn.Module):
         those inputs themselves); `head`: what that head reads (its own standardisation of the inputs it
         reads directly; the trunk always reads the pooled one)."""
         z = self._z(emb, style, self.style_mean, self.style_std)
-        if head is None or (self.n_layers_ and not self.skip):
-            return torch.cat([self.trunk(z), z], dim=-1) if self.skip else self.trunk(z)
-        i = self.heads_order.index(head)
-        zh = self._z(emb, style, self.head_style_mean[i], self.head_style_std[i])
-        return torch.cat([self.trunk(z), zh], dim=-1) if self.skip else zh
+        i = None if head is None or self.trunk_only else self.heads_order.index(head)
+        zh = z if i is None else self._z(emb, style, self.head_style_mean[i], self.head_style_std[i])
+        if self.skip:
+            return torch.cat([self.trunk(z), zh], dim=-1)
+        return self.trunk(z) if self.trunk_only else zh
 
     def forward(self, emb: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
-        pooled = self.features(emb, style)
-        if self.n_layers_ and not self.skip:  # every head reads the trunk only
-            return {name: head(pooled).squeeze(-1) for name, head in self.heads.items()}
+        z = self._z(emb, style, self.style_mean, self.style_std)
+        t = self.trunk(z)
+        if self.trunk_only:  # every head reads the trunk only
+            return {name: head(t).squeeze(-1) for name, head in self.heads.items()}
+        pooled = torch.cat([t, z], dim=-1) if self.skip else z
         out, seen = {}, []  # heads with the same standardisation share one feature tensor
         for i, (name, head) in enumerate(self.heads.items()):
             m, s = self.head_style_mean[i], self.head_style_std[i]
             if torch.equal(m, self.style_mean) and torch.equal(s, self.style_std):
                 h = pooled
             else:
-                h = next((t for mm, ss, t in seen if torch.equal(mm, m) and torch.equal(ss, s)), None)
+                h = next((x for mm, ss, x in seen if torch.equal(mm, m) and torch.equal(ss, s)), None)
                 if h is None:
-                    h = self.features(emb, style, name)
+                    zh = self._z(emb, style, m, s)
+                    h = torch.cat([t, zh], dim=-1) if self.skip else zh
                     seen.append((m, s, h))
             out[name] = head(h).squeeze(-1)
         return out
-
-    @property
-    def n_layers_(self) -> int:
-        return sum(isinstance(m, nn.Linear) for m in self.trunk)
 
 
 def _style_stats(style: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
