@@ -19,7 +19,8 @@ read ConvAI2's dialogue length as query length. The reply's own 384-d embedding 
 first full run (reports/reward_transfer_reply_view.md): a linear head on it fits the source's reply
 distribution (PE's web answers, ConvAI2's persona bots), and with it ConvAI2 -> PE fell to Spearman 0.01. Linear heads (the refit chooses
 the binary heads' penalty on folds of the training source) keep few source-specific degrees of freedom; the
-graded heads train 40 epochs on every row (no held-out epoch choice, as in reports/reward_realdata.md).
+graded heads train 40 epochs on every row from a zero start (no held-out epoch choice, as in
+reports/reward_realdata.md; from a random start the PE fold-0 figure moved between 0.29 and 0.36 with the draw).
 
 Run: .venv/bin/python pipelines/rm_transfer.py [--folds 5] [--seed 0] [--limit N] [key=value ..]
 Writes reports/reward_transfer.md and reports/reward_transfer.json.
