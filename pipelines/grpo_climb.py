@@ -47,9 +47,9 @@ class Pipeline:
                                                    "n_preference_contexts": 1})
     grpo: dict = field(default_factory=lambda: {
         "n_prompts": 48, "group_size": 8, "batch_size": 2, "max_completion_tokens": 48, "temperature": 0.8,
-        "reward_heads": {"preference": 1.0}, "truncation_penalty": 1.0, "loss_type": "dapo", "beta": 0.04,
+        "reward_heads": {"preference": 1.0}, "truncation_penalty": 3.0, "loss_type": "dapo", "beta": 0.04,
         "lora_r": 16, "lr": 5e-4, "epochs": 1})
-    evaluate: dict = field(default_factory=lambda: {"n_contexts": 96, "world_version": 2, "world_seed": 7,
+    evaluate: dict = field(default_factory=lambda: {"n_contexts": 128, "world_version": 2, "world_seed": 7,
                                                     "max_new_tokens": 48})
     rm_run: str | None = None  # reuse a finished train-rm run instead of step 1
 
