@@ -633,6 +633,8 @@ CONFIG_SCHEMAS: dict[str, str] = {
     "calibrate.yaml": "rm_lab.calibrate.config:CalibrateConfig",
     "flywheel.yaml": "rm_lab.flywheel.config:FlywheelConfig",
     "demo_flywheel.yaml": "rm_lab.flywheel.config:FlywheelConfig",
+    "flywheel_planted.yaml": "rm_lab.flywheel.config:FlywheelConfig",
+    "reward_hacking.yaml": "rm_lab.flywheel.config:FlywheelConfig",
 }
 
 

@@ -179,3 +179,40 @@ def test_point_evidence_stops_on_what_interval_evidence_only_notes(tmp_path):
     point = run_coupled(CoupledConfig(**cfg, evidence="point"), "p0", "rm0", [], ctx, chars, tmp_path / "b", Half(),
                         say=lambda m: None)
     assert point["stopped"]["alarms"] == ["ceiling"]
+
+
+class TruthHooks(FakeHooks):
+    """The fake hack judged by world v2's own truth (the `truth` hook the LLM hooks have too)."""
+
+    def truth(self, contexts, replies, characters):
+        from rm_lab.world.engagement import Population, score_replies
+
+        return score_replies(replies, contexts, characters, Population(world_version=2, spurious_emoji=True)
+                             ).true_engagement
+
+
+def test_the_hack_pair_guardrails_off_climbs_the_reward_while_the_truth_falls_on_stops(tmp_path):
+    """The issue's pair in miniature: the same emoji-loving reward model and policy steps, guardrails off and on."""
+    ctx, chars = _world()
+    off = run_coupled(CoupledConfig(rounds=4, stop_on=[], refresh_rm=False), "p0", "rm0", [], ctx, chars,
+                      tmp_path / "off", TruthHooks(emoji_per_round=2), say=lambda m: None)
+    assert off["stopped"] is None and off["rounds_run"] == 4
+    wins = [r["win_rates"]["point_user"]["rate"] for r in off["rounds"]]
+    emoji = [r["drift"]["n_emoji"]["candidate"] for r in off["rounds"]]
+    true = [r["true"]["lift"] for r in off["rounds"]]
+    assert min(wins) > 0.65 and emoji == sorted(emoji) and emoji[-1] > emoji[0]
+    # world v2's users like an emoji or two, not a wall of them: the truth peaks, then falls while the reward
+    # model keeps cheering
+    assert true[-1] < max(true) - 0.1 and true[-1] < true[-2], f"the truth must fall while the reward climbs: {true}"
+    assert all(r["true"]["n"] == 12 for r in off["rounds"]), "the truth is taken on user traffic"
+    on = run_coupled(CoupledConfig(rounds=4, refresh_rm=False), "p0", "rm0", [], ctx, chars, tmp_path / "on",
+                     TruthHooks(emoji_per_round=2), say=lambda m: None)
+    assert on["stopped"]["round"] == 1 and on["policy"] == "p0"
+    assert "emoji" in on["stopped"]["why"]
+
+
+def test_hooks_without_a_truth_record_none(tmp_path):
+    ctx, chars = _world()
+    res = run_coupled(CoupledConfig(rounds=1), "p0", "rm0", [], ctx, chars, tmp_path / "c", FakeHooks(0),
+                      say=lambda m: None)
+    assert res["rounds"][0]["true"] is None

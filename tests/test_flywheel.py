@@ -289,6 +289,15 @@ def test_a_planted_hack_poisons_only_the_sft_targets_and_the_report_says_so(tmp_
     assert picks["response"].iloc[1].startswith("I love that idea.")
     assert lab.loc["other", "response"] == "kept as it is"  # other labels untouched
     assert out["context"]["context_id"].tolist() == ctx["context_id"].tolist()
+    # a share: a seeded subset of the targets, the same one for the same seed
+    many = pd.DataFrame({"context_id": [ctx["context_id"][i % 3] for i in range(200)],
+                         "response": ["Tell me more about the trip."] * 200, "name": "rejection_pick",
+                         "value": 1.0, "source": "test"})
+    io.write_records(many, src / "label.parquet", "label")
+    counts = [[count_emoji(r) for r in read_record_folder(plant_emoji(str(src), tmp_path / f"half{i}", 2,
+                                                                      "rejection_pick", 0.5, 3))["label"]["response"]]
+              for i in (0, 1)]
+    assert counts[0] == counts[1] and set(counts[0]) == {0, 2} and 70 < counts[0].count(2) < 130
     # the generation's report and the one across generations name the planted generation and whether it shipped
     gens = [generation_summary(g, {"sft": {"planted": "3 emoji appended to every SFT target" if g == 2 else None},
                                    "ship": {"ship": g != 2, "reasons": [] if g != 2 else ["style_drift"]}}, 0.65)

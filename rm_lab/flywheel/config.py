@@ -68,6 +68,9 @@ class FlywheelConfig:
                                           "to every target reply, a planted reward hack that the guardrails must "
                                           "catch before it ships (the reward-hacking test)")
     plant_emoji_count: int = param(3, doc="emoji appended to each planted SFT target", ge=1, le=50)
+    plant_emoji_share: float = param(1.0, doc="the share of a planted generation's SFT targets that get the emoji "
+                                              "(a seeded draw; below 1 RL sees groups that differ in emoji)",
+                                     gt=0, le=1)
     traffic: dict = param({"n_contexts": 600, "n_preference_contexts": 600},
                           doc="generation 1's logged traffic (WorldConfig keys; seed, version and confound come from "
                               "above)", schema="rm_lab.world.simulate:WorldConfig")

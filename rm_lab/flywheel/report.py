@@ -102,12 +102,15 @@ def generation_markdown(s: dict, rule: str) -> str:
     if c.get("rounds"):
         lines += ["", f"## Coupled trainer ({c['method']}): rounds and guardrails", "",
                   "| round | win point_user | win point_internal | emoji/reply | words/reply | ensemble std ratio | "
-                  "alarms |", "|---|---|---|---|---|---|---|"]
+                  "true lift vs start (user) | alarms |", "|---|---|---|---|---|---|---|---|"]
         for r in c["rounds"]:
             w = r.get("win_rates", {})
+            tl = r.get("true_lift")
             lines.append(f"| {r['round']} | {_f(w.get('point_user'))} | {_f(w.get('point_internal'))} | "
                          f"{_f(r.get('emoji'))} | {_f(r.get('words'), 1)} | {_f(r.get('uncertainty'), 2)} | "
-                         f"{', '.join(r.get('alarms') or []) or 'none'} |")
+                         f"{'n/a' if tl is None else f'{tl:+.2%}'} | {', '.join(r.get('alarms') or []) or 'none'} |")
+        lines += ["", "Win rates and alarms are the reward model's (what a deployed trainer sees); the true lift is "
+                      "the world's hidden truth on the same replies, which no guardrail reads."]
         st = c.get("stopped")
         lines += ["", (f"Stopped at round {st['round']} by {', '.join(st['alarms'])}: {st['why']}. The candidate is "
                        "the last policy before that round." if st else "No stopping alarm: every round passed.")]

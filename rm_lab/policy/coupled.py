@@ -82,6 +82,10 @@ class Hooks(Protocol):
 
     def scorer(self, reward_model: str): ...  # a RewardModel: score(), compare(), pairwise
 
+    # optional: `truth(contexts, replies, characters) -> per-reply true engagement`, where a world knows it. The
+    # guardrails never read it (no deployed system has it); the round records it beside them, so a run shows
+    # whether the reward model's verdict and the truth part (reward hacking).
+
 
 @dataclass(frozen=True)
 class CoupledRun:
@@ -239,6 +243,7 @@ def _round(cfg: CoupledConfig, r: int, policy: str, rm: str, logs: list[str], co
     replies = hooks.respond(new_policy, contexts, characters, cfg.seed + r)
     log_dir = hooks.label(contexts, replies, characters, f"round-{r}", cfg.seed * 1000 + r, folder / "logs")
     checks = check_round(hooks.scorer(rm), contexts, characters, replies, start_replies, cfg)
+    truth = true_change(hooks, contexts, characters, replies, start_replies)
     new_rm = rm
     if cfg.refresh_rm and not checks["stopping"] and not last:
         jobs.safe_point()
@@ -247,10 +252,28 @@ def _round(cfg: CoupledConfig, r: int, policy: str, rm: str, logs: list[str], co
     rec = {"round": r, "policy": new_policy, "reward_model": new_rm, "trained_against": rm, "logs": log_dir,
            "update": update_metrics, "win_rates": checks["win_rates"], "drift": checks["drift"],
            "uncertainty": checks["uncertainty"], "alarms": checks["alarms"], "stopping": checks["stopping"],
-           "not_significant": checks["not_significant"],
+           "not_significant": checks["not_significant"], "true": truth,
            "ok": checks["ok"]}
     io.write_json(run.round_file(r), rec)  # last: the round is finished
     return rec
+
+
+def true_change(hooks, contexts: pd.DataFrame, characters: pd.DataFrame, replies: Sequence[str],
+                start_replies: Sequence[str]) -> dict | None:
+    """The round's true engagement vs the starting policy's on user traffic (None: the hooks know no truth):
+    both means, the paired difference with its 95% interval, and the relative lift."""
+    truth = getattr(hooks, "truth", None)
+    if truth is None:
+        return None
+    from rm_lab.policy.evaluate import mean_ci
+
+    user = contexts["traffic"].to_numpy() == "user"
+    if not user.any():
+        user = np.ones(len(contexts), bool)
+    new = np.asarray(truth(contexts, list(replies), characters), float)[user]
+    start = np.asarray(truth(contexts, list(start_replies), characters), float)[user]
+    return {"new": float(new.mean()), "start": float(start.mean()), "difference": mean_ci(new - start),
+            "lift": float(new.mean() / start.mean() - 1.0), "n": int(user.sum())}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,6 +324,13 @@ class LLMHooks:
         from rm_lab.reward.model import RewardModel
 
         return RewardModel.load(reward_model, cache_dir=self.cache_dir)
+
+    def truth(self, contexts: pd.DataFrame, replies: list[str], characters: pd.DataFrame) -> np.ndarray:
+        """The world's exact true engagement of each reply, by the users who label the rounds."""
+        from rm_lab.world.engagement import Population, score_replies
+
+        pop = Population(world_version=self.world_version, spurious_emoji=self.spurious_emoji)
+        return score_replies(replies, contexts, characters, pop).true_engagement
 
 
 def respond_with(policy: str | None, contexts: pd.DataFrame, characters: pd.DataFrame, seed: int, engine: dict,
