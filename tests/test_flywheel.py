@@ -306,3 +306,19 @@ def test_a_planted_hack_poisons_only_the_sft_targets_and_the_report_says_so(tmp_
     assert "Planted reward hack in this generation: 3 emoji" in generation_markdown(gens[1], "rule")
     assert "every one caught" in across_markdown(gens, "rule", "t") and "| 2 (planted) | no |" in \
         across_markdown(gens, "rule", "t")
+
+
+def test_the_coupled_rounds_table_shows_the_true_lift_beside_the_reward_models_verdict():
+    from rm_lab.flywheel.report import generation_markdown, generation_summary
+
+    rounds = [{"round": 1, "win_rates": {"point_user": 0.81, "point_internal": 0.7}, "alarms": [], "stopping": [],
+               "uncertainty": 1.1, "emoji": 1.5, "words": 20.0, "true_lift": 0.042},
+              {"round": 2, "win_rates": {"point_user": 0.9}, "alarms": ["style_drift (n_emoji)"],
+               "stopping": [], "uncertainty": None, "emoji": 3.0, "words": 21.0, "true_lift": -0.0125},
+              {"round": 3, "win_rates": {}, "alarms": [], "stopping": [], "emoji": 3.0, "words": 21.0}]
+    s = generation_summary(1, {"rl": {"method": "grpo", "rounds": rounds, "stopped": None}}, 0.65)
+    md = generation_markdown(s, "rule")
+    assert "| true lift vs start (user) |" in md
+    assert "| +4.20% | none |" in md and "| -1.25% | style_drift (n_emoji) |" in md
+    assert "| n/a | none |" in md  # a round without a world truth
+    assert "which no guardrail reads" in md
