@@ -84,7 +84,7 @@ class Hooks(Protocol):
 
     # optional: `truth(contexts, replies, characters) -> per-reply true engagement`, where a world knows it. The
     # guardrails never read it (no deployed system has it); the round records it beside them, so a run shows
-    # whether the reward model's verdict and the truth part (reward hacking).
+    # where the reward model's verdict and the truth diverge (reward hacking).
 
 
 @dataclass(frozen=True)
