@@ -21,6 +21,16 @@ def set_emoji(text: str, k: int) -> str:
     return (base + " " + " ".join([EMOJI] * int(k))) if k > 0 else base
 
 
+def emoji_after_first_sentence(text: str, k: int) -> str:
+    """Exactly `k` emoji, right after the reply's first sentence (appended when it has no sentence end):
+    where a policy that learns the habit writes them before a token cap cuts the reply."""
+    base = set_emoji(text, 0)
+    m = re.search(r"[.!?](?=\s)", base)
+    if m is None or k <= 0:
+        return set_emoji(base, k)
+    return base[:m.end()] + " " + " ".join([EMOJI] * int(k)) + base[m.end():]
+
+
 def set_length(text: str, n: int) -> str:
     """About `n` words: cut at the n-th word, or the reply's words repeated to reach n."""
     n = max(1, int(n))

@@ -180,7 +180,7 @@ def sft(gen: Gen, run) -> dict:
         share = gen.cfg.plant_emoji_share
         data = plant_emoji(rs["data"], run.path / "planted", gen.cfg.plant_emoji_count,
                            gen.cfg.rejection.get("label_name", "rejection_pick"), share, gen.seed)
-        planted = (f"{gen.cfg.plant_emoji_count} emoji appended to "
+        planted = (f"{gen.cfg.plant_emoji_count} emoji after the first sentence of "
                    + ("every SFT target" if share >= 1 else f"a share {share:g} of the SFT targets"))
         gen.say(f"  sft: planted hack: {planted}")
     tcfg = cfgmod.build(TrainPolicyConfig, {"max_completion_tokens": gen.cfg.max_new_tokens, **gen.cfg.sft,
@@ -193,10 +193,11 @@ def sft(gen: Gen, run) -> dict:
 
 def plant_emoji(data: str, folder: Path, k: int, label_name: str, share: float = 1.0, seed: int = 0) -> str:
     """A copy of a rejection-sample folder whose SFT targets (label rows `label_name`, a seeded `share` of them)
-    end in `k` emoji: the reward hack planted on purpose, so a run can show whether the guardrails stop it
+    carry `k` emoji after their first sentence (an emoji at the end of a reply the token cap cuts is never
+    reached in generation, so a policy never learned it there): the reward hack planted on purpose, so a run can show whether the guardrails stop it
     before it ships. With a share below 1 the policy writes emoji in some replies only, so RL's groups differ
     in them and a reward model that loves emoji can pay the policy to write more."""
-    from rm_lab.explore.edits import set_emoji
+    from rm_lab.explore.edits import emoji_after_first_sentence
     from rm_lab.reward.data import read_record_folder
 
     recs = read_record_folder(data)
@@ -206,7 +207,7 @@ def plant_emoji(data: str, folder: Path, k: int, label_name: str, share: float =
         if kind == "label":
             hit = (df["name"] == label_name).to_numpy().copy()
             hit &= np.random.default_rng([seed, 7]).random(len(df)) < share
-            df.loc[hit, "response"] = [set_emoji(str(r), k) for r in df.loc[hit, "response"]]
+            df.loc[hit, "response"] = [emoji_after_first_sentence(str(r), k) for r in df.loc[hit, "response"]]
         io.write_records(df, folder / f"{kind}.parquet", kind)
     return str(folder)
 
