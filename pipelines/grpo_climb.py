@@ -18,7 +18,6 @@ The summary is written to --out and, as the recorded run, to `--report`.md/.json
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rejection_sft import done, evaluate_lines, evaluate_step, step, world_and_reward_model  # noqa: E402
+from rejection_sft import RM, WORLD, done, evaluate_lines, evaluate_step, start, step, world_and_reward_model  # noqa: E402,E501
 
 from rm_lab import config as cfgmod, io  # noqa: E402
 from rm_lab.policy.trainer import PolicyRun, TrainPolicyConfig, train_policy  # noqa: E402
@@ -40,9 +39,8 @@ from rm_lab.world.simulate import WorldConfig, simulate  # noqa: E402
 class Pipeline:
     """The stage configs of the pipeline (each its stage's own dataclass; override any key dotted)."""
 
-    world: dict = field(default_factory=lambda: {"world_version": 2, "seed": 0, "n_contexts": 2000,
-                                                 "n_preference_contexts": 2000})
-    rm: dict = field(default_factory=lambda: {"epochs": 20})
+    world: dict = field(default_factory=lambda: dict(WORLD))
+    rm: dict = field(default_factory=lambda: dict(RM))
     prompts: dict = field(default_factory=lambda: {"world_version": 2, "seed": 100, "n_contexts": 400,
                                                    "n_preference_contexts": 1})
     grpo: dict = field(default_factory=lambda: {
@@ -55,16 +53,8 @@ class Pipeline:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/grpo-climb")
-    ap.add_argument("--report", default="reports/grpo_climb", help="the recorded run: PATH.md and PATH.json")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides of the stage configs (grpo.n_prompts=8)")
-    args = ap.parse_args(argv)
-    p = cfgmod.build(Pipeline, cfgmod._merge(asdict(Pipeline()), cfgmod.parse_overrides(args.overrides)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
-    say = lambda m: print(m, flush=True)  # noqa: E731
+    p, args, out, timings, say = start(Pipeline, argv, __doc__, out="runs/grpo-climb", report="reports/grpo_climb",
+                                       example="grpo.n_prompts=8")
 
     rm_dir = world_and_reward_model(p.world, p.rm, p.rm_run, out, timings, say)
 

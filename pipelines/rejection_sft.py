@@ -38,13 +38,16 @@ from rm_lab.reward.train import TrainRMConfig, train_reward_model  # noqa: E402
 from rm_lab.world.simulate import WorldConfig, simulate  # noqa: E402
 
 
+WORLD = {"world_version": 2, "seed": 0, "n_contexts": 2000, "n_preference_contexts": 2000}  # the logs
+RM = {"epochs": 20}  # train-rm keys of the reward model on them
+
+
 @dataclass
 class Pipeline:
     """The stage configs of the pipeline (each is its stage's own dataclass; override any key dotted)."""
 
-    world: dict = field(default_factory=lambda: {"world_version": 2, "seed": 0, "n_contexts": 2000,
-                                                 "n_preference_contexts": 2000})
-    rm: dict = field(default_factory=lambda: {"epochs": 20})
+    world: dict = field(default_factory=lambda: dict(WORLD))
+    rm: dict = field(default_factory=lambda: dict(RM))
     sample: dict = field(default_factory=lambda: {"n_contexts": 64, "n": 8, "max_new_tokens": 48, "world_seed": 100,
                                                   "world_version": 2, "temperature": 0.8})
     sft: dict = field(default_factory=lambda: {"epochs": 3, "lr": 1e-3, "lora_r": 16, "batch_size": 8})
@@ -100,17 +103,24 @@ def evaluate_step(evaluate: dict, rm_dir: Path, new_policy: Path, name: str, out
     return ev_dir, json.loads((ev_dir / "report.json").read_text())
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/rejection-sft")
-    ap.add_argument("--report", default="reports/rejection_sft", help="the recorded run: PATH.md and PATH.json")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides of the stage configs (sample.n=4)")
+def start(pipeline: type, argv, doc: str, out: str, report: str, example: str) -> tuple:
+    """The command line of a pipeline script: its configs with the overrides, the arguments, its output folder,
+    the timings so far, and a printer."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--report", default=report, help="the recorded run: PATH.md and PATH.json")
+    ap.add_argument("overrides", nargs="*", help=f"key=value overrides of the stage configs ({example})")
     args = ap.parse_args(argv)
-    p = cfgmod.build(Pipeline, cfgmod._merge(asdict(Pipeline()), cfgmod.parse_overrides(args.overrides)))
+    p = cfgmod.build(pipeline, cfgmod._merge(asdict(pipeline()), cfgmod.parse_overrides(args.overrides)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
-    say = lambda m: print(m, flush=True)  # noqa: E731
+    return p, args, out, timings, lambda m: print(m, flush=True)
+
+
+def main(argv=None) -> dict:
+    p, args, out, timings, say = start(Pipeline, argv, __doc__, out="runs/rejection-sft",
+                                       report="reports/rejection_sft", example="sample.n=4")
 
     # 1. logs of world v2 and the reward model trained on them
     rm_dir = world_and_reward_model(p.world, p.rm, p.rm_run, out, timings, say)
