@@ -304,8 +304,15 @@ def test_a_planted_hack_poisons_only_the_sft_targets_and_the_report_says_so(tmp_
             for g in (1, 2)]
     assert across(gens)["planted"] == [2] and across(gens)["planted_shipped"] == []
     assert "Planted reward hack in this generation: 3 emoji" in generation_markdown(gens[1], "rule")
-    assert "every one caught" in across_markdown(gens, "rule", "t") and "| 2 (planted) | no |" in \
-        across_markdown(gens, "rule", "t")
+    md = across_markdown(gens, "rule", "t")
+    assert "every one kept out; generation 2 by style_drift." in md, md
+    assert "| 2 (planted) | no |" in md
+    # which checks held it back: the ship rule's and the coupled trainer's stop
+    kept = generation_summary(3, {"sft": {"planted": "x"}, "ship": {"ship": False, "reasons": [
+        "A/B lift not above 0 with 95% confidence (breadth +1.13% [-26.12%, +38.42%])"]},
+        "rl": {"method": "grpo", "rounds": [], "stopped": {"round": 1, "alarms": ["style_drift"], "why": "w"}}}, 0.65)
+    assert across([kept])["planted_kept_out_by"] == {3: ["the A/B test", "coupled trainer stopped on style_drift "
+                                                          "(round 1)"]}
 
 
 def test_the_coupled_rounds_table_shows_the_true_lift_beside_the_reward_models_verdict():

@@ -130,7 +130,28 @@ def across(summaries: list[dict]) -> dict:
             "with_prediction": len(inside),
             "stopped_by_guardrail": sum(bool(s["coupled"].get("stopped")) for s in summaries),
             "planted": [s["generation"] for s in summaries if s.get("planted")],
-            "planted_shipped": [s["generation"] for s in summaries if s.get("planted") and s["shipped"]]}
+            "planted_shipped": [s["generation"] for s in summaries if s.get("planted") and s["shipped"]],
+            "planted_kept_out_by": {s["generation"]: kept_out_by(s) for s in summaries
+                                    if s.get("planted") and not s["shipped"]}}
+
+
+def kept_out_by(s: dict) -> list[str]:
+    """Which checks stood between a generation and shipping: the ship rule's failed checks, and the coupled
+    trainer's stop (which kept the policy from before it, so it held the hack back too, or not)."""
+    out = []
+    for r in s.get("reasons") or []:
+        if r.startswith("guardrail "):
+            out.append("evaluation guardrail " + r.split()[1])
+        elif r.startswith("A/B lift"):
+            out.append("the A/B test")
+        elif r.startswith("predicted lift"):
+            out.append("the predicted lift")
+        else:
+            out.append(r.split(":")[0])
+    st = (s.get("coupled") or {}).get("stopped")
+    if st:
+        out.append(f"coupled trainer stopped on {', '.join(st['alarms'])} (round {st['round']})")
+    return list(dict.fromkeys(out))
 
 
 def across_markdown(summaries: list[dict], rule: str, title: str) -> str:
@@ -141,7 +162,9 @@ def across_markdown(summaries: list[dict], rule: str, title: str) -> str:
              f"{a['measured_inside_predicted']} of {a['with_prediction']}; coupled trainer stopped by a guardrail in "
              f"{a['stopped_by_guardrail']}."
              + (f" Planted reward hacks in generations {a['planted']}: {len(a['planted_shipped'])} shipped"
-                f"{' (' + str(a['planted_shipped']) + ')' if a['planted_shipped'] else ', every one caught'}."
+                f"{' (' + str(a['planted_shipped']) + ')' if a['planted_shipped'] else ', every one kept out'}"
+                + "".join(f"; generation {g} by {', '.join(by) or 'no check named'}"
+                          for g, by in a["planted_kept_out_by"].items()) + "."
                 if a["planted"] else ""), "",
              "| gen | shipped | win user | win internal | predicted lift | measured breadth | true breadth | "
              "measured depth | true depth | follow | violations | emoji/reply | words/reply |",
