@@ -28,7 +28,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rejection_sft import RM, WORLD, done, evaluate_lines, evaluate_step, start, step, world_and_reward_model  # noqa: E402,E501
+from rejection_sft import (EVALUATE_KEYS, RM, WORLD, done, evaluate_lines, evaluate_step, start, step,  # noqa: E402
+                           world_and_reward_model, write_report)
 
 from rm_lab import config as cfgmod, io  # noqa: E402
 from rm_lab.policy.trainer import PolicyRun, TrainPolicyConfig, train_policy  # noqa: E402
@@ -80,13 +81,9 @@ def main(argv=None) -> dict:
     steps = json.loads(run.steps.read_text()) if run.steps.is_file() else []
     summary = {"sizes": asdict(p), "timings_s": timings, "total_s": round(sum(timings.values()), 1),
                "rm_run": str(rm_dir), "curve": curve(steps),
-               "evaluate": {k: ev[k] for k in ("win_rates", "world", "ab", "artifacts", "refusals", "steerability")}}
+               "evaluate": {k: ev[k] for k in EVALUATE_KEYS}}
     text = report(summary, grpo_dir, ev_dir)
-    for base in (out / "report", Path(args.report)):
-        base.parent.mkdir(parents=True, exist_ok=True)
-        io.write_json(base.with_suffix(".json"), summary)
-        io.write_text(base.with_suffix(".md"), text)
-    print(text)
+    write_report(summary, text, out, args.report)
     return summary
 
 

@@ -118,6 +118,18 @@ def start(pipeline: type, argv, doc: str, out: str, report: str, example: str) -
     return p, args, out, timings, lambda m: print(m, flush=True)
 
 
+EVALUATE_KEYS = ("win_rates", "world", "ab", "artifacts", "refusals", "steerability")  # kept in the summary
+
+
+def write_report(summary: dict, text: str, out: Path, report: str) -> None:
+    """The summary and its markdown into the run folder and, as the recorded run, to `report`.md/.json."""
+    for base in (out / "report", Path(report)):
+        base.parent.mkdir(parents=True, exist_ok=True)
+        io.write_json(base.with_suffix(".json"), summary)
+        io.write_text(base.with_suffix(".md"), text)
+    print(text)
+
+
 def main(argv=None) -> dict:
     p, args, out, timings, say = start(Pipeline, argv, __doc__, out="runs/rejection-sft",
                                        report="reports/rejection_sft", example="sample.n=4")
@@ -160,13 +172,9 @@ def main(argv=None) -> dict:
                              "scores": rs["scores"], "diversity_weight": rs.get("diversity_weight"),
                              "repetition_of_picks": rs.get("repetition_of_picks"),
                              "tokens_per_s": rs.get("tokens_per_s")},
-               "evaluate": {k: ev[k] for k in ("win_rates", "world", "ab", "artifacts", "refusals", "steerability")}}
+               "evaluate": {k: ev[k] for k in EVALUATE_KEYS}}
     text = report(summary, rs_dir, ev_dir)
-    for base in (out / "report", Path(args.report)):
-        base.parent.mkdir(parents=True, exist_ok=True)
-        io.write_json(base.with_suffix(".json"), summary)
-        io.write_text(base.with_suffix(".md"), text)
-    print(text)
+    write_report(summary, text, out, args.report)
     return summary
 
 
