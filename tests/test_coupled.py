@@ -185,10 +185,10 @@ class TruthHooks(FakeHooks):
     """The fake hack judged by world v2's own truth (the `truth` hook the LLM hooks have too)."""
 
     def truth(self, contexts, replies, characters):
-        from rm_lab.world.engagement import Population, score_replies
+        from rm_lab.policy.coupled import LLMHooks
 
-        return score_replies(replies, contexts, characters, Population(world_version=2, spurious_emoji=True)
-                             ).true_engagement
+        return LLMHooks(update_config=None, rm_config=None, world_version=2, spurious_emoji=True).truth(
+            contexts, replies, characters)
 
 
 def test_the_hack_pair_guardrails_off_climbs_the_reward_while_the_truth_falls_on_stops(tmp_path):

@@ -299,7 +299,8 @@ def test_a_planted_hack_poisons_only_the_sft_targets_and_the_report_says_so(tmp_
               for i in (0, 1)]
     assert counts[0] == counts[1] and set(counts[0]) == {0, 2} and 70 < counts[0].count(2) < 130
     # the generation's report and the one across generations name the planted generation and whether it shipped
-    gens = [generation_summary(g, {"sft": {"planted": "3 emoji after the first sentence of every SFT target" if g == 2 else None},
+    planted = "3 emoji after the first sentence of every SFT target"
+    gens = [generation_summary(g, {"sft": {"planted": planted if g == 2 else None},
                                    "ship": {"ship": g != 2, "reasons": [] if g != 2 else ["style_drift"]}}, 0.65)
             for g in (1, 2)]
     assert across(gens)["planted"] == [2] and across(gens)["planted_shipped"] == []

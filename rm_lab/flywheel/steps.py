@@ -194,9 +194,9 @@ def sft(gen: Gen, run) -> dict:
 def plant_emoji(data: str, folder: Path, k: int, label_name: str, share: float = 1.0, seed: int = 0) -> str:
     """A copy of a rejection-sample folder whose SFT targets (label rows `label_name`, a seeded `share` of them)
     carry `k` emoji after their first sentence (an emoji at the end of a reply the token cap cuts is never
-    reached in generation, so a policy never learned it there): the reward hack planted on purpose, so a run can show whether the guardrails stop it
-    before it ships. With a share below 1 the policy writes emoji in some replies only, so RL's groups differ
-    in them and a reward model that loves emoji can pay the policy to write more."""
+    reached in generation, so a policy never learned it there): the reward hack planted on purpose, so a run
+    can show whether the guardrails stop it before it ships. With a share below 1 the policy writes emoji in
+    some replies only, so RL's groups differ in them and a reward model that loves emoji can pay for more."""
     from rm_lab.explore.edits import emoji_after_first_sentence
     from rm_lab.reward.data import read_record_folder
 
@@ -205,8 +205,7 @@ def plant_emoji(data: str, folder: Path, k: int, label_name: str, share: float =
     for kind in ("character", "context", "label"):
         df = recs[kind].copy()
         if kind == "label":
-            hit = (df["name"] == label_name).to_numpy().copy()
-            hit &= np.random.default_rng([seed, 7]).random(len(df)) < share
+            hit = (df["name"] == label_name).to_numpy() & (np.random.default_rng([seed, 7]).random(len(df)) < share)
             df.loc[hit, "response"] = [emoji_after_first_sentence(str(r), k) for r in df.loc[hit, "response"]]
         io.write_records(df, folder / f"{kind}.parquet", kind)
     return str(folder)
